@@ -1,0 +1,432 @@
+"""Data for the ProEx reference implementation (KDD'26, "A Unified Framework
+Leveraging Large Language Model with Profile Extrapolation for Recommendation").
+
+What this file holds, top to bottom:
+  1. where datasets live (`--data-dir`, else $PROEX_DATA, else ./data) and the
+     download of the public RLMRec archive (book / yelp / steam);
+  2. a safe loader for the official pickles (`*_mat.pkl`, `*_emb_np*.pkl`);
+  3. `load_dataset`: the three splits plus the K profile-embedding views per side,
+     checked for shape and finiteness, with errors that name the file and the fix;
+  4. `synthetic`: an offline dataset with planted structure and K = 4 profile views;
+  5. BPR batches (one uniform negative per training interaction, re-drawn every epoch);
+  6. the normalised bipartite adjacency as a torch sparse CSR tensor, and a sparse
+     product whose backward reuses a precomputed transpose (fast on CPU).
+
+    python data.py --dataset ml100k --data-dir ../shared/datasets   # prints a summary
+"""
+import argparse
+import os
+import pickle
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+# dataset name on the command line -> folder under the data root
+FOLDERS = {'book': 'amazon', 'yelp': 'yelp', 'steam': 'steam', 'ml100k': 'ml100k'}
+RLMREC_URL = 'https://archive.org/download/rlmrec_data/data.zip'  # holds amazon/ yelp/ steam/
+SPLITS = ('trn', 'val', 'tst')
+warnings.filterwarnings('ignore', message='Sparse CSR tensor support is in beta')
+
+
+class DataError(Exception):
+    """Bad or missing input data; the message names the file and the fix."""
+
+
+# ---------------------------------------------------------------------------
+# 1. data root and download
+# ---------------------------------------------------------------------------
+def data_root(data_dir=None):
+    """--data-dir, else the environment variable PROEX_DATA, else ./data."""
+    return Path(data_dir or os.environ.get('PROEX_DATA') or 'data')
+
+
+def download(url, dest, chunk=1 << 20, timeout=30, log=print):
+    """Stream `url` into `dest` through a temporary file renamed only when complete,
+    so an interrupted transfer never leaves a file that looks finished."""
+    import requests
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + '.', suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as f, requests.get(url, stream=True, timeout=timeout) as r:
+            r.raise_for_status()
+            total = int(r.headers.get('Content-Length') or 0)
+            done, t0 = 0, time.time()
+            for block in r.iter_content(chunk):
+                f.write(block)
+                done += len(block)
+                rate = done / max(time.time() - t0, 1e-9)
+                log(f'\rdownloading {url}: {done / 2**20:.1f}'
+                    f'{f"/{total / 2**20:.1f}" if total else ""} MiB at {rate / 2**20:.1f} MiB/s',
+                    end='', flush=True)
+            log('')
+            if total and done != total:  # the server closed the connection early
+                raise IOError(f'transfer cut off after {done} of {total} bytes')
+        os.replace(tmp, dest)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return dest
+
+
+def fetch_rlmrec(root, url=RLMREC_URL, log=print):
+    """Download and extract the RLMRec archive so that <root>/amazon/trn_mat.pkl etc. exist.
+    Members are extracted into a temporary folder and moved into place per dataset folder,
+    so a failure midway leaves no half dataset behind."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    zpath = root / 'rlmrec_data.zip'
+    try:
+        download(url, zpath, log=log)
+    except Exception as e:
+        raise DataError(
+            f'could not download {url} ({type(e).__name__}: {e}).\n'
+            f'Download it by hand and unzip it so that {root}/amazon/trn_mat.pkl exists '
+            f'(likewise yelp/, steam/), or pass --data-dir to a folder that has them.') from e
+    try:
+        with zipfile.ZipFile(zpath) as z, tempfile.TemporaryDirectory(dir=root) as tmp:
+            for m in z.namelist():  # refuse absolute paths and '..' in the archive
+                if m.startswith('/') or '..' in Path(m).parts:
+                    raise DataError(f'{zpath}: unsafe member name {m!r} in the archive')
+            z.extractall(tmp)
+            for pkl in sorted(Path(tmp).rglob('trn_mat.pkl')):  # each folder holding a split
+                target = root / pkl.parent.name
+                if not target.exists():
+                    os.replace(pkl.parent, target)
+    except zipfile.BadZipFile as e:
+        raise DataError(f'{zpath} is not a valid zip archive ({e}); delete it and retry, '
+                        f'or download {url} by hand') from e
+    finally:
+        zpath.unlink(missing_ok=True)
+    return root
+
+
+# ---------------------------------------------------------------------------
+# 2. a pickle loader that only builds sparse matrices, arrays and containers
+# ---------------------------------------------------------------------------
+class _SafeUnpickler(pickle.Unpickler):
+    """pickle runs code on load; allow only what the official files contain."""
+    ALLOWED = {
+        ('numpy', 'ndarray'), ('numpy', 'dtype'), ('numpy.core.multiarray', '_reconstruct'),
+        ('numpy._core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
+        ('numpy._core.multiarray', 'scalar'), ('numpy.core.numeric', '_frombuffer'),
+        ('numpy._core.numeric', '_frombuffer'),
+        ('builtins', 'list'), ('builtins', 'dict'), ('builtins', 'tuple'), ('builtins', 'set'),
+        ('builtins', 'frozenset'), ('builtins', 'int'), ('builtins', 'float'), ('builtins', 'str'),
+        ('builtins', 'bytes'), ('builtins', 'bytearray'), ('collections', 'OrderedDict'),
+        ('_codecs', 'encode'),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        if module.startswith('scipy.sparse') and name.endswith(('_matrix', '_array')):
+            return super().find_class(module, name)  # coo_matrix, csr_matrix, ...
+        raise pickle.UnpicklingError(f'refused to load {module}.{name}')
+
+
+def safe_load(path):
+    """Unpickle `path` allowing only scipy.sparse matrices, numpy arrays and containers."""
+    try:
+        with open(path, 'rb') as f:
+            return _SafeUnpickler(f).load()
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise DataError(f'{path}: not a valid data pickle ({type(e).__name__}: {e}); '
+                        f're-download it or regenerate it') from e
+
+
+# ---------------------------------------------------------------------------
+# 3. the dataset: splits + K profile views per side
+# ---------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    name: str
+    train: sp.csr_matrix          # [n_users, n_items] binary
+    val: sp.csr_matrix
+    test: sp.csr_matrix
+    usr_prf: list = field(default_factory=list)  # K arrays [n_users, d_s] (view 0 = OP)
+    itm_prf: list = field(default_factory=list)  # K arrays [n_items, d_s]
+
+    @property
+    def n_users(self):
+        return self.train.shape[0]
+
+    @property
+    def n_items(self):
+        return self.train.shape[1]
+
+    def summary(self):
+        k = len(self.usr_prf)
+        views = f', K={k} profile views of dim {self.usr_prf[0].shape[1]}' if k else ', no profiles'
+        return (f'{self.name}: {self.n_users} users, {self.n_items} items, train/val/test '
+                f'{self.train.nnz}/{self.val.nnz}/{self.test.nnz}{views}')
+
+
+def load_matrix(path):
+    m = safe_load(path)
+    if not sp.issparse(m) or m.ndim != 2:
+        raise DataError(f'{path}: expected a 2-D scipy.sparse matrix, got {type(m).__name__}; '
+                        f'the file must be a pickled scipy.sparse (users x items) matrix')
+    m = sp.csr_matrix(m)
+    if not np.isfinite(m.data).all():
+        raise DataError(f'{path}: contains NaN or infinite values; regenerate the split')
+    m = sp.csr_matrix(m != 0, dtype=np.float32)  # binarise: a non-zero is an interaction
+    m.sort_indices()
+    return m
+
+
+def emb_files(folder, side, K=None):
+    """Official names: usr_emb_np.pkl (OP), usr_emb_np_1.pkl, ... (NPs); likewise itm_."""
+    names = [f'{side}_emb_np.pkl'] + [f'{side}_emb_np_{k}.pkl' for k in range(1, (K or 99))]
+    if K is None:  # as many views as exist, consecutively from the OP
+        n = 0
+        while n < len(names) and (Path(folder) / names[n]).exists():
+            n += 1
+        names = names[:max(n, 1)]
+    return [Path(folder) / n for n in names]
+
+
+def load_profiles(folder, side, n_rows, views=None):
+    """K profile-embedding views of one side, each [n_rows, d_s] float32.
+    views: list of view indices to keep (0 = OP, k = NP #k), None = all present."""
+    files = emb_files(folder, side)
+    if views is not None:
+        files = emb_files(folder, side, K=max(views) + 1)
+        files = [files[v] for v in views]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise DataError(
+            'ProEx needs the profile embeddings, missing: ' + ', '.join(missing) + '.\n'
+            'Get them (1) from the ProEx release (Google Drive folders linked from the '
+            'BlueGhostYi/ProRec README) into that folder, or (2) generate them with '
+            '`python profiles.py --dataset <name> ...` against a chat-completions endpoint.')
+    out = []
+    for f in files:
+        a = safe_load(f)
+        if not isinstance(a, np.ndarray) or a.ndim != 2:
+            raise DataError(f'{f}: expected a 2-D numpy array [n, d_s], got '
+                            f'{type(a).__name__} {getattr(a, "shape", "")}')
+        if a.shape[0] != n_rows:
+            raise DataError(f'{f}: has {a.shape[0]} rows but the interaction matrices have '
+                            f'{n_rows} {side == "usr" and "users" or "items"}; the embeddings '
+                            f'belong to another split or dataset: regenerate them for this one')
+        if not np.isfinite(a).all():
+            raise DataError(f'{f}: contains NaN or infinite values; regenerate those rows')
+        out.append(a.astype(np.float32))
+    if len({a.shape[1] for a in out}) > 1:
+        raise DataError(f'{folder}: {side} views have different widths '
+                        f'{[a.shape[1] for a in out]}; embed every view with one model')
+    return out
+
+
+def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, download_ok=True):
+    """Load a dataset by name. profiles=True also loads the K profile views per side
+    (an error lists what is missing). Any folder under the data root loads by its name."""
+    if name == 'synthetic':
+        return make_synthetic(seed)
+    root = data_root(data_dir)
+    folder = root / FOLDERS.get(name, name)
+    if not (folder / 'trn_mat.pkl').exists():
+        if name in ('book', 'yelp', 'steam') and download_ok:
+            print(f'{folder} has no trn_mat.pkl: fetching the RLMRec archive into {root}')
+            fetch_rlmrec(root)
+        if not (folder / 'trn_mat.pkl').exists():
+            raise DataError(f'{folder / "trn_mat.pkl"} not found; pass --data-dir (or set '
+                            f'PROEX_DATA) to the folder that holds {folder.name}/, or use '
+                            f'--dataset synthetic for an offline run')
+    train, val, test = (load_matrix(folder / f'{s}_mat.pkl') for s in SPLITS)
+    for s, m in (('val', val), ('tst', test)):
+        if m.shape != train.shape:
+            raise DataError(f'{folder / (s + "_mat.pkl")}: shape {m.shape} differs from '
+                            f'trn_mat.pkl {train.shape}; all splits must index the same '
+                            f'users and items')
+    data = Dataset(name, train, val, test)
+    if profiles:
+        data.usr_prf = load_profiles(folder, 'usr', train.shape[0], views)
+        data.itm_prf = load_profiles(folder, 'itm', train.shape[1], views)
+        if data.usr_prf[0].shape[1] != data.itm_prf[0].shape[1]:
+            raise DataError(f'{folder}: user and item embeddings differ in width; embed both '
+                            f'sides with the same model')
+    return data
+
+
+def select_views(data, views):
+    """Keep profile views `views` (list of indices, 0 = OP) of an already loaded dataset."""
+    if views is None:
+        return data
+    K = len(data.usr_prf)
+    if max(views) >= K:
+        raise DataError(f'{data.name}: asked for views {views} but only {K} exist')
+    return Dataset(data.name, data.train, data.val, data.test,
+                   [data.usr_prf[v] for v in views], [data.itm_prf[v] for v in views])
+
+
+# ---------------------------------------------------------------------------
+# 4. synthetic: planted structure, K = 4 views of different quality
+# ---------------------------------------------------------------------------
+def make_synthetic(seed=2023, n_users=3000, n_items=2000, r=16, per_user=20, d_s=64):
+    """Users and items carry latent factors [*, r]; each user interacts with `per_user`
+    items drawn by softmax(user . item) plus popularity, split 3:1:1 per user.
+    Profile views: three informative ones (a fixed random projection of the latent
+    factors plus noise of std 0.5, 1.0, 2.0) and one misleading view (the projection
+    of a random other entity's factors). Generated in well under 2 s."""
+    rng = np.random.default_rng(seed)
+    P = rng.normal(size=(n_users, r)).astype(np.float32)                 # user factors
+    Q = rng.normal(size=(n_items, r)).astype(np.float32)                 # item factors
+    pop = rng.normal(scale=1.0, size=n_items).astype(np.float32)         # item popularity
+    logits = P @ Q.T / np.sqrt(r) * 3.0 + pop                            # [U, I]
+    gumbel = -np.log(-np.log(rng.uniform(size=logits.shape).astype(np.float32) + 1e-12) + 1e-12)
+    items = np.argpartition(-(logits + gumbel), per_user, axis=1)[:, :per_user]  # sample w/o repl.
+    perm = rng.permuted(np.tile(np.arange(per_user), (n_users, 1)), axis=1)
+    part = np.where(perm < per_user * 3 // 5, 0, np.where(perm < per_user * 4 // 5, 1, 2))
+    rows = np.repeat(np.arange(n_users), per_user)
+    mats = [sp.csr_matrix((np.ones(int((part == s).sum()), np.float32),
+                           (rows[part.ravel() == s], items.ravel()[part.ravel() == s])),
+                          shape=(n_users, n_items)) for s in range(3)]
+    W = rng.normal(size=(r, d_s)).astype(np.float32) / np.sqrt(r)       # "text encoder"
+
+    def views(F):
+        out = [F @ W + rng.normal(scale=s, size=(len(F), d_s)).astype(np.float32)
+               for s in (0.5, 1.0, 2.0)]
+        out.append(F[rng.permutation(len(F))] @ W)                        # misleading view
+        return out
+    return Dataset('synthetic', *mats, usr_prf=views(P), itm_prf=views(Q))
+
+
+# ---------------------------------------------------------------------------
+# 5. BPR training batches
+# ---------------------------------------------------------------------------
+def sample_negatives(train, users, rng):
+    """One item per row of `users`, uniform over all items, rejected only against the
+    user's train items (vectorised: redraw just the rejected entries)."""
+    n_items = train.shape[1]
+    neg = rng.integers(0, n_items, size=len(users))
+    todo = np.arange(len(users))
+    while len(todo):
+        bad = _in_train(train, users[todo], neg[todo])
+        todo = todo[bad]
+        neg[todo] = rng.integers(0, n_items, size=len(todo))
+    return neg
+
+
+def _in_train(train, users, items):
+    """Boolean [n]: is (users[n], items[n]) a train interaction? (CSR rows are sorted)"""
+    keys = users.astype(np.int64) * train.shape[1] + items
+    coo_keys = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr)) \
+        * train.shape[1] + train.indices
+    pos = np.searchsorted(coo_keys, keys)
+    return coo_keys[np.minimum(pos, len(coo_keys) - 1)] == keys
+
+
+def bpr_batches(train, batch_size, rng):
+    """One epoch of (users, pos, neg) LongTensor batches over all train interactions in
+    random order; negatives are drawn anew on every call (i.e. every epoch)."""
+    users = np.repeat(np.arange(train.shape[0]), np.diff(train.indptr))
+    pos = train.indices.astype(np.int64)
+    order = rng.permutation(len(users))
+    users, pos = users[order], pos[order]
+    neg = sample_negatives(train, users, rng)
+    for s in range(0, len(users), batch_size):
+        yield (torch.from_numpy(users[s:s + batch_size]), torch.from_numpy(pos[s:s + batch_size]),
+               torch.from_numpy(neg[s:s + batch_size]))
+
+
+def user_batches(n_users, batch_size, rng):
+    """Shuffled user-id batches for the generative models (batches of users)."""
+    order = torch.from_numpy(rng.permutation(n_users))
+    return [order[s:s + batch_size] for s in range(0, n_users, batch_size)]
+
+
+def dense_rows(mat, users, device='cpu'):
+    """Rows `users` of a scipy CSR matrix as a dense float tensor [B, n_items]."""
+    return torch.from_numpy(mat[users.numpy()].toarray()).to(device)
+
+
+# ---------------------------------------------------------------------------
+# 6. the normalised bipartite adjacency and a sparse product with a fast backward
+# ---------------------------------------------------------------------------
+def norm_adj(train, self_loops=False, device='cpu'):
+    """A = [[0, R], [R^T, 0]] of size (U+I)^2.
+    self_loops=False: A_hat = D^-1/2 A D^-1/2 (LightGCN, SimGCL); zero-degree rows -> 0.
+    self_loops=True:  (D+I)^-1/2 (A+I) (D+I)^-1/2 (GCCF).
+    Returns a torch sparse CSR tensor (symmetric, so it is its own transpose)."""
+    U, I = train.shape
+    R = sp.csr_matrix(train, dtype=np.float32)
+    A = sp.bmat([[None, R], [R.T, None]], format='csr', dtype=np.float32)
+    if self_loops:
+        A = A + sp.identity(U + I, dtype=np.float32, format='csr')
+    deg = np.asarray(A.sum(1)).ravel()
+    d = np.zeros_like(deg)
+    d[deg > 0] = deg[deg > 0] ** -0.5
+    A_hat = sp.diags(d) @ A @ sp.diags(d)
+    return to_torch_csr(sp.csr_matrix(A_hat, dtype=np.float32), device)
+
+
+def to_torch_csr(m, device='cpu'):
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    return torch.sparse_csr_tensor(torch.from_numpy(m.indptr).long(), torch.from_numpy(m.indices).long(),
+                                   torch.from_numpy(m.data), size=m.shape,
+                                   check_invariants=False).to(device)
+
+
+def transpose_perm(A):
+    """For a CSR tensor A with a symmetric pattern: the permutation p of its values such
+    that A^T = CSR(same crow/col, values[p]). Lets a masked copy of A (edge dropout)
+    be transposed by indexing, without building a new matrix."""
+    crow, col = A.crow_indices().cpu().numpy(), A.col_indices().cpu().numpy()
+    row = np.repeat(np.arange(len(crow) - 1), np.diff(crow))
+    key_t = col.astype(np.int64) * A.shape[0] + row          # (col,row) of each entry
+    key = row.astype(np.int64) * A.shape[0] + col            # sorted: CSR order
+    return torch.from_numpy(np.searchsorted(key, key_t)).to(A.device)
+
+
+def with_values(A, values):
+    """A CSR tensor with A's pattern and new values."""
+    return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values, size=A.shape,
+                                   check_invariants=False)
+
+
+class SpMM(torch.autograd.Function):
+    """y = A @ X with backward dX = A^T @ dy computed from a given A^T. torch's own
+    backward of a sparse product is the slow part of a CPU epoch (REFERENCE section 9);
+    for the symmetric A_hat, A^T is A itself."""
+
+    @staticmethod
+    def forward(ctx, A, A_t, X):
+        ctx.A_t = A_t
+        return A @ X
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None, None, ctx.A_t @ dy
+
+
+def spmm(A, X, A_t=None):
+    """A @ X, differentiable in X; pass A_t when A is not symmetric."""
+    return SpMM.apply(A, A if A_t is None else A_t, X)
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description='Load a dataset and print a summary.')
+    p.add_argument('--dataset', default='synthetic', help='book, yelp, steam, ml100k, synthetic '
+                   'or any folder name under the data root (default: synthetic)')
+    p.add_argument('--data-dir', default=None, help='data root (default: $PROEX_DATA or ./data)')
+    p.add_argument('--profiles', action='store_true', help='also load the profile embeddings')
+    a = p.parse_args()
+    try:
+        t = time.time()
+        d = load_dataset(a.dataset, a.data_dir, profiles=a.profiles)
+        print(d.summary(), f'({time.time() - t:.2f} s)')
+    except DataError as e:
+        sys.exit(f'error: {e}')

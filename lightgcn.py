@@ -1,0 +1,140 @@
+"""LightGCN (He et al., SIGIR'20), base and with ProEx (KDD'26, Alg. 1-2), in one file.
+
+    python lightgcn.py                                  # offline first run on `synthetic`
+    python lightgcn.py --dataset book --data-dir ../shared/datasets
+    python lightgcn.py --proex --dataset ml100k --data-dir ../shared/datasets --out r.json
+
+Model: E^{l+1} = A_hat E^l with A_hat = D^-1/2 A D^-1/2 of the user-item graph; the final
+vectors z = sum_{l=0..L} E^l; score(u, i) = z_u . z_i. Trained with BPR (mean softplus)
+plus L2 on all parameters, edge dropout on A_hat during training (RLMRec behaviour).
+With --proex, the K mapped profiles of users and items are mixed into environments and
+added to z (Eq. 8, 12), and the loss is Eq. 14 (see proex_core.py).
+"""
+import argparse
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data as D
+import proex_core as P
+from eval import add_train_args, fit, pick_device, seed_all, write_result
+
+# official per-dataset defaults (REFERENCE section 4; RLMRec configs); other datasets: book's
+DATASET_DEFAULTS = {
+    'book':  dict(layers=3, reg=1e-6, keep_rate=0.8),
+    'yelp':  dict(layers=3, reg=1e-6, keep_rate=0.8),
+    'steam': dict(layers=2, reg=1e-6, keep_rate=0.8),
+}
+
+
+class LightGCN(nn.Module):
+    def __init__(self, n_users, n_items, d, layers, skip_layer0=False):
+        super().__init__()
+        self.n_users, self.layers, self.skip_layer0 = n_users, layers, skip_layer0
+        self.E0 = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users + n_items, d)))  # [U+I, d]
+
+    def propagate(self, A, A_t=None):
+        """z = sum_{l=0..L} A^l E0 (skip_layer0: l = 1..L, released ProEx-LightGCN)."""
+        E, layers = self.E0, [] if self.skip_layer0 else [self.E0]
+        for _ in range(self.layers):
+            E = D.spmm(A, E, A_t)                                   # E^{l+1} = A_hat E^l
+            layers.append(E)
+        z = torch.stack(layers).sum(0)                              # [U+I, d]
+        return z[:self.n_users], z[self.n_users:]                   # z_u [U, d], z_i [I, d]
+
+
+def drop_edges(A, perm, keep_rate, generator=None):
+    """Edge dropout: keep each entry of A_hat with prob keep_rate, no rescaling (RLMRec).
+    Returns the dropped matrix and its transpose (the mask breaks the symmetry)."""
+    if keep_rate >= 1.0:
+        return A, A
+    vals = A.values() * (torch.rand(A.values().shape, generator=generator,
+                                    device=A.device) < keep_rate)
+    return D.with_values(A, vals), D.with_values(A, vals[perm])
+
+
+def bpr_loss(z_u, z_i, z_j):
+    """BPR = mean softplus(s_neg - s_pos), s = inner product."""
+    return F.softplus((z_u * z_j).sum(-1) - (z_u * z_i).sum(-1)).mean()
+
+
+def l2_reg(module):
+    """Sum of squared Frobenius norms of all parameters (full tables, RLMRec)."""
+    return sum(p.pow(2).sum() for p in module.parameters())
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_args(p)
+    p.add_argument('--dim', type=int, default=32, help='embedding size d (default 32)')
+    p.add_argument('--layers', type=int, default=None, help='propagation layers L (default: per '
+                   'dataset, book/yelp 3, steam 2)')
+    p.add_argument('--reg', type=float, default=None, help='L2 weight on all parameters (default 1e-6)')
+    p.add_argument('--keep-rate', type=float, default=None, help='edge-dropout keep probability '
+                   'during training (default 0.8; 1 = no dropout)')
+    p.add_argument('--skip-layer0', action='store_true', help='final = sum of layers 1..L '
+                   '(released ProEx-LightGCN; set by --released)')
+    P.add_proex_args(p)
+    args = P.resolve_proex_args(p.parse_args(argv))
+    for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.proex and args.released:  # released ProEx-LightGCN: layers 1..L, no edge dropout
+        args.skip_layer0, args.keep_rate = True, 1.0
+    return args
+
+
+def main(args):
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = seed_all(args.seed)
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=P.parse_views(args.profiles), seed=args.seed)
+    print(data.summary())
+    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+    A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
+    perm = D.transpose_perm(A)
+    model = LightGCN(data.n_users, data.n_items, args.dim, args.layers, args.skip_layer0).to(device)
+    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim).to(device) if args.proex else None
+    params = list(model.parameters()) + (list(prof.parameters()) if prof else [])
+    opt = torch.optim.Adam(params, lr=args.lr)
+
+    def train_epoch(epoch):
+        total, n = 0.0, 0
+        for u, i, j in D.bpr_batches(data.train, args.batch, rng):
+            u, i, j = u.to(device), i.to(device), j.to(device)
+            z_u, z_i = model.propagate(*drop_edges(A, perm, args.keep_rate))
+            if prof is None:
+                loss = bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * l2_reg(model)
+            else:                                                        # Alg. 1
+                c_u, c_i, c_j = prof.users(u), prof.items(i), prof.items(j)  # [K, B, d]
+                loss, _ = P.discriminative_objective(z_u[u], z_i[i], z_i[j], c_u, c_i, c_j,
+                                                     **P.objective_kwargs(args))
+                loss = loss + args.reg * (l2_reg(model) + l2_reg(prof))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item(), n + 1
+        return total / n
+
+    def make_score_fn():
+        with torch.no_grad():
+            z_u, z_i = model.propagate(A)                                # no dropout at inference
+            if prof is not None:                                         # Alg. 2: + mean profile
+                z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
+        return lambda users: z_u[users] @ z_i.T                          # [B, I]
+
+    result = fit(model if prof is None else nn.ModuleList([model, prof]),
+                 train_epoch, make_score_fn, data, args, device)
+    write_result(result, args.out)
+    return result
+
+
+if __name__ == '__main__':
+    args = parse_args()
+    try:
+        main(args)
+    except D.DataError as e:
+        raise SystemExit(f'error: {e}')
