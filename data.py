@@ -239,7 +239,7 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
     if not (folder / 'trn_mat.pkl').exists():
         if name in ('book', 'yelp', 'steam') and download_ok:
             print(f'{folder} has no trn_mat.pkl: fetching the RLMRec archive into {root}')
-            fetch_rlmrec(root)
+            fetch_rlmrec(root, url=RLMREC_URL)  # the constant as it is now, not at import
         if not (folder / 'trn_mat.pkl').exists():
             raise DataError(f'{folder / "trn_mat.pkl"} not found; pass --data-dir (or set '
                             f'PROEX_DATA) to the folder that holds {folder.name}/, or use '
@@ -293,7 +293,7 @@ def make_synthetic(seed=2023, n_users=3000, n_items=2000, r=16, per_user=20, d_s
     mats = [sp.csr_matrix((np.ones(int((part == s).sum()), np.float32),
                            (rows[part.ravel() == s], items.ravel()[part.ravel() == s])),
                           shape=(n_users, n_items)) for s in range(3)]
-    W = rng.normal(size=(r, d_s)).astype(np.float32) / np.sqrt(r)       # "text encoder"
+    W = (rng.normal(size=(r, d_s)) / np.sqrt(r)).astype(np.float32)     # "text encoder"
 
     def views(F):
         out = [F @ W + rng.normal(scale=s, size=(len(F), d_s)).astype(np.float32)
@@ -320,7 +320,9 @@ def sample_negatives(train, users, rng):
 
 
 def _in_train(train, users, items):
-    """Boolean [n]: is (users[n], items[n]) a train interaction? (CSR rows are sorted)"""
+    """Boolean [n]: is (users[n], items[n]) a train interaction?"""
+    if not train.has_sorted_indices:  # the binary search below needs sorted rows
+        train = train.sorted_indices()
     keys = users.astype(np.int64) * train.shape[1] + items
     coo_keys = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr)) \
         * train.shape[1] + train.indices

@@ -110,8 +110,8 @@ def main(args):
                 loss = bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * l2_reg(model)
             else:                                                        # Alg. 1
                 c_u, c_i, c_j = prof.users(u), prof.items(i), prof.items(j)  # [K, B, d]
-                loss, _ = P.discriminative_objective(z_u[u], z_i[i], z_i[j], c_u, c_i, c_j,
-                                                     **P.objective_kwargs(args))
+                loss, _ = P.discriminative_objective(z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u,
+                                                     pos_items=i, **P.objective_kwargs(args))
                 loss = loss + args.reg * (l2_reg(model) + l2_reg(prof))
             opt.zero_grad()
             loss.backward()

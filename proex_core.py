@@ -1,0 +1,428 @@
+"""ProEx core: the profile-extrapolation parts shared by all six base models.
+
+Paper: Zhang, Zhang, Wang, Chen, Yin. "ProEx: A Unified Framework Leveraging
+Large Language Model with Profile Extrapolation for Recommendation", KDD'26,
+arXiv 2512.00679. Sec. 2.3-2.4, Alg. 1 (training) and Alg. 2 (inference).
+
+This file holds, one function per idea:
+  mappings f_psi (Eq. 6)           DirectMapping, AggregationMapping, aggregate_profiles
+  environments (Eq. 8-10)          dirichlet_weights, mix
+  contrastive regularisation (7)   contrastive_reg (paper), uniformity_reg (released code)
+  alignment (Eq. 11, 13)           info_nce, kl_diag_gaussians, distribution_alignment
+  fusion and total (Eq. 12, 14)    reparameterize, env_variance, proex_objective
+  one batch of Alg. 1              discriminative_objective, generative_objective
+  inference (Alg. 2)               mean_profile
+  shared command-line flags        add_proex_args, resolve_proex_args, select_profiles
+
+Shapes: K profiles per entity, E environments, n (or B) entities, d model size,
+d_s text-embedding size. Where the released code (BlueGhostYi/ProRec,
+lightgcn_proex.py) differs from the paper, the paper is the default and the
+released behaviour is a keyword argument (and a flag) named for what it does.
+
+No entry point: the model files (lightgcn.py, gccf.py, simgcl.py, multvae.py,
+ldiffrec.py, cvga.py) import it. Tests: python -m pytest -q tests/test_proex_core.py
+"""
+import argparse
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------
+# Mappings from the language space to the recommendation space (Eq. 6)
+
+class DirectMapping(nn.Module):
+    """f_psi^d of Eq. 6 for discriminative models: one MLP shared by users,
+    items and all K profiles. d is the size the profile is added to (GCCF: the
+    concatenated size of its layers)."""
+
+    def __init__(self, d_s, d):
+        super().__init__()
+        hidden = (d_s + d) // 2
+        self.mlp = nn.Sequential(nn.Linear(d_s, hidden), nn.LeakyReLU(), nn.Linear(hidden, d))
+        for layer in (self.mlp[0], self.mlp[2]):
+            nn.init.xavier_uniform_(layer.weight)  # paper silent; released code's init
+
+    def forward(self, c):
+        return self.mlp(c)  # [..., d_s] -> [..., d]
+
+
+class AggregationMapping(nn.Module):
+    """f_psi^a of Eq. 6 for generative models: an aggregated profile vector is
+    mapped to the mean and variance of a diagonal Gaussian in the latent space."""
+
+    def __init__(self, d_s, d, hidden=600):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(d_s, hidden), nn.Tanh(), nn.Linear(hidden, 2 * d))
+
+    def forward(self, c):
+        mu, logvar = self.mlp(c).chunk(2, dim=-1)  # [..., 2d] -> 2 x [..., d]
+        return mu, logvar.exp()  # Eq. 6: mu_{u,k}, sigma^2_{u,k}
+
+
+def aggregate_profiles(x, c_items, c_users):
+    """Input of f_psi^a (Eq. 6): mean of the profile vectors of the user's
+    interacted items plus the user's own; a user with no items gets only its own.
+    x: [B, I] 0/1 rows, c_items: [K, I, d_s], c_users: [K, B, d_s] -> [K, B, d_s]."""
+    x = x.to(c_items.dtype)
+    n_items = x.sum(dim=1).clamp(min=1)  # [B]
+    item_mean = torch.einsum('bi,kid->kbd', x, c_items) / n_items[None, :, None]  # [K, B, d_s]
+    return item_mean + c_users  # [K, B, d_s]
+
+
+# ----------------------------------------------------------------------------
+# Environments (Eq. 8-10)
+
+def dirichlet_weights(E, K, alpha, n=None, generator=None, device=None):
+    """Eq. 10: theta^e ~ Dir(alpha, ..., alpha), one row per environment.
+    n=None: [E, K], one draw per environment shared by all entities (released code).
+    n given: [E, n, K], one draw per entity per environment (paper).
+    Drawn on `device` from the global RNG, or on the CPU from a CPU `generator`."""
+    concentration = torch.full((E, K) if n is None else (E, n, K), float(alpha))
+    if generator is None:
+        return torch.distributions.Dirichlet(concentration.to(device)).sample()
+    # torch's Dirichlet sampler takes no generator: seed a forked global RNG from it
+    seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.distributions.Dirichlet(concentration).sample().to(device)
+
+
+def mix(views, theta):
+    """Eq. 8 (and Eq. 9 for means and variances separately): the convex
+    combination c~^e = sum_k theta_k^e c_k in every environment.
+    views: [K, n, d], theta: [E, K] or [E, n, K] -> [E, n, d]."""
+    theta = theta.to(views.device, views.dtype)
+    if theta.dim() == 2:
+        return torch.einsum('ek,knd->end', theta, views)  # [E, n, d]
+    return torch.einsum('enk,knd->end', theta, views)  # [E, n, d]
+
+
+def mean_profile(c):
+    """Alg. 2 (inference) and the 'w/o mixing' ablation: mean of the K mapped profiles."""
+    return c.mean(dim=0)  # [K, n, d] -> [n, d]
+
+
+# ----------------------------------------------------------------------------
+# Contrastive regularisation over the K profiles of one entity (Eq. 7)
+
+def contrastive_reg(views, tau=0.2):
+    """Eq. 7, as printed: L_reg = sum_k log(1 + exp(1/tau) sum_{k'!=k} exp(c_k.c_k'/tau)),
+    with L2-normalised vectors, averaged over the n entities. views: [K, n, d] -> scalar.
+    Computed as softplus(1/tau + logsumexp_{k'!=k}(c_k.c_k'/tau)), which cannot overflow.
+    (Note: the InfoNCE with positive c_k.c_k = 1 would give exp(-1/tau); the paper's
+    printed sign is kept. Both push the K profiles of an entity apart.)"""
+    K = views.shape[0]
+    if K == 1:
+        return views.sum() * 0.0  # empty sum over k' != k: log(1 + 0) = 0
+    c = F.normalize(views, dim=-1)  # [K, n, d]
+    logits = torch.einsum('knd,jnd->nkj', c, c) / tau  # [n, K, K]
+    self_pair = torch.eye(K, dtype=torch.bool, device=c.device)  # [K, K]
+    logits = logits.masked_fill(self_pair, float('-inf'))  # drop k' == k
+    per_k = F.softplus(1.0 / tau + torch.logsumexp(logits, dim=-1))  # Eq. 7, [n, K]
+    return per_k.sum(dim=1).mean()  # sum over k, mean over entities
+
+
+def uniformity_reg(views, tau=0.2):
+    """Released code's replacement for Eq. 7: for each profile k, the InfoNCE of the
+    normalised vectors against themselves over the n entities (positives on the
+    diagonal; info_nce below), SUMMED over k as the released code does. [K, n, d] -> scalar.
+    The released code adds 1e-5 inside the log; this is the exact form."""
+    return sum(info_nce(c_k, c_k, tau) for c_k in views)  # [n, d] per k, summed over k
+
+
+# ----------------------------------------------------------------------------
+# Alignment between the collaborative and the language space (Eq. 11, 13)
+
+def info_nce(z, c, tau=0.2):
+    """Discriminative alignment (Eq. 11/13): InfoNCE between collaborative vectors
+    z and mixed profiles c of the same n entities, both L2-normalised; positives
+    on the diagonal, denominators over the n entities of c. [n, d], [n, d] -> scalar."""
+    z, c = F.normalize(z, dim=-1), F.normalize(c, dim=-1)  # [n, d]
+    logits = z @ c.T / tau  # [n, n]
+    positives = torch.arange(z.shape[0], device=z.device)  # [n], the diagonal
+    return F.cross_entropy(logits, positives)  # mean_i -log softmax(logits_i)[i]
+
+
+def kl_diag_gaussians(mu_q, var_q, mu_p, var_p):
+    """Closed-form KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians,
+    summed over the last dim: [..., d] -> [...]."""
+    kl = torch.log(var_p / var_q) + (var_q + (mu_q - mu_p) ** 2) / var_p - 1.0  # [..., d]
+    return 0.5 * kl.sum(dim=-1)
+
+
+def distribution_alignment(mu, var, mu_env, var_env, beta):
+    """Eq. 11, generative alignment: w_u KL(q || N(mu~^e, var~^e)) + w_prior KL(q || N(0, I))
+    with w_u = 1 - beta, w_prior = beta, and q = N(mu, var) the base model's posterior.
+    With beta = 1 it is the usual VAE KL term. [B, d] x 4 -> scalar (mean over the batch)."""
+    kl_env = kl_diag_gaussians(mu, var, mu_env, var_env)  # [B]
+    kl_prior = kl_diag_gaussians(mu, var, torch.zeros_like(mu), torch.ones_like(var))  # [B]
+    return ((1.0 - beta) * kl_env + beta * kl_prior).mean()  # Eq. 11
+
+
+def reparameterize(mu, var, generator=None):
+    """z = mu + sigma * eps, eps ~ N(0, I): a differentiable sample of N(mu, var)."""
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)  # [..., d]
+    return mu + var.sqrt() * eps
+
+
+# ----------------------------------------------------------------------------
+# The ProEx objective (Eq. 14)
+
+def env_variance(env_losses, unbiased_var=False):
+    """Var_e(L^e) of Eq. 14: population variance over the E environments;
+    unbiased_var=True divides by E - 1 (released code's torch.var). 0 when E == 1."""
+    if env_losses.numel() < 2:
+        return env_losses.sum() * 0.0  # one environment: nothing varies
+    return env_losses.var(correction=1 if unbiased_var else 0)
+
+
+def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False):
+    """Eq. 14: sum_e L^e + lambda2 L_reg + lambda3 Var_e(L^e). env_losses: [E] -> scalar."""
+    return env_losses.sum() + lambda2 * l_reg + lambda3 * env_variance(env_losses, unbiased_var)
+
+
+def bpr(z_u, z_i, z_j):
+    """BPR = mean softplus(s_neg - s_pos), s the inner product. [..., B, d] x 3 -> [...]."""
+    s_pos = (z_u * z_i).sum(dim=-1)  # [..., B]
+    s_neg = (z_u * z_j).sum(dim=-1)  # [..., B]
+    return F.softplus(s_neg - s_pos).mean(dim=-1)
+
+
+def first_occurrences(ids):
+    """Row index of the first occurrence of each distinct id: [B] -> [n_unique]."""
+    uniq, inverse = torch.unique(ids, return_inverse=True)  # [U], [B]
+    rows = torch.arange(ids.numel(), device=ids.device)  # [B]
+    first = torch.full_like(uniq, ids.numel())
+    return first.scatter_reduce(0, inverse, rows, reduce='amin')  # [U]
+
+
+def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambda1,
+                             lambda2, lambda3, tau=0.2, shared_mixing=False, uniformity=False,
+                             unbiased_var=False, no_mixing=False, generator=None,
+                             users=None, pos_items=None):
+    """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
+    z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
+    c_u, c_i, c_j: [K, B, d] their K profiles, already mapped by DirectMapping.
+    users, pos_items: [B] ids, used only by uniformity=True to keep unique rows.
+    Returns (total, parts): parts = unweighted floats {'rec', 'align', 'reg', 'var'},
+    'rec' and 'align' summed over environments."""
+    B = z_u.shape[0]
+    # 1) environments: the mixed profiles of users, positives and negatives (Eq. 8-10)
+    c_all = torch.cat([c_u, c_i, c_j], dim=1)  # [K, 3B, d]
+    if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
+        mixed = mean_profile(c_all)[None]  # [1, 3B, d]
+    else:
+        n = None if shared_mixing else 3 * B  # shared_mixing: one draw per environment (released)
+        theta = dirichlet_weights(envs, c_all.shape[0], alpha, n, generator, c_all.device)  # Eq. 10
+        mixed = mix(c_all, theta)  # Eq. 8, [E, 3B, d]
+    cu_e, ci_e, cj_e = mixed.split(B, dim=1)  # 3 x [E, B, d]
+    # 2) fusion by addition (Eq. 12) and the recommendation loss per environment
+    rec = bpr(z_u + cu_e, z_i + ci_e, z_j + cj_e)  # [E]
+    # 3) alignment per environment (Eq. 11, 13); skipped when switched off
+    if lambda1 != 0:
+        align = torch.stack([info_nce(z_u, cu, tau) + info_nce(z_i, ci, tau)
+                             for cu, ci in zip(cu_e, ci_e)])  # [E]
+    else:
+        align = torch.zeros_like(rec)  # [E]
+    env_losses = rec + lambda1 * align  # L^e, [E]
+    # 4) regularisation over each entity's K profiles (Eq. 7)
+    if uniformity:  # released code: uniformity over the unique batch users and positive items
+        u_rows = first_occurrences(users) if users is not None else slice(None)
+        i_rows = first_occurrences(pos_items) if pos_items is not None else slice(None)
+        l_reg = uniformity_reg(c_u[:, u_rows], tau) + uniformity_reg(c_i[:, i_rows], tau)
+    else:
+        l_reg = contrastive_reg(c_u, tau) + contrastive_reg(c_i, tau)  # Eq. 7
+    # 5) total (Eq. 14)
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var)
+    parts = {'rec': rec.sum().item(), 'align': align.sum().item(), 'reg': l_reg.item(),
+             'var': env_variance(env_losses, unbiased_var).item()}
+    return total, parts
+
+
+def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lambda1,
+                         lambda2, lambda3, tau=0.2, shared_mixing=False, unbiased_var=False,
+                         no_mixing=False, generator=None):
+    """Alg. 1 for one batch of a generative model (Mult-VAE, L-DiffRec, CVGA).
+    nll_fn: z [B, d] -> scalar reconstruction loss of the base model (no KL term:
+      the KL to the prior is the beta part of Eq. 11, so beta = lambda1 = 1 is the base VAE).
+    mu, var: [B, d] the base posterior q(z_u | x_u); mu_k, var_k: [K, B, d] from
+    AggregationMapping, one per profile. Returns (total, parts) as discriminative_objective.
+    generator (tests): one on mu's device; the model files use the global RNG."""
+    B = mu.shape[0]
+    # 1) environments: mix means and variances separately (Eq. 9, 10)
+    if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
+        mu_env, var_env = mean_profile(mu_k)[None], mean_profile(var_k)[None]  # [1, B, d]
+    else:
+        n = None if shared_mixing else B  # shared_mixing: one draw per environment (released)
+        theta = dirichlet_weights(envs, mu_k.shape[0], alpha, n, generator, mu_k.device)  # Eq. 10
+        mu_env, var_env = mix(mu_k, theta), mix(var_k, theta)  # Eq. 9, [E, B, d]
+    # 2) one sample of the base posterior, shared by all environments so that
+    #    Var_e only sees what the environments change
+    z = reparameterize(mu, var, generator)  # [B, d]
+    rec, align = [], []
+    for m_e, v_e in zip(mu_env, var_env):
+        z_e = z + reparameterize(m_e, v_e, generator)  # Eq. 12 fusion by addition, [B, d]
+        rec.append(nll_fn(z_e))
+        align.append(distribution_alignment(mu, var, m_e, v_e, beta)
+                     if lambda1 != 0 else z_e.new_zeros(()))  # Eq. 11
+    rec, align = torch.stack(rec), torch.stack(align)  # [E], [E]
+    env_losses = rec + lambda1 * align  # Eq. 13, [E]
+    # 3) Eq. 7 over the K profile means (deterministic: no sampling noise in L_reg)
+    l_reg = contrastive_reg(mu_k, tau)
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var)  # Eq. 14
+    parts = {'rec': rec.sum().item(), 'align': align.sum().item(), 'reg': l_reg.item(),
+             'var': env_variance(env_losses, unbiased_var).item()}
+    return total, parts
+
+
+# ----------------------------------------------------------------------------
+# The K profile views of every user and item, mapped on demand (used by the model files)
+
+class ProfileEncoder(nn.Module):
+    """Discriminative side: holds the K text-embedding views c_{.,k} (Eq. 5) of all users
+    and items as fixed buffers, and maps the rows asked for with one DirectMapping (Eq. 6).
+    Only the distinct ids of a batch go through the MLP."""
+
+    def __init__(self, usr_prf, itm_prf, d):
+        super().__init__()
+        # K arrays [n, d_s] -> [K, n, d_s]; persistent=False keeps them out of state_dict
+        self.register_buffer('c_users', torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in usr_prf]), persistent=False)
+        self.register_buffer('c_items', torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in itm_prf]), persistent=False)
+        self.f_psi = DirectMapping(self.c_users.shape[-1], d)
+
+    def _map(self, c, ids):
+        uniq, inverse = torch.unique(ids, return_inverse=True)  # map each id once
+        return self.f_psi(c[:, uniq])[:, inverse]  # [K, B, d]
+
+    def users(self, ids):
+        return self._map(self.c_users, ids)  # [K, B, d]
+
+    def items(self, ids):
+        return self._map(self.c_items, ids)  # [K, B, d]
+
+    def mean_users(self):
+        return mean_profile(self.f_psi(self.c_users))  # Alg. 2, [U, d]
+
+    def mean_items(self):
+        return mean_profile(self.f_psi(self.c_items))  # Alg. 2, [I, d]
+
+
+class ProfileAggregator(nn.Module):
+    """Generative side: for the users of a batch, aggregate each profile view over the
+    user's interacted items plus the user's own, and map it to (mu_{u,k}, sigma^2_{u,k})
+    with one AggregationMapping (Eq. 6)."""
+
+    def __init__(self, usr_prf, itm_prf, d, hidden=600):
+        super().__init__()
+        self.register_buffer('c_users', torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in usr_prf]), persistent=False)
+        self.register_buffer('c_items', torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in itm_prf]), persistent=False)
+        self.f_psi = AggregationMapping(self.c_users.shape[-1], d, hidden)
+
+    def forward(self, users, x):
+        """users: [B] ids, x: [B, I] binary train rows -> mu_k, var_k: [K, B, d] each."""
+        c = aggregate_profiles(x, self.c_items, self.c_users[:, users])  # [K, B, d_s]
+        return self.f_psi(c)
+
+
+# ----------------------------------------------------------------------------
+# Command-line flags shared by the six model files
+
+def add_proex_args(parser):
+    """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing)."""
+    g = parser.add_argument_group('ProEx')
+    g.add_argument('--proex', action='store_true',
+                   help='train with ProEx (Alg. 1) and predict with Alg. 2')
+    g.add_argument('--envs', type=int, default=3,
+                   help='E, number of environments (paper 2..8; released amazon log 3)')
+    g.add_argument('--alpha', type=float, default=0.1,
+                   help='Dirichlet concentration of Eq. 10 (paper {0.1,0.2,0.3})')
+    g.add_argument('--lambda1', type=float, default=0.0,
+                   help='alignment weight of Eq. 13 (paper range [0,1]; default 0 as in the '
+                        'released code: the InfoNCE alignment costs O(B^2 d) per environment, '
+                        'about 2x a base epoch per 0.1 s of batch on CPU)')
+    g.add_argument('--lambda2', type=float, default=0.4,
+                   help='L_reg weight of Eq. 14 (paper [0,2]; released ex_weight 0.4)')
+    g.add_argument('--lambda3', type=float, default=1.0,
+                   help='Var_e weight of Eq. 14 (paper 1; released inv_weight 10)')
+    g.add_argument('--beta', type=float, default=0.5,
+                   help='generative models: prior weight of Eq. 11 (1 - beta on the environment)')
+    g.add_argument('--tau', type=float, default=0.2,
+                   help='temperature of Eq. 7 and of the InfoNCE alignment')
+    g.add_argument('--profiles', type=str, default='all',
+                   help="profile views used: 'all' or indices like '0,3' (0 = OP, k = NP#k)")
+    # ablations of the paper's Fig. 6
+    g.add_argument('--no-var', action='store_true',
+                   help='ablation: no variance term, first environment only')
+    g.add_argument('--no-reg', action='store_true', help='ablation: no L_reg (lambda2 = 0)')
+    g.add_argument('--no-align', action='store_true', help='ablation: no alignment (lambda1 = 0)')
+    g.add_argument('--no-mixing', action='store_true',
+                   help='ablation: mean pooling of the K profiles instead of environments')
+    # released-code behaviours (BlueGhostYi/ProRec lightgcn_proex.py)
+    g.add_argument('--uniformity-reg', action='store_true',
+                   help='released: uniformity InfoNCE per profile instead of Eq. 7')
+    g.add_argument('--shared-mixing', action='store_true',
+                   help='released: one Dirichlet draw per environment for the whole batch')
+    g.add_argument('--unbiased-var', action='store_true',
+                   help='released: unbiased Var_e (divide by E - 1)')
+    g.add_argument('--released', action='store_true',
+                   help='all released behaviours: --uniformity-reg --shared-mixing --unbiased-var, '
+                        'lambda1 0, lambda3 10, envs 3 (overrides --lambda1/--lambda3/--envs)')
+    return parser
+
+
+def resolve_proex_args(args):
+    """Apply --released, then the ablation switches; returns a new Namespace."""
+    a = argparse.Namespace(**vars(args))
+    if a.released:
+        a.uniformity_reg, a.shared_mixing, a.unbiased_var = True, True, True
+        a.lambda1, a.lambda3, a.envs = 0.0, 10.0, 3
+    if a.no_var:
+        a.lambda3, a.envs = 0.0, 1
+    if a.no_reg:
+        a.lambda2 = 0.0
+    if a.no_align:
+        a.lambda1 = 0.0
+    if a.no_mixing:
+        a.envs = 1
+    return a
+
+
+def parse_views(spec):
+    """--profiles before the data is loaded: 'all' -> None, '0,3' -> [0, 3] (checked by data.py)."""
+    if spec == 'all':
+        return None
+    try:
+        views = [int(v) for v in spec.split(',')]
+    except ValueError:
+        raise SystemExit(f"error: --profiles {spec!r}: expected 'all' or indices like '0,3'")
+    if min(views) < 0 or len(set(views)) != len(views):
+        raise SystemExit(f'error: --profiles {spec!r}: need distinct indices >= 0')
+    return views
+
+
+def objective_kwargs(args):
+    """The keyword arguments of discriminative_objective from the parsed flags."""
+    return dict(envs=args.envs, alpha=args.alpha, lambda1=args.lambda1, lambda2=args.lambda2,
+                lambda3=args.lambda3, tau=args.tau, shared_mixing=args.shared_mixing,
+                uniformity=args.uniformity_reg, unbiased_var=args.unbiased_var,
+                no_mixing=args.no_mixing)
+
+
+def generative_kwargs(args):
+    """The keyword arguments of generative_objective from the parsed flags."""
+    return dict(envs=args.envs, alpha=args.alpha, beta=args.beta, lambda1=args.lambda1,
+                lambda2=args.lambda2, lambda3=args.lambda3, tau=args.tau,
+                shared_mixing=args.shared_mixing, unbiased_var=args.unbiased_var,
+                no_mixing=args.no_mixing)
+
+
+def select_profiles(spec, K):
+    """Indices of the profile views named by --profiles: 'all' -> 0..K-1, '0,3' -> [0, 3]."""
+    if spec == 'all':
+        return list(range(K))
+    views = [int(s) for s in spec.split(',')]
+    if not views or any(v < 0 or v >= K for v in views) or len(set(views)) != len(views):
+        raise ValueError(f'--profiles {spec!r}: need distinct indices in 0..{K - 1}')
+    return views

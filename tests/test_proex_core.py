@@ -1,0 +1,406 @@
+"""Tests of proex_core.py: each function against a hand computation on tiny tensors.
+Run: python -m pytest -q tests/test_proex_core.py
+"""
+import argparse
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import proex_core as pc
+
+
+def unit(v):
+    return v / v.norm()
+
+
+# ---------------------------------------------------------------- mappings
+
+def test_direct_mapping_shapes_and_hidden_size():
+    f = pc.DirectMapping(10, 4)
+    assert f.mlp[0].out_features == 7  # (10 + 4) // 2
+    assert f(torch.randn(3, 5, 10)).shape == (3, 5, 4)
+
+
+def test_aggregation_mapping_splits_mean_and_variance():
+    torch.manual_seed(0)
+    f = pc.AggregationMapping(6, 3, hidden=8)
+    c = torch.randn(2, 5, 6)
+    mu, var = f(c)
+    out = f.mlp(c)
+    assert torch.allclose(mu, out[..., :3]) and torch.allclose(var, out[..., 3:].exp())
+
+
+def test_aggregate_profiles_by_hand():
+    x = torch.tensor([[1., 0., 1.], [0., 0., 0.]])  # user 1 has no items
+    c_items = torch.arange(2 * 3 * 2, dtype=torch.float).reshape(2, 3, 2)  # [K, I, d_s]
+    c_users = torch.ones(2, 2, 2) * 100  # [K, B, d_s]
+    out = pc.aggregate_profiles(x, c_items, c_users)
+    for k in range(2):
+        assert torch.allclose(out[k, 0], (c_items[k, 0] + c_items[k, 2]) / 2 + c_users[k, 0])
+        assert torch.allclose(out[k, 1], c_users[k, 1])
+
+
+# ---------------------------------------------------------------- environments
+
+@pytest.mark.parametrize('n', [None, 5])
+def test_dirichlet_weights_on_simplex(n):
+    torch.manual_seed(1)
+    theta = pc.dirichlet_weights(4, 3, 0.1, n=n)
+    assert theta.shape == ((4, 3) if n is None else (4, 5, 3))
+    assert torch.allclose(theta.sum(-1), torch.ones(theta.shape[:-1]), atol=1e-5)
+    assert (theta >= 0).all() and (theta <= 1).all()
+
+
+def test_dirichlet_weights_reproducible_and_mean():
+    torch.manual_seed(7)
+    a = pc.dirichlet_weights(3, 4, 0.1, n=6)
+    torch.manual_seed(7)
+    b = pc.dirichlet_weights(3, 4, 0.1, n=6)
+    assert torch.equal(a, b)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(pc.dirichlet_weights(2, 4, 0.3, generator=g1),
+                       pc.dirichlet_weights(2, 4, 0.3, generator=g2))
+    # Dir(alpha,...,alpha) has mean 1/K in every coordinate
+    torch.manual_seed(0)
+    many = pc.dirichlet_weights(1, 4, 0.2, n=20000)[0]
+    assert torch.allclose(many.mean(0), torch.full((4,), 0.25), atol=0.01)
+
+
+def test_mix_equals_weighted_sum():
+    torch.manual_seed(2)
+    views = torch.randn(3, 4, 2)  # [K, n, d]
+    shared = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])  # [E, K]
+    per_entity = torch.rand(2, 4, 3)  # [E, n, K]
+    out_s, out_p = pc.mix(views, shared), pc.mix(views, per_entity)
+    for e in range(2):
+        for i in range(4):
+            want_s = sum(shared[e, k] * views[k, i] for k in range(3))
+            want_p = sum(per_entity[e, i, k] * views[k, i] for k in range(3))
+            assert torch.allclose(out_s[e, i], want_s, atol=1e-6)
+            assert torch.allclose(out_p[e, i], want_p, atol=1e-6)
+
+
+def test_mean_profile():
+    c = torch.randn(4, 3, 2)
+    assert torch.allclose(pc.mean_profile(c), (c[0] + c[1] + c[2] + c[3]) / 4)
+
+
+# ---------------------------------------------------------------- regularisation
+
+def eq7_by_hand(views, tau):
+    """Eq. 7 with Python floats (float64), loops over entities and profiles."""
+    K, n, _ = views.shape
+    total = 0.0
+    for i in range(n):
+        c = [unit(views[k, i].double()) for k in range(K)]
+        for k in range(K):
+            s = sum(math.exp(float(c[k] @ c[j]) / tau) for j in range(K) if j != k)
+            total += math.log(1 + math.exp(1 / tau) * s)
+    return total / n
+
+
+def test_contrastive_reg_matches_eq7():
+    torch.manual_seed(3)
+    views = torch.randn(4, 5, 3)
+    assert pc.contrastive_reg(views, 0.2).item() == pytest.approx(eq7_by_hand(views, 0.2), rel=1e-5)
+    assert pc.contrastive_reg(views, 0.7).item() == pytest.approx(eq7_by_hand(views, 0.7), rel=1e-5)
+
+
+def test_contrastive_reg_small_tau_no_overflow():
+    torch.manual_seed(4)
+    views = torch.randn(3, 4, 3)
+    tau = 0.01  # exp(2 / tau) = exp(200) is inf in float32
+    assert torch.isinf(torch.exp(torch.tensor(1 / tau)) * torch.exp(torch.tensor(1 / tau)))
+    got = pc.contrastive_reg(views, tau)
+    assert torch.isfinite(got)
+    assert got.item() == pytest.approx(eq7_by_hand(views, tau), rel=1e-5)
+
+
+def test_contrastive_reg_single_profile_is_zero_with_finite_grad():
+    views = torch.randn(1, 3, 2, requires_grad=True)
+    loss = pc.contrastive_reg(views)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.isfinite(views.grad).all()
+
+
+def test_uniformity_reg_by_loops():
+    torch.manual_seed(5)
+    views = torch.randn(2, 4, 3)
+    tau = 0.2
+    want = 0.0
+    for k in range(2):
+        c = [unit(views[k, i].double()) for i in range(4)]
+        per = [-math.log(math.exp(float(c[i] @ c[i]) / tau)
+                         / sum(math.exp(float(c[i] @ c[j]) / tau) for j in range(4))) for i in range(4)]
+        want += sum(per) / 4  # mean over entities, summed over k
+    assert pc.uniformity_reg(views, tau).item() == pytest.approx(want, rel=1e-5)
+
+
+# ---------------------------------------------------------------- alignment
+
+def test_info_nce_by_loops():
+    torch.manual_seed(6)
+    z, c = torch.randn(4, 3), torch.randn(4, 3)
+    tau = 0.2
+    zn = [unit(v.double()) for v in z]
+    cn = [unit(v.double()) for v in c]
+    want = sum(-math.log(math.exp(float(zn[i] @ cn[i]) / tau)
+                         / sum(math.exp(float(zn[i] @ cn[j]) / tau) for j in range(4))) for i in range(4)) / 4
+    assert pc.info_nce(z, c, tau).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_kl_diag_gaussians_matches_torch():
+    torch.manual_seed(8)
+    mq, mp = torch.randn(5, 3), torch.randn(5, 3)
+    vq, vp = torch.rand(5, 3) + 0.1, torch.rand(5, 3) + 0.1
+    want = torch.distributions.kl_divergence(torch.distributions.Normal(mq, vq.sqrt()),
+                                             torch.distributions.Normal(mp, vp.sqrt())).sum(-1)
+    assert torch.allclose(pc.kl_diag_gaussians(mq, vq, mp, vp), want, atol=1e-5)
+
+
+def kl_by_hand(mq, vq, mp, vp):
+    return sum(0.5 * (math.log(b / a) + (a + (m - p) ** 2) / b - 1)
+               for m, a, p, b in zip(mq.tolist(), vq.tolist(), mp.tolist(), vp.tolist()))
+
+
+def test_distribution_alignment_by_hand_and_beta_one():
+    torch.manual_seed(9)
+    mu, mu_e = torch.randn(3, 2), torch.randn(3, 2)
+    var, var_e = torch.rand(3, 2) + 0.2, torch.rand(3, 2) + 0.2
+    beta = 0.3
+    want = sum((1 - beta) * kl_by_hand(mu[b], var[b], mu_e[b], var_e[b])
+               + beta * kl_by_hand(mu[b], var[b], torch.zeros(2), torch.ones(2)) for b in range(3)) / 3
+    assert pc.distribution_alignment(mu, var, mu_e, var_e, beta).item() == pytest.approx(want, rel=1e-5)
+    # beta = 1: the usual VAE KL(q || N(0, I)), whatever the environment
+    vae_kl = (0.5 * (-var.log() + var + mu ** 2 - 1).sum(-1)).mean()
+    assert pc.distribution_alignment(mu, var, mu_e, var_e, 1.0).item() == pytest.approx(vae_kl.item(), rel=1e-5)
+
+
+def test_reparameterize_moments():
+    mu = torch.tensor([1.0, -2.0, 0.5])
+    var = torch.tensor([0.25, 4.0, 1.0])
+    g = torch.Generator().manual_seed(10)
+    z = pc.reparameterize(mu.expand(200000, 3), var.expand(200000, 3), generator=g)  # [N, 3]
+    assert torch.allclose(z.mean(0), mu, atol=0.02)
+    assert torch.allclose(z.var(0), var, rtol=0.02)
+
+
+def test_reparameterize_mixed_mean_and_variance():
+    """Eq. 9 then sampling: the sample has the mixed mean and the mixed variance."""
+    mu_k = torch.tensor([[[0.0, 2.0]], [[4.0, -2.0]]])  # [K=2, n=1, d=2]
+    var_k = torch.tensor([[[1.0, 0.5]], [[3.0, 1.5]]])
+    theta = torch.tensor([[0.25, 0.75]])  # [E=1, K]
+    m, v = pc.mix(mu_k, theta)[0, 0], pc.mix(var_k, theta)[0, 0]
+    assert torch.allclose(m, torch.tensor([3.0, -1.0])) and torch.allclose(v, torch.tensor([2.5, 1.25]))
+    g = torch.Generator().manual_seed(11)
+    z = pc.reparameterize(m.expand(200000, 2), v.expand(200000, 2), generator=g)
+    assert torch.allclose(z.mean(0), m, atol=0.02) and torch.allclose(z.var(0), v, rtol=0.02)
+
+
+# ---------------------------------------------------------------- objective (Eq. 14)
+
+def test_proex_objective_variance_term():
+    equal = torch.tensor([0.7, 0.7, 0.7])
+    assert pc.proex_objective(equal, torch.tensor(2.0), 0.5, 10.0).item() == pytest.approx(2.1 + 1.0)
+    losses = torch.tensor([1.0, 2.0, 4.0])  # mean 7/3; squared deviations sum 14/3
+    pop = pc.proex_objective(losses, torch.tensor(0.0), 0.0, 1.0)
+    unb = pc.proex_objective(losses, torch.tensor(0.0), 0.0, 1.0, unbiased_var=True)
+    assert pop.item() == pytest.approx(7.0 + 14 / 9, rel=1e-6)
+    assert unb.item() == pytest.approx(7.0 + 14 / 6, rel=1e-6)
+    one = torch.tensor([1.5])
+    assert pc.proex_objective(one, torch.tensor(1.0), 1.0, 5.0, unbiased_var=True).item() == pytest.approx(2.5)
+
+
+def disc_inputs(B=5, K=3, d=4, d_s=6, seed=12):
+    torch.manual_seed(seed)
+    f = pc.DirectMapping(d_s, d)
+    z_u, z_i, z_j = (torch.randn(B, d, requires_grad=True) for _ in range(3))
+    texts = [torch.randn(K, B, d_s) for _ in range(3)]
+    return f, (z_u, z_i, z_j), texts
+
+
+def bpr_by_hand(u, i, j):
+    u, i, j = u.detach(), i.detach(), j.detach()
+    return sum(math.log(1 + math.exp(float(u[b] @ j[b] - u[b] @ i[b]))) for b in range(u.shape[0])) / u.shape[0]
+
+
+@pytest.mark.parametrize('shared', [True, False])
+def test_discriminative_objective_by_hand(shared):
+    f, (z_u, z_i, z_j), texts = disc_inputs()
+    c_u, c_i, c_j = (f(t) for t in texts)
+    E, B, kw = 3, 5, dict(alpha=0.2, lambda1=0.3, lambda2=0.4, lambda3=2.0)
+    torch.manual_seed(99)
+    total, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=E,
+                                               shared_mixing=shared, **kw)
+    torch.manual_seed(99)
+    theta = pc.dirichlet_weights(E, 3, 0.2, n=None if shared else 3 * B)
+    env_losses, rec_sum = [], 0.0
+    for e in range(E):
+        def mixed(c, offset):  # the weighted sum of Eq. 8, written out
+            w = theta[e] if shared else theta[e, offset:offset + B]  # [K] or [B, K]
+            return sum((w[k] if shared else w[:, k:k + 1]) * c[k] for k in range(3))
+        cu, ci, cj = mixed(c_u, 0), mixed(c_i, B), mixed(c_j, 2 * B)
+        rec = bpr_by_hand(z_u + cu, z_i + ci, z_j + cj)
+        align = (pc.info_nce(z_u, cu) + pc.info_nce(z_i, ci)).item()
+        env_losses.append(rec + 0.3 * align)
+        rec_sum += rec
+    reg = eq7_by_hand(c_u.detach(), 0.2) + eq7_by_hand(c_i.detach(), 0.2)
+    mean = sum(env_losses) / E
+    var = sum((l - mean) ** 2 for l in env_losses) / E
+    assert parts['rec'] == pytest.approx(rec_sum, rel=1e-5)
+    assert parts['reg'] == pytest.approx(reg, rel=1e-5)
+    assert parts['var'] == pytest.approx(var, rel=1e-4, abs=1e-9)
+    assert total.item() == pytest.approx(sum(env_losses) + 0.4 * reg + 2.0 * var, rel=1e-5)
+
+
+@pytest.mark.parametrize('uniformity', [False, True])
+def test_discriminative_objective_gradients(uniformity):
+    f, (z_u, z_i, z_j), texts = disc_inputs()
+    c_u, c_i, c_j = (f(t) for t in texts)
+    users, items = torch.tensor([0, 1, 1, 2, 3]), torch.tensor([4, 4, 5, 6, 7])
+    total, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=3, alpha=0.1,
+                                               lambda1=0.5, lambda2=0.4, lambda3=1.0,
+                                               uniformity=uniformity, users=users, pos_items=items)
+    total.backward()
+    for p in list(f.parameters()) + [z_u, z_i, z_j]:
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    assert set(parts) == {'rec', 'align', 'reg', 'var'} and all(isinstance(v, float) for v in parts.values())
+
+
+def test_uniformity_uses_unique_rows():
+    f, (z_u, z_i, z_j), texts = disc_inputs()
+    c_u, c_i, c_j = (f(t) for t in texts)
+    users, items = torch.tensor([0, 1, 1, 2, 0]), torch.tensor([4, 5, 6, 7, 8])
+    c_u = c_u[:, [0, 1, 1, 3, 0]]  # duplicated ids carry duplicated profiles
+    kw = dict(envs=1, alpha=0.1, lambda1=0.0, lambda2=1.0, lambda3=0.0, uniformity=True)
+    _, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, users=users, pos_items=items, **kw)
+    want = pc.uniformity_reg(c_u[:, [0, 1, 3]]) + pc.uniformity_reg(c_i)
+    assert parts['reg'] == pytest.approx(want.item(), rel=1e-6)
+    assert pc.first_occurrences(users).tolist() == [0, 1, 3]
+
+
+def test_discriminative_no_mixing_is_one_environment_with_the_mean():
+    f, (z_u, z_i, z_j), texts = disc_inputs()
+    c_u, c_i, c_j = (f(t) for t in texts)
+    total, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=4, alpha=0.1,
+                                               lambda1=0.2, lambda2=0.4, lambda3=5.0, no_mixing=True)
+    mu, mi, mj = c_u.mean(0), c_i.mean(0), c_j.mean(0)
+    rec = bpr_by_hand(z_u + mu, z_i + mi, z_j + mj)
+    align = (pc.info_nce(z_u, mu) + pc.info_nce(z_i, mi)).item()
+    reg = eq7_by_hand(c_u.detach(), 0.2) + eq7_by_hand(c_i.detach(), 0.2)
+    assert parts['var'] == 0.0 and parts['rec'] == pytest.approx(rec, rel=1e-5)
+    assert total.item() == pytest.approx(rec + 0.2 * align + 0.4 * reg, rel=1e-5)
+
+
+def test_discriminative_lambda1_zero_skips_alignment():
+    f, (z_u, z_i, z_j), texts = disc_inputs()
+    c_u, c_i, c_j = (f(t) for t in texts)
+    _, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=2, alpha=0.1,
+                                           lambda1=0.0, lambda2=0.4, lambda3=1.0)
+    assert parts['align'] == 0.0
+
+
+def gen_inputs(B=4, K=3, d=2, d_s=5, I=6, seed=13):
+    torch.manual_seed(seed)
+    agg = pc.AggregationMapping(d_s, d, hidden=7)
+    decoder = torch.nn.Linear(d, I)
+    mu = torch.randn(B, d, requires_grad=True)
+    logvar = torch.randn(B, d, requires_grad=True)
+    x = (torch.rand(B, I) < 0.5).float()
+    c = pc.aggregate_profiles(x, torch.randn(K, I, d_s), torch.randn(K, B, d_s))  # [K, B, d_s]
+    nll_fn = lambda z: -(F.log_softmax(decoder(z), dim=-1) * x).sum(-1).mean()  # multinomial NLL
+    return agg, decoder, mu, logvar, c, nll_fn
+
+
+def test_generative_objective_gradients():
+    agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
+    mu_k, var_k = agg(c)
+    total, parts = pc.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k, envs=3, alpha=0.1,
+                                           beta=0.5, lambda1=0.5, lambda2=0.4, lambda3=1.0)
+    total.backward()
+    for p in list(agg.parameters()) + list(decoder.parameters()) + [mu, logvar]:
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    assert parts['align'] > 0 and parts['reg'] > 0
+
+
+def test_generative_objective_by_hand():
+    agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
+    mu_k, var_k = agg(c)
+    var = logvar.exp()
+    E, B, kw = 2, 4, dict(alpha=0.2, beta=0.3, lambda1=0.7, lambda2=0.4, lambda3=3.0)
+    torch.manual_seed(5)
+    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=E, **kw)
+    torch.manual_seed(5)  # same draws in the same order: theta, base sample, one per environment
+    theta = pc.dirichlet_weights(E, 3, 0.2, n=B)  # [E, B, K]
+    eps = torch.randn(B, 2)
+    z = mu + var.sqrt() * eps
+    losses = []
+    for e in range(E):
+        m = sum(theta[e, :, k:k + 1] * mu_k[k] for k in range(3))  # Eq. 9
+        v = sum(theta[e, :, k:k + 1] * var_k[k] for k in range(3))
+        z_e = z + m + v.sqrt() * torch.randn(B, 2)  # Eq. 12
+        align = sum((1 - 0.3) * kl_by_hand(mu[b], var[b], m[b], v[b])
+                    + 0.3 * kl_by_hand(mu[b], var[b], torch.zeros(2), torch.ones(2)) for b in range(B)) / B
+        losses.append(nll_fn(z_e).item() + 0.7 * align)
+    reg = eq7_by_hand(mu_k.detach(), 0.2)
+    mean = sum(losses) / E
+    var_e = sum((l - mean) ** 2 for l in losses) / E
+    assert parts['reg'] == pytest.approx(reg, rel=1e-5)
+    assert total.item() == pytest.approx(sum(losses) + 0.4 * reg + 3.0 * var_e, rel=1e-5)
+
+
+def test_generative_no_mixing_uses_the_mean():
+    agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
+    mu_k, var_k = agg(c)
+    var = logvar.exp()
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=5, alpha=0.1, beta=0.5,
+                                           lambda1=1.0, lambda2=0.0, lambda3=9.0, no_mixing=True, generator=g1)
+    m, v = mu_k.mean(0), var_k.mean(0)
+    z = mu + var.sqrt() * torch.randn(mu.shape, generator=g2)
+    z_e = z + m + v.sqrt() * torch.randn(mu.shape, generator=g2)
+    want = nll_fn(z_e) + pc.distribution_alignment(mu, var, m, v, 0.5)
+    assert parts['var'] == 0.0
+    assert total.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- command line
+
+def parser():
+    return pc.add_proex_args(argparse.ArgumentParser())
+
+
+def test_defaults_and_released_shorthand():
+    a = parser().parse_args([])
+    assert (a.envs, a.alpha, a.lambda1, a.lambda2, a.lambda3, a.beta, a.tau, a.profiles) == \
+        (3, 0.1, 0.1, 0.4, 1.0, 0.5, 0.2, 'all')
+    r = pc.resolve_proex_args(parser().parse_args(['--proex', '--released', '--envs', '5']))
+    assert r.uniformity_reg and r.shared_mixing and r.unbiased_var
+    assert (r.lambda1, r.lambda3, r.envs, r.lambda2) == (0.0, 10.0, 3, 0.4)
+    plain = pc.resolve_proex_args(parser().parse_args(['--proex']))
+    assert not (plain.uniformity_reg or plain.shared_mixing or plain.unbiased_var)
+    assert (plain.lambda1, plain.lambda3, plain.envs) == (0.1, 1.0, 3)
+
+
+def test_resolve_ablations_and_purity():
+    args = parser().parse_args(['--no-var', '--no-reg', '--no-align'])
+    r = pc.resolve_proex_args(args)
+    assert (r.lambda3, r.envs, r.lambda2, r.lambda1) == (0.0, 1, 0.0, 0.0)
+    assert (args.lambda3, args.envs, args.lambda2, args.lambda1) == (1.0, 3, 0.4, 0.1)  # input untouched
+    assert pc.resolve_proex_args(parser().parse_args(['--no-mixing'])).envs == 1
+
+
+def test_unknown_flag_rejected():
+    with pytest.raises(SystemExit):
+        parser().parse_args(['--proex', '--lambda4', '1'])
+
+
+def test_select_profiles():
+    assert pc.select_profiles('all', 4) == [0, 1, 2, 3]
+    assert pc.select_profiles('0,3', 4) == [0, 3]
+    for bad in ('4', '0,0', '-1'):
+        with pytest.raises(ValueError):
+            pc.select_profiles(bad, 4)
