@@ -1,0 +1,68 @@
+"""Seconds per training epoch and per validation pass, measured alone on this machine.
+
+    python bench/timing.py [--models lightgcn,gccf,...] [--epochs 5]
+
+1. every model, base, on book (the speed target: the released RLMRec framework takes
+   3.03 s per LightGCN epoch and 3.77 s per validation on this 2-core CPU, REFERENCE 9);
+2. ProEx cost: base vs --proex on `synthetic-book` (synthetic at Amazon-Book's size,
+   K = 4 views of 64-d: book itself has no profile files here), ratio per model.
+Writes bench/results/timing.json. Run it with nothing else on the machine.
+"""
+import argparse
+import importlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+REFERENCE_SECONDS = {'train_epoch': 3.03, 'validation': 3.77}  # released framework, LightGCN, book
+
+
+def measure(model, dataset, data_dir, epochs, flags=''):
+    mod = importlib.import_module(model)
+    argv = ['--dataset', dataset, '--data-dir', data_dir, '--epochs', str(epochs),
+            '--patience', str(epochs + 1)] + flags.split()
+    r = mod.main(mod.parse_args(argv))
+    train = [h['train_s'] for h in r['history'][1:]]   # first epoch: warm-up, not counted
+    evals = [h['eval_s'] for h in r['history'][1:] if 'eval_s' in h]
+    return {'sec_per_epoch': statistics.median(train), 'sec_per_eval': statistics.median(evals),
+            'epochs_timed': len(train), 'threads': r['torch_threads']}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--models', default='lightgcn,gccf,simgcl,multvae,ldiffrec,cvga')
+    p.add_argument('--epochs', type=int, default=6, help='epochs per measurement (first is dropped)')
+    p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', str(ROOT.parent / 'shared/datasets')))
+    p.add_argument('--skip-proex', action='store_true', help='only the base timings on book')
+    p.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'timing.json'))
+    a = p.parse_args()
+    out = {'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
+           'torch': torch.__version__, 'reference_seconds': REFERENCE_SECONDS, 'book': {}, 'proex_cost': {}}
+    for m in a.models.split(','):
+        out['book'][m] = measure(m, 'book', a.data_dir, a.epochs)
+        Path(a.out).write_text(json.dumps(out, indent=1))
+    if 'lightgcn' in out['book']:
+        lg = out['book']['lightgcn']
+        out['speedup_vs_released_lightgcn'] = {
+            'train_epoch': REFERENCE_SECONDS['train_epoch'] / lg['sec_per_epoch'],
+            'validation': REFERENCE_SECONDS['validation'] / lg['sec_per_eval']}
+    for m in ([] if a.skip_proex else a.models.split(',')):
+        base = measure(m, 'synthetic-book', a.data_dir, a.epochs)
+        proex = measure(m, 'synthetic-book', a.data_dir, a.epochs, '--proex')
+        out['proex_cost'][m] = {'base': base, 'proex': proex,
+                                'ratio': proex['sec_per_epoch'] / base['sec_per_epoch']}
+        Path(a.out).write_text(json.dumps(out, indent=1))
+    print(json.dumps({k: v for k, v in out.items() if k != 'proex_cost'}, indent=1))
+    print({m: round(v['ratio'], 2) for m, v in out['proex_cost'].items()})
+
+
+if __name__ == '__main__':
+    main()
