@@ -233,7 +233,9 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
     """Load a dataset by name. profiles=True also loads the K profile views per side
     (an error lists what is missing). Any folder under the data root loads by its name."""
     if name == 'synthetic':
-        return make_synthetic(seed)
+        return select_views(make_synthetic(seed), views)
+    if name == 'synthetic-book':  # Amazon-Book's size (11,000 x 9,332, ~120k train): cost benchmarks
+        return select_views(make_synthetic(seed, n_users=11000, n_items=9332, per_user=18), views)
     root = data_root(data_dir)
     folder = root / FOLDERS.get(name, name)
     if not (folder / 'trn_mat.pkl').exists():

@@ -600,3 +600,13 @@ def test_load_dataset_book_cut_off(tmp_path, server, monkeypatch):
     assert server.requests == 1
     assert_says_what_and_where(e.value, server.url, root)
     assert not (root / 'amazon').exists() and not [p for p in leftovers(root) if 'part' in p]
+
+
+def test_synthetic_views_selected():
+    """--profiles on synthetic keeps only the asked views (e.g. the misleading view 3)."""
+    full = D.load_dataset('synthetic', seed=5)
+    only3 = D.load_dataset('synthetic', views=[3], seed=5)
+    assert len(only3.usr_prf) == 1 and len(only3.itm_prf) == 1
+    np.testing.assert_array_equal(only3.usr_prf[0], full.usr_prf[3])
+    with pytest.raises(D.DataError):
+        D.load_dataset('synthetic', views=[4], seed=5)

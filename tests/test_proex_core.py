@@ -376,20 +376,20 @@ def parser():
 def test_defaults_and_released_shorthand():
     a = parser().parse_args([])
     assert (a.envs, a.alpha, a.lambda1, a.lambda2, a.lambda3, a.beta, a.tau, a.profiles) == \
-        (3, 0.1, 0.1, 0.4, 1.0, 0.5, 0.2, 'all')
+        (3, 0.1, 0.0, 0.01, 1.0, 0.5, 0.2, 'all')
     r = pc.resolve_proex_args(parser().parse_args(['--proex', '--released', '--envs', '5']))
     assert r.uniformity_reg and r.shared_mixing and r.unbiased_var
     assert (r.lambda1, r.lambda3, r.envs, r.lambda2) == (0.0, 10.0, 3, 0.4)
     plain = pc.resolve_proex_args(parser().parse_args(['--proex']))
     assert not (plain.uniformity_reg or plain.shared_mixing or plain.unbiased_var)
-    assert (plain.lambda1, plain.lambda3, plain.envs) == (0.1, 1.0, 3)
+    assert (plain.lambda1, plain.lambda2, plain.lambda3, plain.envs) == (0.0, 0.01, 1.0, 3)
 
 
 def test_resolve_ablations_and_purity():
-    args = parser().parse_args(['--no-var', '--no-reg', '--no-align'])
+    args = parser().parse_args(['--no-var', '--no-reg', '--no-align', '--lambda1', '0.1'])
     r = pc.resolve_proex_args(args)
     assert (r.lambda3, r.envs, r.lambda2, r.lambda1) == (0.0, 1, 0.0, 0.0)
-    assert (args.lambda3, args.envs, args.lambda2, args.lambda1) == (1.0, 3, 0.4, 0.1)  # input untouched
+    assert (args.lambda3, args.envs, args.lambda2, args.lambda1) == (1.0, 3, 0.01, 0.1)  # input untouched
     assert pc.resolve_proex_args(parser().parse_args(['--no-mixing'])).envs == 1
 
 
