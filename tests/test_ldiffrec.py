@@ -1,0 +1,147 @@
+"""Tests of ldiffrec.py: the schedule, the forward process, the posterior against a hand
+computation, the importance sampler, and short runs on `synthetic` (base and --proex).
+Run: python -m pytest -q tests/test_ldiffrec.py
+"""
+import math
+
+import pytest
+import torch
+
+import ldiffrec as L
+
+
+def hand_schedule(T, s, a_min, a_max):
+    """abar_t from the linear-var definition 1 - abar_t = s (a_min + (t-1)/(T-1)(a_max - a_min))."""
+    return [1 - s * (a_min + (t - 1) / (T - 1) * (a_max - a_min)) for t in range(1, T + 1)]
+
+
+# ---------------------------------------------------------------- schedule
+
+@pytest.mark.parametrize('T,s,a_min,a_max', [(5, 1e-2, 1e-3, 1e-2), (40, 1e-3, 5e-4, 5e-3),
+                                             (100, 1e-5, 5e-3, 1e-2), (5, 0.5, 1e-3, 5e-3)])
+def test_schedule_betas_in_range_and_abar_decreasing(T, s, a_min, a_max):
+    d = L.GaussianDiffusion(T, s, a_min, a_max)
+    assert d.betas.shape == (T,) and d.betas.dtype == torch.float64
+    assert ((d.betas > 0) & (d.betas < 1)).all()
+    assert (d.alphas_cumprod[1:] < d.alphas_cumprod[:-1]).all()            # strictly decreasing
+    # 1 - abar_t is linear from s * a_min to s * a_max (the 'linear-var' schedule)
+    assert torch.allclose(d.alphas_cumprod, torch.tensor(hand_schedule(T, s, a_min, a_max),
+                                                         dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_q_sample_statistics():
+    torch.manual_seed(0)
+    d = L.GaussianDiffusion(5, 0.5, 1e-2, 0.5)                # noisy enough to measure
+    x0 = torch.tensor([0.5, -1.0, 2.0]).repeat(200000, 1)     # [N, 3]
+    for t_val in (0, 4):
+        t = torch.full((x0.shape[0],), t_val)
+        x_t = d.q_sample(x0, t, torch.randn_like(x0))
+        abar = d.alphas_cumprod[t_val].item()
+        assert torch.allclose(x_t.mean(0), math.sqrt(abar) * x0[0], atol=0.01)
+        assert torch.allclose(x_t.std(0), torch.full((3,), math.sqrt(1 - abar)), atol=0.01)
+
+
+def test_posterior_coefficients_by_hand():
+    T, s, a_min, a_max = 4, 0.3, 1e-2, 0.2
+    d = L.GaussianDiffusion(T, s, a_min, a_max)
+    abar = hand_schedule(T, s, a_min, a_max)
+    for t in range(T):
+        ab, ab_prev = abar[t], (abar[t - 1] if t > 0 else 1.0)
+        beta = 1 - ab / ab_prev
+        assert d.betas[t].item() == pytest.approx(beta, rel=1e-9)
+        # q(x_{t-1}|x_t, x_0): mean = coef1 x_0 + coef2 x_t, variance (Ho et al. Eq. 6-7)
+        assert d.posterior_mean_coef1[t].item() == pytest.approx(math.sqrt(ab_prev) * beta / (1 - ab))
+        assert d.posterior_mean_coef2[t].item() == pytest.approx(
+            math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab))
+        assert d.posterior_variance[t].item() == pytest.approx((1 - ab_prev) / (1 - ab) * beta,
+                                                               abs=1e-15)
+    # the posterior mean on a batch uses the coefficients of each row's own t
+    x0, x_t, t = torch.randn(3, 2), torch.randn(3, 2), torch.tensor([0, 3, 1])
+    mean, var = d.q_posterior_mean_variance(x0, x_t, t)
+    for r in range(3):
+        c1, c2 = d.posterior_mean_coef1[t[r]].item(), d.posterior_mean_coef2[t[r]].item()
+        assert torch.allclose(mean[r], c1 * x0[r] + c2 * x_t[r], atol=1e-6)
+    assert var.shape == (3, 1)
+
+
+def test_loss_weight_is_snr_difference():
+    d = L.GaussianDiffusion(5, 1e-2, 1e-3, 1e-2)
+    snr = [a / (1 - a) for a in hand_schedule(5, 1e-2, 1e-3, 1e-2)]
+    w = d.loss_weight(torch.arange(5))
+    assert w[0].item() == 1.0
+    for t in range(1, 5):
+        assert w[t].item() == pytest.approx(snr[t - 1] - snr[t], rel=1e-4)
+
+
+def test_p_sample_runs_all_steps_from_the_input():
+    """With a denoiser that predicts x_0 = 0, each reverse step is x_{t-1} = coef2_t x_t,
+    so the result is prod_t coef2_t * x_start: no noise, all T steps."""
+    d = L.GaussianDiffusion(5, 0.5, 1e-2, 0.5)
+    x = torch.randn(4, 3)
+    out = d.p_sample(lambda x_t, t: torch.zeros_like(x_t), x)
+    assert torch.allclose(out, d.posterior_mean_coef2.prod().float() * x, atol=1e-6)
+
+
+# ---------------------------------------------------------------- importance sampling
+
+def test_importance_sampler_uniform_until_full_then_proportional():
+    torch.manual_seed(1)
+    s = L.ImportanceSampler(3, history=2, uniform_prob=0.0)
+    t, pt = s.sample_timesteps(5, 'cpu')
+    assert torch.equal(pt, torch.ones(5))                          # uniform: weights 1
+    s.update(torch.tensor([0, 0, 0, 1, 2]), torch.tensor([9.0, 1.0, 1.0, 3.0, 4.0]))
+    assert s.Lt_count.tolist() == [2, 1, 1]
+    assert s.Lt_history[0].tolist() == [1.0, 1.0]                  # keeps the last 2
+    assert (s.sample_timesteps(5, 'cpu')[1] == 1).all()            # steps 1, 2 not full yet
+    s.update(torch.tensor([1, 2]), torch.tensor([3.0, 4.0]))
+    t, pt = s.sample_timesteps(20000, 'cpu')
+    p = torch.tensor([1.0, 3.0, 4.0]) / 8                          # sqrt(mean L^2) = 1, 3, 4
+    assert torch.allclose(torch.bincount(t, minlength=3) / 20000., p, atol=0.01)
+    assert torch.allclose(pt, (p * 3)[t])                          # loss / (T p_t)
+
+
+# ---------------------------------------------------------------- networks
+
+def test_denoiser_layers_mirror_diffrec():
+    d = L.Denoiser(300, [200, 600])
+    sizes = [(m.in_features, m.out_features) for m in d.mlp if isinstance(m, torch.nn.Linear)]
+    assert sizes == [(310, 600), (600, 200), (200, 600), (600, 300)]
+    d.eval()
+    assert d(torch.randn(4, 300), torch.tensor([0, 1, 2, 3])).shape == (4, 300)
+    emb = L.timestep_embedding(torch.tensor([0, 7]), 10)
+    assert emb.shape == (2, 10) and torch.equal(emb[0], torch.tensor([1.] * 5 + [0.] * 5))
+
+
+def test_encoder_is_tanh_linear_and_eval_is_deterministic():
+    torch.manual_seed(2)
+    ae = L.AutoEncoder(20, 4).eval()
+    x = (torch.rand(3, 20) < 0.3).float()
+    x_out, mu, logvar = ae.encode(x)
+    h = torch.tanh(ae.encoder(x))
+    assert torch.equal(x_out, x) and torch.allclose(torch.cat([mu, logvar], -1), h, atol=1e-6)
+    assert ae.decode(mu).shape == (3, 20)
+
+
+# ---------------------------------------------------------------- command line and runs
+
+def test_unknown_flag_fails():
+    with pytest.raises(SystemExit):
+        L.parse_args(['--no-such-flag'])
+    with pytest.raises(SystemExit):
+        L.parse_args(['--noise-min', '0.1', '--noise-max', '0.01'])   # min above max
+
+
+def run_short(extra):
+    # learning rates 4x the defaults so that 3 epochs show the trend
+    args = L.parse_args(['--dataset', 'synthetic', '--epochs', '3', '--threads', '1',
+                         '--eval-every', '1', '--lr', '2e-3', '--lr-denoiser', '4e-4'] + extra)
+    return L.main(args)
+
+
+@pytest.mark.parametrize('extra', [[], ['--proex']])
+def test_short_run_improves_validation_recall(extra):
+    torch.manual_seed(0)
+    result = run_short(extra)
+    recalls = [h['val_recall20'] for h in result['history']]
+    assert result['best_val_recall20'] > recalls[0] + 0.01, recalls
+    assert 0.0 <= result['test']['recall@20'] <= 1.0
