@@ -28,7 +28,7 @@ REFERENCE_SECONDS = {'train_epoch': 3.03, 'validation': 3.77}  # released framew
 def measure(model, dataset, data_dir, epochs, flags=''):
     mod = importlib.import_module(model)
     argv = ['--dataset', dataset, '--data-dir', data_dir, '--epochs', str(epochs),
-            '--patience', str(epochs + 1)] + flags.split()
+            '--patience', str(epochs + 1), '--eval-every', '1'] + flags.split()
     r = mod.main(mod.parse_args(argv))
     train = [h['train_s'] for h in r['history'][1:]]   # first epoch: warm-up, not counted
     evals = [h['eval_s'] for h in r['history'][1:] if 'eval_s' in h]
