@@ -1,0 +1,123 @@
+"""LR-GCCF (Chen et al., AAAI'20; "GCCF" in RLMRec and ProEx), base and with ProEx (KDD'26,
+Alg. 1-2), in one file.
+
+    python gccf.py                                      # offline first run on `synthetic`
+    python gccf.py --dataset book --data-dir ../shared/datasets
+    python gccf.py --proex --dataset ml100k --data-dir ../shared/datasets --out r.json
+
+Model: E^{l+1} = A_self E^l with A_self = (D+I)^-1/2 (A+I) (D+I)^-1/2, the user-item graph
+with self-loops; no weight matrix and no activation (RLMRec: "performs better without W");
+the final vectors z = concat[E^0, ..., E^L], of size (L+1) d (96 for L = 2, d = 32);
+score(u, i) = z_u . z_i. Trained with BPR (mean softplus) plus L2 on all parameters; no edge
+dropout. With --proex, the K mapped profiles (mapped to the concatenated size (L+1) d) are
+mixed into environments and added to z (Eq. 8, 12), and the loss is Eq. 14 (proex_core.py).
+"""
+import argparse
+
+import torch
+import torch.nn as nn
+
+import data as D
+import proex_core as P
+from eval import add_train_args, fit, pick_device, seed_all, write_result
+from lightgcn import bpr_loss, l2_reg  # the same BPR and L2 as LightGCN (REFERENCE section 3)
+
+# official per-dataset defaults (REFERENCE section 4; RLMRec gccf.yml); other datasets: book's
+DATASET_DEFAULTS = {
+    'book':  dict(layers=2, reg=1e-6),
+    'yelp':  dict(layers=2, reg=1e-6),
+    'steam': dict(layers=2, reg=1e-6),
+}
+
+
+class GCCF(nn.Module):
+    def __init__(self, n_users, n_items, d, layers):
+        super().__init__()
+        self.n_users, self.layers = n_users, layers
+        self.E0 = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users + n_items, d)))  # [U+I, d]
+
+    @property
+    def out_dim(self):
+        """Size of the final vectors: (L+1) d (what a ProEx profile must be mapped to)."""
+        return (self.layers + 1) * self.E0.shape[1]
+
+    def propagate(self, A_self):
+        """z = concat[E^0, A_self E^0, ..., A_self^L E^0]; A_self is symmetric."""
+        E, layers = self.E0, [self.E0]
+        for _ in range(self.layers):
+            E = D.spmm(A_self, E)                                   # E^{l+1} = A_self E^l
+            layers.append(E)
+        z = torch.cat(layers, dim=1)                                # [U+I, (L+1) d]
+        return z[:self.n_users], z[self.n_users:]                   # z_u [U, (L+1)d], z_i [I, (L+1)d]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_args(p)
+    p.add_argument('--dim', type=int, default=32, help='embedding size d of each layer (default '
+                   '32; the final vectors have (L+1) d)')
+    p.add_argument('--layers', type=int, default=None, help='propagation layers L (default: per '
+                   'dataset, 2 for book/yelp/steam)')
+    p.add_argument('--reg', type=float, default=None, help='L2 weight on all parameters (default 1e-6)')
+    P.add_proex_args(p)
+    args = P.resolve_proex_args(p.parse_args(argv))
+    for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
+
+
+def main(args):
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = seed_all(args.seed)
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=P.parse_views(args.profiles), seed=args.seed)
+    print(data.summary())
+    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+    A_self = D.norm_adj(data.train, self_loops=True, device=device)     # (D+I)^-1/2 (A+I) (D+I)^-1/2
+    model = GCCF(data.n_users, data.n_items, args.dim, args.layers).to(device)
+    # Eq. 6: profiles are mapped to the concatenated size (L+1) d, the size they are added to
+    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, model.out_dim).to(device) if args.proex else None
+    params = list(model.parameters()) + (list(prof.parameters()) if prof else [])
+    opt = torch.optim.Adam(params, lr=args.lr)
+
+    def train_epoch(epoch):
+        total, n = 0.0, 0
+        for u, i, j in D.bpr_batches(data.train, args.batch, rng):
+            u, i, j = u.to(device), i.to(device), j.to(device)
+            z_u, z_i = model.propagate(A_self)                           # [U, (L+1)d], [I, (L+1)d]
+            if prof is None:
+                loss = bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * l2_reg(model)
+            else:                                                        # Alg. 1
+                c_u = prof.users(u)                                      # [K, B, (L+1)d]
+                c_i, c_j = prof.items(torch.cat([i, j])).split(len(i), dim=1)  # map items once
+                loss, _ = P.discriminative_objective(z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u,
+                                                     pos_items=i, **P.objective_kwargs(args))
+                loss = loss + args.reg * (l2_reg(model) + l2_reg(prof))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item(), n + 1
+        return total / n
+
+    def make_score_fn():
+        with torch.no_grad():
+            z_u, z_i = model.propagate(A_self)
+            if prof is not None:                                         # Alg. 2: + mean profile
+                z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
+        return lambda users: z_u[users] @ z_i.T                          # [B, I]
+
+    result = fit(model if prof is None else nn.ModuleList([model, prof]),
+                 train_epoch, make_score_fn, data, args, device)
+    write_result(result, args.out)
+    return result
+
+
+if __name__ == '__main__':
+    args = parse_args()
+    try:
+        main(args)
+    except D.DataError as e:
+        raise SystemExit(f'error: {e}')

@@ -1,0 +1,151 @@
+"""Mult-VAE (Liang et al., WWW'18), base and with ProEx (KDD'26, Alg. 1-2), in one file.
+
+    python multvae.py                                   # offline first run on `synthetic`
+    python multvae.py --dataset book --data-dir ../shared/datasets
+    python multvae.py --proex --dataset ml100k --data-dir ../shared/datasets --out r.json
+
+Model: a user's binary train row x_u [I] is encoded to q(z_u | x_u) = N(mu, diag(sigma^2)) by
+an MLP I-600-(2x200) with tanh, and decoded by an MLP 200-600-I with tanh to logits over all
+items, pi(z_u) = softmax(logits). Loss = multinomial NLL -sum_i x_ui log pi_i(z_u) plus
+KL(q || N(0, I)), both means over the batch, KL weight 1 (no annealing, REFERENCE section 4).
+Dropout on the raw binary row (no L2 normalisation of the input). Prediction: logits of mu.
+With --proex, the K profiles of the user and its items are mapped to Gaussians (Eq. 6),
+mixed into environments (Eq. 9), added to the sampled z (Eq. 12), and the KL term becomes
+the distribution alignment of Eq. 11 inside the objective of Eq. 14 (see proex_core.py);
+prediction adds the mean of the K profile means to mu (Alg. 2).
+"""
+import argparse
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data as D
+import proex_core as P
+from eval import add_train_args, fit, pick_device, seed_all, write_result
+
+# official per-dataset defaults (REFERENCE section 4); other datasets: book's
+DATASET_DEFAULTS = {
+    'book':  dict(dropout=0.3),
+    'yelp':  dict(dropout=0.3),
+    'steam': dict(dropout=0.2),
+}
+
+
+class MultVAE(nn.Module):
+    def __init__(self, n_items, hidden=600, d=200, dropout=0.3):
+        super().__init__()
+        self.d = d
+        self.drop = nn.Dropout(dropout)                                    # on the raw row
+        self.q = nn.Sequential(nn.Linear(n_items, hidden), nn.Tanh(),
+                               nn.Linear(hidden, 2 * d))                   # I-600-(2x200)
+        self.p = nn.Sequential(nn.Linear(d, hidden), nn.Tanh(),
+                               nn.Linear(hidden, n_items))                 # 200-600-I, logits
+        for layer in (*self.q, *self.p):
+            if isinstance(layer, nn.Linear):                               # vae_cf init: Xavier
+                nn.init.xavier_uniform_(layer.weight)                      # weights, N(0, 0.001^2)
+                nn.init.normal_(layer.bias, std=0.001)                     # biases
+
+    def encode(self, x):
+        """q(z | x): x [B, I] binary rows -> mu, logvar [B, d]."""
+        h = self.q(self.drop(x))                                           # [B, 2d]
+        return h[:, :self.d], h[:, self.d:]
+
+    def decode(self, z):
+        """z [B, d] -> logits [B, I] of pi(z) = softmax(logits)."""
+        return self.p(z)
+
+
+def reparameterize(mu, logvar):
+    """z = mu + sigma * eps, eps ~ N(0, I)."""
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)            # [B, d]
+
+
+def multinomial_nll(logits, x):
+    """-sum_i x_ui log softmax(logits)_i, mean over the batch. [B, I] x 2 -> scalar."""
+    return -(F.log_softmax(logits, dim=-1) * x).sum(-1).mean()
+
+
+def kl_to_prior(mu, logvar):
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)), summed over d, mean over the batch."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1).mean()
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_args(p, batch=1024)
+    p.add_argument('--dim', type=int, default=200, help='latent size d (default 200)')
+    p.add_argument('--hidden', type=int, default=600, help='hidden layer size of encoder and '
+                   'decoder (default 600)')
+    p.add_argument('--dropout', type=float, default=None, help='dropout probability on the input '
+                   'row (default: per dataset, book/yelp 0.3, steam 0.2)')
+    P.add_proex_args(p)
+    # Generative models: Eq. 11 carries the VAE's KL term, so lambda1 defaults to 1 here (with
+    # --beta 1 the alignment is then exactly the base KL); proex_core's default 0 is for the
+    # InfoNCE of the discriminative models. TODO(shared): say so in proex_core's --lambda1 help.
+    p.set_defaults(lambda1=1.0)
+    raw = p.parse_args(argv)
+    args = P.resolve_proex_args(raw)
+    if args.no_align:  # w/o alignment: drop the profile part of Eq. 11, keep the KL to the prior
+        args.lambda1, args.beta = raw.lambda1, 1.0  # (lambda1 = 0 would drop the VAE's KL too)
+    for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
+
+
+def main(args):
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = seed_all(args.seed)
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=P.parse_views(args.profiles), seed=args.seed)
+    print(data.summary())
+    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+    model = MultVAE(data.n_items, args.hidden, args.dim, args.dropout).to(device)
+    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, args.dim, hidden=600).to(device) \
+        if args.proex else None
+    params = list(model.parameters()) + (list(agg.parameters()) if agg else [])
+    opt = torch.optim.Adam(params, lr=args.lr)
+
+    def train_epoch(epoch):
+        total, n = 0.0, 0
+        for u in D.user_batches(data.n_users, args.batch, rng):
+            x = D.dense_rows(data.train, u, device)                        # [B, I]
+            mu, logvar = model.encode(x)                                   # [B, d] each
+            if agg is None:
+                z = reparameterize(mu, logvar)                             # [B, d]
+                loss = multinomial_nll(model.decode(z), x) + kl_to_prior(mu, logvar)
+            else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (beta = lambda1 = 1: the base KL)
+                mu_k, var_k = agg(u.to(device), x)                         # Eq. 6, [K, B, d] each
+                loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
+                    lambda z: multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
+                    **P.generative_kwargs(args))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item(), n + 1
+        return total / n
+
+    def make_score_fn():
+        def score(users):                                                  # no dropout: eval()
+            x = D.dense_rows(data.train, users.cpu(), device)              # [B, I]
+            z, _ = model.encode(x)                                         # z = mu, [B, d]
+            if agg is not None:                                            # Alg. 2: + mean of
+                z = z + agg(users, x)[0].mean(0)                           # the K profile means
+            return model.decode(z)                                         # [B, I]
+        return score
+
+    result = fit(model if agg is None else nn.ModuleList([model, agg]),
+                 train_epoch, make_score_fn, data, args, device)
+    write_result(result, args.out)
+    return result
+
+
+if __name__ == '__main__':
+    args = parse_args()
+    try:
+        main(args)
+    except D.DataError as e:
+        raise SystemExit(f'error: {e}')

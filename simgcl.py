@@ -1,0 +1,155 @@
+"""SimGCL (Yu et al., SIGIR'22), base and with ProEx (KDD'26, Alg. 1-2), in one file.
+
+    python simgcl.py                                    # offline first run on `synthetic`
+    python simgcl.py --dataset book --data-dir ../shared/datasets
+    python simgcl.py --proex --dataset ml100k --data-dir ../shared/datasets --out r.json
+
+Model: LightGCN without edge dropout, E^{l+1} = A_hat E^l, A_hat = D^-1/2 A D^-1/2; the
+final vectors z = sum_{l=0..L} E^l; score(u, i) = z_u . z_i. Training adds two noisy views:
+at every layer l >= 1, E^l += eps * sign(E^l) * normalize(U(0, 1)) (row-wise L2 norm, so each
+row moves by exactly eps and stays in its orthant), and the noisy E^l feeds the next layer.
+Loss = BPR on the clean view + cl * InfoNCE between the two noisy views (batch users and
+positive items against ALL users / ALL items of view 2, L2-normalised, temperature --cl-tau)
++ L2 on all parameters (RLMRec behaviour). With --proex, ProEx (Eq. 8, 12, 14; proex_core.py)
+replaces the BPR term on the clean vectors and the cl term is kept.
+"""
+import argparse
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data as D
+import proex_core as P
+from eval import add_train_args, fit, pick_device, seed_all, write_result
+from lightgcn import bpr_loss, l2_reg  # the same BPR and L2 as LightGCN (REFERENCE section 3)
+
+# official per-dataset defaults (REFERENCE section 4; RLMRec simgcl.yml); other datasets: book's
+DATASET_DEFAULTS = {
+    'book':  dict(layers=3, reg=1e-5, cl=0.1, cl_tau=0.2, eps=0.9),
+    'yelp':  dict(layers=3, reg=1e-5, cl=0.1, cl_tau=0.2, eps=0.9),
+    'steam': dict(layers=3, reg=1e-5, cl=0.1, cl_tau=0.5, eps=0.2),
+}
+
+
+def perturb(E, eps):
+    """SimGCL's noise: E + eps * sign(E) * normalize(U(0, 1)), the uniform noise L2-normalised
+    per row, so every row of the noise has norm eps (where E has no zero entry)."""
+    noise = F.normalize(torch.rand(E.shape, dtype=E.dtype, device=E.device), dim=1)  # [N, d]
+    return E + eps * torch.sign(E) * noise
+
+
+class SimGCL(nn.Module):
+    def __init__(self, n_users, n_items, d, layers):
+        super().__init__()
+        self.n_users, self.layers = n_users, layers
+        self.E0 = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users + n_items, d)))  # [U+I, d]
+
+    def propagate(self, A, eps=0.0):
+        """z = sum_{l=0..L} E^l; eps > 0: a noisy view (noise added to E^l for l >= 1).
+        Layer 0 is in the sum, as in RLMRec's SimGCL (it reuses its LightGCN); the original
+        SimGCL code averages layers 1..L instead."""
+        E, layers = self.E0, [self.E0]
+        for _ in range(self.layers):
+            E = D.spmm(A, E)                                        # E^{l+1} = A_hat E^l
+            if eps > 0:
+                E = perturb(E, eps)                                 # noisy view, [U+I, d]
+            layers.append(E)
+        z = torch.stack(layers).sum(0)                              # [U+I, d]
+        return z[:self.n_users], z[self.n_users:]                   # z_u [U, d], z_i [I, d]
+
+
+def info_nce(z1, z2, ids, tau):
+    """SimGCL's contrastive term for the batch entities `ids` [B] (users, or positive items),
+    mean over the B rows: -log( exp(z1_b . z2_b / tau) / sum_n exp(z1_b . z2_n / tau) ), the
+    sum over ALL N entities of view 2, all vectors L2-normalised. z1, z2: [N, d] views 1, 2.
+    Written as a cross-entropy whose target is the entity itself (z2_b is row ids_b of z2).
+    A repeated id gives the same term: computed once and weighted by its count (exact)."""
+    uniq, count = torch.unique(ids, return_counts=True)             # [n], [n]
+    q = F.normalize(z1[uniq], dim=1) / tau                          # [n, d]
+    logits = q @ F.normalize(z2, dim=1).T                           # [n, N]
+    per_id = F.cross_entropy(logits, uniq, reduction='none')       # [n]
+    return (per_id * count).sum() / ids.numel()
+
+
+def cl_loss(model, A, eps, tau, u, i):
+    """Contrastive term: two noisy views, InfoNCE for batch users u and positive items i."""
+    z_u1, z_i1 = model.propagate(A, eps)                            # view 1, [U, d], [I, d]
+    z_u2, z_i2 = model.propagate(A, eps)                            # view 2
+    return info_nce(z_u1, z_u2, u, tau) + info_nce(z_i1, z_i2, i, tau)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_args(p)
+    p.add_argument('--dim', type=int, default=32, help='embedding size d (default 32)')
+    p.add_argument('--layers', type=int, default=None, help='propagation layers L (default 3)')
+    p.add_argument('--reg', type=float, default=None, help='L2 weight on all parameters (default 1e-5)')
+    p.add_argument('--cl', type=float, default=None, help='weight of the contrastive InfoNCE term '
+                   '(default 0.1)')
+    p.add_argument('--cl-tau', type=float, default=None, help='temperature of the contrastive '
+                   'InfoNCE (default: book/yelp 0.2, steam 0.5); --tau is ProEx\'s')
+    p.add_argument('--eps', type=float, default=None, help='norm of the noise added per row and '
+                   'layer in the noisy views (default: book/yelp 0.9, steam 0.2)')
+    P.add_proex_args(p)
+    args = P.resolve_proex_args(p.parse_args(argv))
+    for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
+
+
+def main(args):
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = seed_all(args.seed)
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=P.parse_views(args.profiles), seed=args.seed)
+    print(data.summary())
+    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+    A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
+    model = SimGCL(data.n_users, data.n_items, args.dim, args.layers).to(device)
+    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim).to(device) if args.proex else None
+    params = list(model.parameters()) + (list(prof.parameters()) if prof else [])
+    opt = torch.optim.Adam(params, lr=args.lr)
+
+    def train_epoch(epoch):
+        total, n = 0.0, 0
+        for u, i, j in D.bpr_batches(data.train, args.batch, rng):
+            u, i, j = u.to(device), i.to(device), j.to(device)
+            z_u, z_i = model.propagate(A)                                # clean view
+            loss = args.cl * cl_loss(model, A, args.eps, args.cl_tau, u, i)
+            if prof is None:
+                loss = loss + bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * l2_reg(model)
+            else:                                                        # Alg. 1 on the clean view
+                c_u = prof.users(u)                                      # [K, B, d]
+                c_i, c_j = prof.items(torch.cat([i, j])).split(len(i), dim=1)  # map items once
+                proex, _ = P.discriminative_objective(z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u,
+                                                      pos_items=i, **P.objective_kwargs(args))
+                loss = loss + proex + args.reg * (l2_reg(model) + l2_reg(prof))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item(), n + 1
+        return total / n
+
+    def make_score_fn():
+        with torch.no_grad():
+            z_u, z_i = model.propagate(A)                                # clean view, no noise
+            if prof is not None:                                         # Alg. 2: + mean profile
+                z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
+        return lambda users: z_u[users] @ z_i.T                          # [B, I]
+
+    result = fit(model if prof is None else nn.ModuleList([model, prof]),
+                 train_epoch, make_score_fn, data, args, device)
+    write_result(result, args.out)
+    return result
+
+
+if __name__ == '__main__':
+    args = parse_args()
+    try:
+        main(args)
+    except D.DataError as e:
+        raise SystemExit(f'error: {e}')
