@@ -24,11 +24,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import data as D
 import proex_core as P
 from eval import add_train_args, fit, pick_device, seed_all, write_result
+from multvae import kl_to_prior, multinomial_nll, reparameterize  # the same VAE loss pieces
 
 # per-dataset defaults: dropout as Mult-VAE (REFERENCE section 4); other datasets: book's
 DATASET_DEFAULTS = {
@@ -69,21 +69,6 @@ class CVGA(nn.Module):
         return self.p(z)
 
 
-def reparameterize(mu, logvar):
-    """z = mu + sigma * eps, eps ~ N(0, I)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)            # [B, d]
-
-
-def multinomial_nll(logits, x):
-    """-sum_i x_ui log softmax(logits)_i, mean over the batch. [B, I] x 2 -> scalar."""
-    return -(F.log_softmax(logits, dim=-1) * x).sum(-1).mean()
-
-
-def kl_to_prior(mu, logvar):
-    """KL(N(mu, diag(exp(logvar))) || N(0, I)), summed over d, mean over the batch."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1).mean()
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p, batch=1024)
@@ -95,15 +80,8 @@ def parse_args(argv=None):
                    '(ID-GRec): divide the batch-mean KL by the batch size B once more, i.e. KL '
                    'weight 1/B; default: weight 1, the ELBO of the paper. No effect with --proex, '
                    'where Eq. 11 replaces the KL (weight 1 also in the released ProRec CVGA code)')
-    P.add_proex_args(p)
-    # Generative models: Eq. 11 carries the VAE's KL term, so lambda1 defaults to 1 here (with
-    # --beta 1 the alignment is then exactly the base KL); proex_core's default 0 is for the
-    # InfoNCE of the discriminative models. TODO(shared): say so in proex_core's --lambda1 help.
-    p.set_defaults(lambda1=1.0)
-    raw = p.parse_args(argv)
-    args = P.resolve_proex_args(raw)
-    if args.no_align:  # w/o alignment: drop the profile part of Eq. 11, keep the KL to the prior
-        args.lambda1, args.beta = raw.lambda1, 1.0  # (lambda1 = 0 would drop the VAE's KL too)
+    P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
+    args = P.resolve_proex_args(p.parse_args(argv), generative=True)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)

@@ -15,7 +15,6 @@ Protocol (REFERENCE section 2):
   * users with no held-out item in the split are skipped (not counted as zeros).
 """
 import argparse
-import copy
 import json
 import statistics
 import time
@@ -78,7 +77,7 @@ class EarlyStopping:
         return epoch - self.best_epoch >= self.patience
 
 
-def add_train_args(p, epochs=1000, lr=1e-3, batch=4096):
+def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=1):
     """Flags every model file shares: data, device, seed, protocol and output."""
     p.add_argument('--dataset', default='synthetic', help='book (Amazon-Book), yelp, steam, ml100k, '
                    'synthetic (offline, no files), or any folder under the data root '
@@ -90,7 +89,8 @@ def add_train_args(p, epochs=1000, lr=1e-3, batch=4096):
     p.add_argument('--epochs', type=int, default=epochs, help=f'maximum epochs (default {epochs})')
     p.add_argument('--patience', type=int, default=20, help='stop after this many epochs '
                    'without a strict improvement of validation Recall@20 (default 20)')
-    p.add_argument('--eval-every', type=int, default=1, help='validate every N epochs (default 1)')
+    p.add_argument('--eval-every', type=int, default=eval_every,
+                   help=f'validate every N epochs (default {eval_every})')
     p.add_argument('--lr', type=float, default=lr, help=f'Adam learning rate (default {lr})')
     p.add_argument('--batch', type=int, default=batch, help=f'batch size (default {batch})')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default 0: torch default)')

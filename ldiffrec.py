@@ -266,10 +266,8 @@ def dims(s):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_args(p, lr=5e-4, batch=400)  # --lr: the autoencoder's AdamW (official lr1)
-    p.set_defaults(eval_every=5)           # the official L-DiffRec validates every 5 epochs
-    # TODO(shared): add_train_args(p, eval_every=5) so that eval.py writes this help itself
-    next(a for a in p._actions if a.dest == 'eval_every').help = 'validate every N epochs (default 5)'
+    add_train_args(p, lr=5e-4, batch=400, eval_every=5)  # --lr: the AE's AdamW (official lr1);
+    # the official L-DiffRec validates every 5 epochs
     p.add_argument('--lr-denoiser', type=float, default=1e-4,
                    help="the denoiser's AdamW learning rate (official lr2, default 1e-4)")
     p.add_argument('--latent-dim', type=int, default=300,
@@ -299,15 +297,8 @@ def parse_args(argv=None):
                    help='final weight of the KL term of the base model (official 0.3)')
     p.add_argument('--vae-anneal-steps', type=int, default=200,
                    help='batches over which the KL weight grows from 0 (official 200)')
-    P.add_proex_args(p)
-    # Eq. 11 carries the base's KL term, so lambda1 defaults to the base's KL weight 0.3 (then
-    # --beta 1 is the base's KL); proex_core's default 0 is for the discriminative InfoNCE
-    # (as in multvae.py, cvga.py). TODO(shared): say so in proex_core's --lambda1 help.
-    p.set_defaults(lambda1=0.3)
-    raw = p.parse_args(argv)
-    args = P.resolve_proex_args(raw)
-    if args.no_align:  # w/o alignment: drop the profile part of Eq. 11, keep the KL to the prior
-        args.lambda1, args.beta = raw.lambda1, 1.0
+    P.add_proex_args(p, generative=True, lambda1=0.3)  # Eq. 11 carries the KL: the base's final weight 0.3
+    args = P.resolve_proex_args(p.parse_args(argv), generative=True)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)

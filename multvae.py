@@ -79,15 +79,8 @@ def parse_args(argv=None):
                    'decoder (default 600)')
     p.add_argument('--dropout', type=float, default=None, help='dropout probability on the input '
                    'row (default: per dataset, book/yelp 0.3, steam 0.2)')
-    P.add_proex_args(p)
-    # Generative models: Eq. 11 carries the VAE's KL term, so lambda1 defaults to 1 here (with
-    # --beta 1 the alignment is then exactly the base KL); proex_core's default 0 is for the
-    # InfoNCE of the discriminative models. TODO(shared): say so in proex_core's --lambda1 help.
-    p.set_defaults(lambda1=1.0)
-    raw = p.parse_args(argv)
-    args = P.resolve_proex_args(raw)
-    if args.no_align:  # w/o alignment: drop the profile part of Eq. 11, keep the KL to the prior
-        args.lambda1, args.beta = raw.lambda1, 1.0  # (lambda1 = 0 would drop the VAE's KL too)
+    P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
+    args = P.resolve_proex_args(p.parse_args(argv), generative=True)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)

@@ -330,8 +330,10 @@ class ProfileAggregator(nn.Module):
 # ----------------------------------------------------------------------------
 # Command-line flags shared by the six model files
 
-def add_proex_args(parser):
-    """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing)."""
+def add_proex_args(parser, generative=False, lambda1=0.0):
+    """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing).
+    generative=True: Eq. 11 carries the base model's KL to the prior, so --lambda1 is that
+    KL's weight (pass the base's, e.g. 1 for Mult-VAE) and must not default to 0."""
     g = parser.add_argument_group('ProEx')
     g.add_argument('--proex', action='store_true',
                    help='train with ProEx (Alg. 1) and predict with Alg. 2')
@@ -339,10 +341,12 @@ def add_proex_args(parser):
                    help='E, number of environments (paper 2..8; released amazon log 3)')
     g.add_argument('--alpha', type=float, default=0.1,
                    help='Dirichlet concentration of Eq. 10 (paper {0.1,0.2,0.3})')
-    g.add_argument('--lambda1', type=float, default=0.0,
-                   help='alignment weight of Eq. 13 (paper range [0,1]; default 0 as in the '
-                        'released code: the InfoNCE alignment costs O(B^2 d) per environment, '
-                        'about 2x a base epoch per 0.1 s of batch on CPU)')
+    g.add_argument('--lambda1', type=float, default=lambda1,
+                   help=f'alignment weight of Eq. 13 (default {lambda1}; paper range [0,1]) ' + (
+                       '-- Eq. 11 holds the KL to the prior too, so with --beta 1 this is the '
+                       "base model's KL weight" if generative else
+                       '-- 0 as in the released code: the InfoNCE alignment costs O(B^2 d) per '
+                       'environment on CPU'))
     g.add_argument('--lambda2', type=float, default=0.01,
                    help='L_reg weight of Eq. 14 (paper range [0,2]; 0.01 chosen on synthetic '
                         'validation for Eq. 7 as printed; --released: 0.4 on its uniformity loss)')
@@ -374,17 +378,23 @@ def add_proex_args(parser):
     return parser
 
 
-def resolve_proex_args(args):
-    """Apply --released, then the ablation switches; returns a new Namespace."""
+def resolve_proex_args(args, generative=False):
+    """Apply --released, then the ablation switches; returns a new Namespace.
+    generative=True: 'w/o alignment' drops the profile part of Eq. 11 (beta = 1) but keeps
+    lambda1, the weight of the KL to the prior (lambda1 = 0 would drop the VAE's KL too)."""
     a = argparse.Namespace(**vars(args))
     if a.released:
         a.uniformity_reg, a.shared_mixing, a.unbiased_var = True, True, True
-        a.lambda1, a.lambda2, a.lambda3, a.envs = 0.0, 0.4, 10.0, 3
+        a.lambda2, a.lambda3, a.envs = 0.4, 10.0, 3
+        if not generative:  # the released LightGCN switches its InfoNCE alignment off
+            a.lambda1 = 0.0
     if a.no_var:
         a.lambda3, a.envs = 0.0, 1
     if a.no_reg:
         a.lambda2 = 0.0
-    if a.no_align:
+    if a.no_align and generative:
+        a.beta = 1.0
+    elif a.no_align:
         a.lambda1 = 0.0
     if a.no_mixing:
         a.envs = 1
