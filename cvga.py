@@ -27,7 +27,7 @@ import torch.nn as nn
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, pick_device, seed_all, write_result
+from eval import add_train_args, fit, start_run
 from multvae import kl_to_prior, multinomial_nll, reparameterize  # the same VAE loss pieces
 
 # per-dataset defaults: dropout as Mult-VAE (REFERENCE section 4); other datasets: book's
@@ -89,14 +89,7 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rng = seed_all(args.seed)
-    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
-                          views=P.parse_views(args.profiles), seed=args.seed)
-    print(data.summary())
-    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+    device, rng, data = start_run(args)
     R_hat = normalized_R(data.train)                                       # scipy CSR [U, I]
     model = CVGA(data.n_items, args.dim, args.dropout).to(device)
     agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, args.dim, hidden=600).to(device) \
@@ -133,10 +126,8 @@ def main(args):
             return model.decode(z)                                         # [B, I]
         return score
 
-    result = fit(model if agg is None else nn.ModuleList([model, agg]),
-                 train_epoch, make_score_fn, data, args, device)
-    write_result(result, args.out)
-    return result
+    return fit(model if agg is None else nn.ModuleList([model, agg]),
+                train_epoch, make_score_fn, data, args, device)
 
 
 if __name__ == '__main__':

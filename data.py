@@ -262,6 +262,19 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
     return data
 
 
+def parse_views(spec):
+    """--profiles: 'all' -> None (every view present), '0,3' -> [0, 3] (0 = OP, k = NP #k)."""
+    if spec is None or spec == 'all':
+        return None
+    try:
+        views = [int(v) for v in spec.split(',')]
+    except ValueError:
+        raise SystemExit(f"error: --profiles {spec!r}: expected 'all' or indices like '0,3'")
+    if min(views) < 0 or len(set(views)) != len(views):
+        raise SystemExit(f'error: --profiles {spec!r}: need distinct indices >= 0')
+    return views
+
+
 def select_views(data, views):
     """Keep profile views `views` (list of indices, 0 = OP) of an already loaded dataset."""
     if views is None:

@@ -22,6 +22,8 @@ import time
 import numpy as np
 import torch
 
+import data as D
+
 
 def recall_ndcg(topk, heldout, n_heldout, ks=(10, 20)):
     """topk: [B, max(ks)] ranked item ids; heldout: [B, n_items] bool; n_heldout: [B] (> 0).
@@ -98,6 +100,21 @@ def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=1):
     return p
 
 
+def start_run(args):
+    """The first steps of every model's main(): device, CPU threads, seeds, the dataset
+    (with its profile views when --proex), and one echo of the resolved configuration.
+    Returns (device, numpy Generator for the samplers, data.Dataset)."""
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = seed_all(args.seed)
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=D.parse_views(args.profiles), seed=args.seed)
+    print(data.summary())
+    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+    return device, rng, data
+
+
 def pick_device(name):
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -112,7 +129,7 @@ def fit(model, train_epoch, make_score_fn, data, args, device):
       2. every `eval_every` epochs, validation Recall@20 with make_score_fn() -> score_fn;
       3. stop after `patience` epochs without strict improvement; keep the best parameters;
       4. evaluate the test split once, with the best parameters.
-    Prints one line per epoch and returns the result dict (see write_result)."""
+    Prints one line per epoch, writes the result dict to --out (if given) and returns it."""
     stop, history = EarlyStopping(args.patience), []
     for epoch in range(1, args.epochs + 1):
         t0 = time.time()
@@ -142,11 +159,13 @@ def fit(model, train_epoch, make_score_fn, data, args, device):
     test = evaluate(make_score_fn(), data.train, data.test, ks=(10, 20), device=device)
     print(f"best epoch {stop.best_epoch} (val R@20 {stop.best:.4f}) | test "
           + ' '.join(f'{k} {v:.4f}' for k, v in test.items()) + f' | {time.time() - t1:.2f}s')
-    return {'config': vars(args), 'dataset': data.summary(), 'device': str(device),
+    result = {'config': vars(args), 'dataset': data.summary(), 'device': str(device),
             'torch_threads': torch.get_num_threads(), 'history': history,
             'best_epoch': stop.best_epoch, 'best_val_recall20': stop.best, 'test': test,
             'sec_per_epoch': statistics.median([h['train_s'] for h in history]) if history else None,
             'sec_per_eval': statistics.median([h['eval_s'] for h in history if 'eval_s' in h] or [0])}
+    write_result(result, getattr(args, 'out', None))
+    return result
 
 
 def write_result(result, path):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, pick_device, seed_all, write_result
+from eval import add_train_args, fit, start_run
 
 # per-dataset defaults from the paper's grid (steps {5, 40, 100}, scale {1e-5..1e-2}, min
 # {5e-4, 1e-3, 5e-3}, max {5e-3, 1e-2}); other datasets: book's. Book: the grid point whose
@@ -309,14 +309,7 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rng = seed_all(args.seed)
-    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
-                          views=P.parse_views(args.profiles), seed=args.seed)
-    print(data.summary())
-    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+    device, rng, data = start_run(args)
     ae = AutoEncoder(data.n_items, args.latent_dim, args.dropout).to(device)
     denoiser = Denoiser(args.latent_dim, args.mlp_dims, args.emb_size, args.mlp_dropout).to(device)
     diffusion = GaussianDiffusion(args.steps, args.noise_scale, args.noise_min, args.noise_max, device)
@@ -365,10 +358,8 @@ def main(args):
             return predict(ae, denoiser, diffusion, x, agg, users)
         return score_fn
 
-    result = fit(nn.ModuleList([ae, denoiser] + ([agg] if agg else [])),
-                 train_epoch, make_score_fn, data, args, device)
-    write_result(result, args.out)
-    return result
+    return fit(nn.ModuleList([ae, denoiser] + ([agg] if agg else [])),
+                train_epoch, make_score_fn, data, args, device)
 
 
 # Notes on --proex (no released ProEx code for L-DiffRec; decisions taken here):

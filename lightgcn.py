@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, pick_device, seed_all, write_result
+from eval import add_train_args, fit, start_run
 
 # official per-dataset defaults (REFERENCE section 4; RLMRec configs); other datasets: book's
 DATASET_DEFAULTS = {
@@ -86,14 +86,7 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rng = seed_all(args.seed)
-    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
-                          views=P.parse_views(args.profiles), seed=args.seed)
-    print(data.summary())
-    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+    device, rng, data = start_run(args)
     A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
     perm = D.transpose_perm(A)
     model = LightGCN(data.n_users, data.n_items, args.dim, args.layers, args.skip_layer0).to(device)
@@ -127,10 +120,8 @@ def main(args):
                 z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 
-    result = fit(model if prof is None else nn.ModuleList([model, prof]),
-                 train_epoch, make_score_fn, data, args, device)
-    write_result(result, args.out)
-    return result
+    return fit(model if prof is None else nn.ModuleList([model, prof]),
+                train_epoch, make_score_fn, data, args, device)
 
 
 if __name__ == '__main__':

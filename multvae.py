@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, pick_device, seed_all, write_result
+from eval import add_train_args, fit, start_run
 
 # official per-dataset defaults (REFERENCE section 4); other datasets: book's
 DATASET_DEFAULTS = {
@@ -88,14 +88,7 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rng = seed_all(args.seed)
-    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
-                          views=P.parse_views(args.profiles), seed=args.seed)
-    print(data.summary())
-    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+    device, rng, data = start_run(args)
     model = MultVAE(data.n_items, args.hidden, args.dim, args.dropout).to(device)
     agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, args.dim, hidden=600).to(device) \
         if args.proex else None
@@ -130,10 +123,8 @@ def main(args):
             return model.decode(z)                                         # [B, I]
         return score
 
-    result = fit(model if agg is None else nn.ModuleList([model, agg]),
-                 train_epoch, make_score_fn, data, args, device)
-    write_result(result, args.out)
-    return result
+    return fit(model if agg is None else nn.ModuleList([model, agg]),
+                train_epoch, make_score_fn, data, args, device)
 
 
 if __name__ == '__main__':

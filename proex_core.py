@@ -401,19 +401,6 @@ def resolve_proex_args(args, generative=False):
     return a
 
 
-def parse_views(spec):
-    """--profiles before the data is loaded: 'all' -> None, '0,3' -> [0, 3] (checked by data.py)."""
-    if spec == 'all':
-        return None
-    try:
-        views = [int(v) for v in spec.split(',')]
-    except ValueError:
-        raise SystemExit(f"error: --profiles {spec!r}: expected 'all' or indices like '0,3'")
-    if min(views) < 0 or len(set(views)) != len(views):
-        raise SystemExit(f'error: --profiles {spec!r}: need distinct indices >= 0')
-    return views
-
-
 def objective_kwargs(args):
     """The keyword arguments of discriminative_objective from the parsed flags."""
     return dict(envs=args.envs, alpha=args.alpha, lambda1=args.lambda1, lambda2=args.lambda2,
