@@ -196,13 +196,17 @@ def emb_files(folder, side, K=None):
     return [Path(folder) / n for n in names]
 
 
-def load_profiles(folder, side, n_rows, views=None):
-    """K profile-embedding views of one side, each [n_rows, d_s] float32.
-    views: list of view indices to keep (0 = OP, k = NP #k), None = all present."""
-    files = emb_files(folder, side)
-    if views is not None:
-        files = emb_files(folder, side, K=max(views) + 1)
-        files = [files[v] for v in views]
+def profile_files(folder, side, views=None):
+    """The embedding files of one side: views = list of view indices (0 = OP, k = NP #k),
+    None = all present."""
+    if views is None:
+        return emb_files(folder, side)
+    files = emb_files(folder, side, K=max(views) + 1)
+    return [files[v] for v in views]
+
+
+def check_profile_files(files):
+    """A DataError listing every missing file (pass both sides' files at once)."""
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise DataError(
@@ -210,6 +214,13 @@ def load_profiles(folder, side, n_rows, views=None):
             'Get them (1) from the ProEx release (Google Drive folders linked from the '
             'BlueGhostYi/ProRec README) into that folder, or (2) generate them with '
             '`python profiles.py --dataset <name> ...` against a chat-completions endpoint.')
+
+
+def load_profiles(folder, side, n_rows, views=None):
+    """K profile-embedding views of one side, each [n_rows, d_s] float32.
+    views: list of view indices to keep (0 = OP, k = NP #k), None = all present."""
+    files = profile_files(folder, side, views)
+    check_profile_files(files)
     out = []
     for f in files:
         a = safe_load(f)
@@ -253,7 +264,8 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
                             f'trn_mat.pkl {train.shape}; all splits must index the same '
                             f'users and items')
     data = Dataset(name, train, val, test)
-    if profiles:
+    if profiles:  # name every missing file of both sides in one error
+        check_profile_files(profile_files(folder, 'usr', views) + profile_files(folder, 'itm', views))
         data.usr_prf = load_profiles(folder, 'usr', train.shape[0], views)
         data.itm_prf = load_profiles(folder, 'itm', train.shape[1], views)
         if data.usr_prf[0].shape[1] != data.itm_prf[0].shape[1]:
@@ -325,6 +337,10 @@ def sample_negatives(train, users, rng):
     """One item per row of `users`, uniform over all items, rejected only against the
     user's train items (vectorised: redraw just the rejected entries)."""
     n_items = train.shape[1]
+    full = np.flatnonzero(np.diff(train.indptr) >= n_items)  # no item left to draw
+    if np.isin(users, full).any():
+        raise DataError(f'users {full[:10].tolist()} have every item in train, so no negative '
+                        f'exists for them; drop them from the dataset')
     neg = rng.integers(0, n_items, size=len(users))
     todo = np.arange(len(users))
     while len(todo):

@@ -46,6 +46,9 @@ def evaluate(score_fn, train, heldout, ks=(10, 20), batch_users=1024, device='cp
     score_fn(users LongTensor [B]) -> scores [B, n_items] on `device`.
     train, heldout: scipy CSR [n_users, n_items]."""
     users = np.flatnonzero(np.diff(heldout.indptr))        # skip users without held-out items
+    if len(users) == 0:
+        raise D.DataError('evaluate: no user has a held-out item in this split (empty val/test '
+                         'matrix?); check the split files')
     sums = {f'{m}@{k}': 0.0 for k in ks for m in ('recall', 'ndcg')}
     for s in range(0, len(users), batch_users):
         u = users[s:s + batch_users]

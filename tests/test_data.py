@@ -91,6 +91,12 @@ def test_negatives_never_in_train():
         assert not dense[u, j].any()
 
 
+def test_user_with_every_item_is_an_error_not_a_hang():
+    train = sp.csr_matrix(np.array([[1, 0, 1], [1, 1, 1], [0, 1, 0]], dtype=np.float32))
+    with pytest.raises(D.DataError, match=r'users \[1\] have every item'):
+        one_epoch(train, 2, np.random.default_rng(0))
+
+
 def test_negatives_never_in_train_with_unsorted_csr_indices():
     """A CSR matrix whose column indices are not sorted within rows (valid scipy input)."""
     train = dense_ish(seed=3)
@@ -367,8 +373,8 @@ def test_missing_profile_files_are_listed(tmp_path):
     with pytest.raises(D.DataError) as e:
         D.load_dataset('toy', tmp_path, profiles=True, views=[0, 1, 2, 3])
     msg = str(e.value)
-    for f in D.emb_files(folder, 'usr', K=4):
-        assert str(f) in msg
+    for f in D.emb_files(folder, 'usr', K=4) + D.emb_files(folder, 'itm', K=4):
+        assert str(f) in msg  # both sides named in one error
     assert 'profiles.py' in msg and 'ProEx release' in msg
     # user views present, item views missing: the item files are listed
     for f in D.emb_files(folder, 'usr', K=4):

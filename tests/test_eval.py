@@ -274,3 +274,10 @@ def test_fit_tests_once_with_best_parameters(monkeypatch):
     assert calls == [(20,)] * 5 + [(10, 20)]                               # test once, at the end
     assert model.weight.item() == 1.0                                      # best params restored
     close(res['test'], reference_metrics(scores, train, held, (10, 20)))
+
+
+def test_evaluate_without_heldout_users_is_a_clear_error():
+    train = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    empty = sp.csr_matrix((3, 3), dtype=np.float32)
+    with pytest.raises(Exception, match='no user has a held-out item'):
+        E.evaluate(lambda u: torch.zeros(len(u), 3), train, empty)
