@@ -297,7 +297,8 @@ class ProfileEncoder(nn.Module):
 
     def _map(self, c, ids):
         uniq, inverse = torch.unique(ids, return_inverse=True)  # map each id once
-        return self.f_psi(c[:, uniq])[:, inverse]  # [K, B, d]
+        # index_select: on a CPU several times faster than c[:, ids] (forward and backward)
+        return self.f_psi(c.index_select(1, uniq)).index_select(1, inverse)  # [K, B, d]
 
     def users(self, ids):
         return self._map(self.c_users, ids)  # [K, B, d]
@@ -325,7 +326,7 @@ class ProfileAggregator(nn.Module):
 
     def forward(self, users, x):
         """users: [B] ids, x: [B, I] binary train rows -> mu_k, var_k: [K, B, d] each."""
-        c = aggregate_profiles(x, self.c_items, self.c_users[:, users])  # [K, B, d_s]
+        c = aggregate_profiles(x, self.c_items, self.c_users.index_select(1, users))  # [K, B, d_s]
         return self.f_psi(c)
 
 

@@ -4,8 +4,9 @@
 
 1. every model, base, on book (the speed target: the released RLMRec framework takes
    3.03 s per LightGCN epoch and 3.77 s per validation on this 2-core CPU, REFERENCE 9);
-2. ProEx cost: base vs --proex on `synthetic-book` (synthetic at Amazon-Book's size,
-   K = 4 views of 64-d: book itself has no profile files here), ratio per model.
+2. ProEx cost: base vs --proex, ratio of seconds per epoch per model, on `synthetic-book`
+   (synthetic at Amazon-Book's size, K = 4 views of 64-d: book itself has no profile files
+   here) and on `ml100k` (the real K = 4 views of 384-d).
 Writes bench/results/timing.json. Run it with nothing else on the machine.
 """
 import argparse
@@ -41,11 +42,15 @@ def main():
     p.add_argument('--epochs', type=int, default=6, help='epochs per measurement (first is dropped)')
     p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', str(ROOT.parent / 'shared/datasets')))
     p.add_argument('--skip-proex', action='store_true', help='only the base timings on book')
+    p.add_argument('--skip-book', action='store_true', help='only the ProEx cost ratios')
+    p.add_argument('--cost-datasets', default='synthetic-book,ml100k', help='datasets of the ProEx '
+                   'cost ratio (default: synthetic-book, 64-d views at book size; ml100k, the real '
+                   '384-d views)')
     p.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'timing.json'))
     a = p.parse_args()
     out = {'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
            'torch': torch.__version__, 'reference_seconds': REFERENCE_SECONDS, 'book': {}, 'proex_cost': {}}
-    for m in a.models.split(','):
+    for m in ([] if a.skip_book else a.models.split(',')):
         out['book'][m] = measure(m, 'book', a.data_dir, a.epochs)
         Path(a.out).write_text(json.dumps(out, indent=1))
     if 'lightgcn' in out['book']:
@@ -53,14 +58,15 @@ def main():
         out['speedup_vs_released_lightgcn'] = {
             'train_epoch': REFERENCE_SECONDS['train_epoch'] / lg['sec_per_epoch'],
             'validation': REFERENCE_SECONDS['validation'] / lg['sec_per_eval']}
-    for m in ([] if a.skip_proex else a.models.split(',')):
-        base = measure(m, 'synthetic-book', a.data_dir, a.epochs)
-        proex = measure(m, 'synthetic-book', a.data_dir, a.epochs, '--proex')
-        out['proex_cost'][m] = {'base': base, 'proex': proex,
-                                'ratio': proex['sec_per_epoch'] / base['sec_per_epoch']}
-        Path(a.out).write_text(json.dumps(out, indent=1))
+    for ds in ([] if a.skip_proex else a.cost_datasets.split(',')):
+        for m in a.models.split(','):
+            base = measure(m, ds, a.data_dir, a.epochs)
+            proex = measure(m, ds, a.data_dir, a.epochs, '--proex')
+            out['proex_cost'].setdefault(ds, {})[m] = {
+                'base': base, 'proex': proex, 'ratio': proex['sec_per_epoch'] / base['sec_per_epoch']}
+            Path(a.out).write_text(json.dumps(out, indent=1))
     print(json.dumps({k: v for k, v in out.items() if k != 'proex_cost'}, indent=1))
-    print({m: round(v['ratio'], 2) for m, v in out['proex_cost'].items()})
+    print({ds: {m: round(v['ratio'], 2) for m, v in r.items()} for ds, r in out['proex_cost'].items()})
 
 
 if __name__ == '__main__':
