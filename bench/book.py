@@ -44,7 +44,7 @@ def main():
     mean = {k: statistics.mean(r['test'][k] for r in runs) for k in keys}
     sec_epoch = statistics.median(r['sec_per_epoch'] for r in runs)
     sec_eval = statistics.median(r['sec_per_eval'] for r in runs)
-    out = {'model': a.model, 'dataset': 'book', 'seeds': a.seeds, 'test_mean': mean,
+    out = {'model': a.model, 'dataset': 'book', 'seeds': a.seeds, 'extra': a.extra, 'test_mean': mean,
            'paper': dict(zip(keys, PAPER[a.model])), 'sec_per_epoch': sec_epoch,
            'sec_per_eval': sec_eval, 'best_epochs': [r['best_epoch'] for r in runs], 'runs': runs}
     if a.model == 'lightgcn':
