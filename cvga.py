@@ -92,7 +92,7 @@ def main(args):
     device, rng, data = start_run(args)
     R_hat = normalized_R(data.train)                                       # scipy CSR [U, I]
     model = CVGA(data.n_items, args.dim, args.dropout).to(device)
-    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, args.dim, hidden=600).to(device) \
+    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600).to(device) \
         if args.proex else None
     params = list(model.parameters()) + (list(agg.parameters()) if agg else [])
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -107,7 +107,7 @@ def main(args):
                 kl_weight = 1.0 / len(u) if args.kl_over_batch else 1.0    # official code: 1/B
                 loss = multinomial_nll(model.decode(z), x) + kl_weight * kl_to_prior(mu, logvar)
             else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (beta = lambda1 = 1: the base KL)
-                mu_k, var_k = agg(u.to(device), x)                         # Eq. 6, [K, B, d] each
+                mu_k, var_k = agg(u.to(device))                            # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
                     lambda z: multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
                     **P.generative_kwargs(args))
@@ -120,9 +120,8 @@ def main(args):
     def make_score_fn():
         def score(users):                                                  # no dropout: eval()
             z, _ = model.encode(D.dense_rows(R_hat, users.cpu(), device))  # z = mu, [B, d]
-            if agg is not None:                                            # Alg. 2: + mean of
-                x = D.dense_rows(data.train, users.cpu(), device)          # the K profile means
-                z = z + agg(users, x)[0].mean(0)
+            if agg is not None:                                            # Alg. 2: + the mean
+                z = z + agg(users)[0].mean(0)                              # of the K profile means
             return model.decode(z)                                         # [B, I]
         return score
 

@@ -252,7 +252,7 @@ def predict(ae, denoiser, diffusion, x, agg=None, users=None):
     T noise-free reverse steps, decode."""
     _, mu, _ = ae.encode(x)                                                       # [B, d]
     if agg is not None:
-        mu_k, _ = agg(users, x)                                                   # [K, B, d]
+        mu_k, _ = agg(users)                                                      # [K, B, d]
         mu = mu + P.mean_profile(mu_k)                                            # Alg. 2
     return ae.decode(diffusion.p_sample(denoiser, mu))                            # [B, I]
 
@@ -314,7 +314,7 @@ def main(args):
     denoiser = Denoiser(args.latent_dim, args.mlp_dims, args.emb_size, args.mlp_dropout).to(device)
     diffusion = GaussianDiffusion(args.steps, args.noise_scale, args.noise_min, args.noise_max, device)
     sampler = ImportanceSampler(args.steps)
-    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, args.latent_dim).to(device) \
+    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.latent_dim).to(device) \
         if args.proex else None
     # two AdamW as the official code (weight decay 0); the profile mapping joins the encoder's
     ae_params = list(ae.parameters()) + (list(agg.parameters()) if agg else [])
@@ -341,7 +341,7 @@ def main(args):
                 z = P.reparameterize(mu, logvar.exp())                       # z ~ q(z|x), [B, d]
                 loss = nll_fn(z) + anneal * kl_to_prior(mu, logvar)
             else:  # Alg. 1: Eq. 11 (weight lambda1) replaces anneal * KL; see the notes below
-                mu_k, var_k = agg(users.to(device), x)                       # [K, B, d], Eq. 6
+                mu_k, var_k = agg(users.to(device))                          # [K, B, d], Eq. 6
                 loss, _ = P.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k,
                                                  **P.generative_kwargs(args))
             opt_ae.zero_grad()

@@ -90,7 +90,7 @@ def parse_args(argv=None):
 def main(args):
     device, rng, data = start_run(args)
     model = MultVAE(data.n_items, args.hidden, args.dim, args.dropout).to(device)
-    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, args.dim, hidden=600).to(device) \
+    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600).to(device) \
         if args.proex else None
     params = list(model.parameters()) + (list(agg.parameters()) if agg else [])
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -104,7 +104,7 @@ def main(args):
                 z = reparameterize(mu, logvar)                             # [B, d]
                 loss = multinomial_nll(model.decode(z), x) + kl_to_prior(mu, logvar)
             else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (beta = lambda1 = 1: the base KL)
-                mu_k, var_k = agg(u.to(device), x)                         # Eq. 6, [K, B, d] each
+                mu_k, var_k = agg(u.to(device))                            # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
                     lambda z: multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
                     **P.generative_kwargs(args))
@@ -119,7 +119,7 @@ def main(args):
             x = D.dense_rows(data.train, users.cpu(), device)              # [B, I]
             z, _ = model.encode(x)                                         # z = mu, [B, d]
             if agg is not None:                                            # Alg. 2: + mean of
-                z = z + agg(users, x)[0].mean(0)                           # the K profile means
+                z = z + agg(users)[0].mean(0)                              # the K profile means
             return model.decode(z)                                         # [B, I]
         return score
 

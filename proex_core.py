@@ -316,18 +316,23 @@ class ProfileEncoder(nn.Module):
 class ProfileAggregator(nn.Module):
     """Generative side: for the users of a batch, aggregate each profile view over the
     user's interacted items plus the user's own, and map it to (mu_{u,k}, sigma^2_{u,k})
-    with one AggregationMapping (Eq. 6)."""
+    with one AggregationMapping (Eq. 6). The aggregate depends only on the train matrix and
+    the fixed text embeddings, so it is computed once here, not per batch."""
 
-    def __init__(self, usr_prf, itm_prf, d, hidden=600):
+    def __init__(self, usr_prf, itm_prf, train, d, hidden=600, chunk=1024):
         super().__init__()
-        self.register_buffer('c_users', torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in usr_prf]), persistent=False)
-        self.register_buffer('c_items', torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in itm_prf]), persistent=False)
-        self.f_psi = AggregationMapping(self.c_users.shape[-1], d, hidden)
+        c_users = torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in usr_prf])  # [K, U, d_s]
+        c_items = torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in itm_prf])  # [K, I, d_s]
+        c_agg = torch.empty_like(c_users)  # input of f_psi^a for every user, [K, U, d_s]
+        for s in range(0, train.shape[0], chunk):  # dense rows a chunk of users at a time
+            x = torch.from_numpy(train[s:s + chunk].toarray())  # [chunk, I]
+            c_agg[:, s:s + chunk] = aggregate_profiles(x, c_items, c_users[:, s:s + chunk])
+        self.register_buffer('c_agg', c_agg, persistent=False)  # not in state_dict
+        self.f_psi = AggregationMapping(c_users.shape[-1], d, hidden)
 
-    def forward(self, users, x):
-        """users: [B] ids, x: [B, I] binary train rows -> mu_k, var_k: [K, B, d] each."""
-        c = aggregate_profiles(x, self.c_items, self.c_users.index_select(1, users))  # [K, B, d_s]
-        return self.f_psi(c)
+    def forward(self, users):
+        """users: [B] ids -> mu_k, var_k: [K, B, d] each (Eq. 6)."""
+        return self.f_psi(self.c_agg.index_select(1, users))
 
 
 # ----------------------------------------------------------------------------

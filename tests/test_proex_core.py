@@ -43,6 +43,22 @@ def test_aggregate_profiles_by_hand():
         assert torch.allclose(out[k, 1], c_users[k, 1])
 
 
+def test_profile_aggregator_precomputes_the_per_batch_aggregate():
+    import scipy.sparse as sp
+    rng = np.random.default_rng(0)
+    train = sp.csr_matrix((rng.random((7, 5)) < 0.4).astype(np.float32))  # some users empty
+    usr, itm = [rng.normal(size=(7, 3)) for _ in range(2)], [rng.normal(size=(5, 3)) for _ in range(2)]
+    agg = pc.ProfileAggregator(usr, itm, train, d=4, hidden=6, chunk=3)  # 3 chunks of users
+    users = torch.tensor([6, 0, 3, 3])
+    expect = pc.aggregate_profiles(torch.from_numpy(train[users.numpy()].toarray()),
+                                   torch.tensor(np.stack(itm), dtype=torch.float32),
+                                   torch.tensor(np.stack(usr), dtype=torch.float32)[:, users])
+    mu, var = agg(users)
+    mu_ref, var_ref = agg.f_psi(expect)
+    assert mu.shape == (2, 4, 4) and torch.allclose(mu, mu_ref, atol=1e-6)
+    assert torch.allclose(var, var_ref, atol=1e-6) and (var > 0).all()
+
+
 # ---------------------------------------------------------------- environments
 
 @pytest.mark.parametrize('n', [None, 5])
