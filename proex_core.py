@@ -209,9 +209,8 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambd
     users, pos_items: [B] ids, used only by uniformity=True to keep unique rows.
     Returns (total, parts): parts = unweighted floats {'rec', 'align', 'reg', 'var'},
     'rec' and 'align' summed over environments."""
-    B = z_u.shape[0]
+    K, B = c_u.shape[0], c_u.shape[1]
     # 1) environments: the mixed profiles of users, positives and negatives (Eq. 8-10)
-    K = c_u.shape[0]
     if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
         cu_e, ci_e, cj_e = (mean_profile(c)[None] for c in (c_u, c_i, c_j))  # 3 x [1, B, d]
     elif shared_mixing:  # released code: one draw per environment for the whole batch
