@@ -149,9 +149,11 @@ def fit(model, train_epoch, make_score_fn, data, args, device):
             val = evaluate(make_score_fn(), data.train, data.val, ks=(20,), device=device)
             rec.update(val_recall20=val['recall@20'], eval_s=time.time() - t1)
             done = stop.step(epoch, val['recall@20'], model)
-        print(f"epoch {epoch:4d} | loss {loss:.4f} | val R@20 {rec.get('val_recall20', float('nan')):.4f}"
-              f" | best {stop.best:.4f} @ {stop.best_epoch} | {rec['train_s']:.2f}s train"
-              f" {rec.get('eval_s', 0):.2f}s eval", flush=True)
+        val_txt = f"{rec['val_recall20']:.4f}" if 'eval_s' in rec else '  -   '  # not evaluated
+        eval_txt = f" {rec['eval_s']:.2f}s eval" if 'eval_s' in rec else ''
+        best_txt = f'{stop.best:.4f} @ {stop.best_epoch}' if stop.best_epoch else '-'
+        print(f"epoch {epoch:4d} | loss {loss:.4f} | val R@20 {val_txt} | best {best_txt} | "
+              f"{rec['train_s']:.2f}s train{eval_txt}", flush=True)
         history.append(rec)
         if epoch % args.eval_every == 0 and done:
             break
@@ -160,7 +162,9 @@ def fit(model, train_epoch, make_score_fn, data, args, device):
     model.eval()
     t1 = time.time()
     test = evaluate(make_score_fn(), data.train, data.test, ks=(10, 20), device=device)
-    print(f"best epoch {stop.best_epoch} (val R@20 {stop.best:.4f}) | test "
+    chosen = (f'best epoch {stop.best_epoch} (val R@20 {stop.best:.4f})' if stop.best_epoch else
+              'no validation ran (--epochs below --eval-every): the last parameters')
+    print(f"{chosen} | test "
           + ' '.join(f'{k} {v:.4f}' for k, v in test.items()) + f' | {time.time() - t1:.2f}s')
     result = {'config': vars(args), 'dataset': data.summary(), 'device': str(device),
             'torch_threads': torch.get_num_threads(), 'history': history,
