@@ -102,8 +102,7 @@ def main(args):
             if prof is None:
                 loss = bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * l2_reg(model)
             else:                                                        # Alg. 1
-                c_u = prof.users(u)                                      # [K, B, d]
-                c_i, c_j = prof.items(torch.cat([i, j])).split(len(i), dim=1)  # map items once
+                c_u, c_i, c_j = prof.batch(u, i, j)                      # Eq. 6, [K, B, d] each
                 loss, _ = P.discriminative_objective(z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u,
                                                      pos_items=i, **P.objective_kwargs(args))
                 loss = loss + args.reg * (l2_reg(model) + l2_reg(prof))

@@ -302,6 +302,12 @@ class ProfileEncoder(nn.Module):
     def users(self, ids):
         return self._map(self.c_users, ids)  # [K, B, d]
 
+    def batch(self, u, i, j):
+        """The mapped profiles of one BPR batch: users u, positives i, negatives j [B] ->
+        c_u, c_i, c_j [K, B, d]; positives and negatives go through the MLP together."""
+        c_i, c_j = self.items(torch.cat([i, j])).split(len(i), dim=1)  # [K, B, d] each
+        return self.users(u), c_i, c_j
+
     def items(self, ids):
         return self._map(self.c_items, ids)  # [K, B, d]
 

@@ -43,6 +43,21 @@ def test_aggregate_profiles_by_hand():
         assert torch.allclose(out[k, 1], c_users[k, 1])
 
 
+def test_profile_encoder_batch_maps_each_row_like_the_mlp():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    usr, itm = [rng.normal(size=(6, 5)) for _ in range(3)], [rng.normal(size=(4, 5)) for _ in range(3)]
+    prof = pc.ProfileEncoder(usr, itm, d=2)
+    u, i, j = torch.tensor([5, 0, 5]), torch.tensor([1, 1, 3]), torch.tensor([2, 0, 1])
+    c_u, c_i, c_j = prof.batch(u, i, j)
+    assert c_u.shape == c_i.shape == c_j.shape == (3, 3, 2)  # [K, B, d]
+    for c, table, ids in ((c_u, usr, u), (c_i, itm, i), (c_j, itm, j)):
+        for k in range(3):
+            raw = torch.tensor(table[k][ids.numpy()], dtype=torch.float32)  # [B, d_s]
+            assert torch.allclose(c[k], prof.f_psi(raw), atol=1e-6)
+    assert torch.allclose(prof.mean_users()[5], c_u[:, 0].mean(0), atol=1e-6)  # Alg. 2
+
+
 def test_profile_aggregator_precomputes_the_per_batch_aggregate():
     import scipy.sparse as sp
     rng = np.random.default_rng(0)
