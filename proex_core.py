@@ -8,8 +8,8 @@ This file holds, one function per idea:
   mappings f_psi (Eq. 6)           DirectMapping, AggregationMapping, aggregate_profiles
   environments (Eq. 8-10)          dirichlet_weights, mix
   contrastive regularisation (7)   contrastive_reg (paper), uniformity_reg (released code)
-  alignment (Eq. 11, 13)           info_nce, kl_diag_gaussians, distribution_alignment
-  fusion and total (Eq. 12, 14)    reparameterize, env_variance, proex_objective
+  alignment (Eq. 11, 13)           info_nce_rows, kl_diag_gaussians, distribution_alignment
+  fusion and total (Eq. 12, 14)    reparameterize, env_variance (per row, Alg. 1), proex_objective
   one batch of Alg. 1              discriminative_objective, generative_objective
   inference (Alg. 2)               mean_profile
   shared command-line flags        add_proex_args, resolve_proex_args, select_profiles
@@ -136,14 +136,19 @@ def uniformity_reg(views, tau=0.2):
 # ----------------------------------------------------------------------------
 # Alignment between the collaborative and the language space (Eq. 11, 13)
 
-def info_nce(z, c, tau=0.2):
-    """Discriminative alignment (Eq. 11/13): InfoNCE between collaborative vectors
-    z and mixed profiles c of the same n entities, both L2-normalised; positives
-    on the diagonal, denominators over the n entities of c. [n, d], [n, d] -> scalar."""
+def info_nce_rows(z, c, tau=0.2):
+    """Discriminative alignment (Eq. 11): InfoNCE between collaborative vectors z and mixed
+    profiles c of the same n entities, both L2-normalised; positives on the diagonal,
+    denominators over the n entities of c. [n, d], [n, d] -> [n], one loss per row."""
     z, c = F.normalize(z, dim=-1), F.normalize(c, dim=-1)  # [n, d]
     logits = z @ c.T / tau  # [n, n]
     positives = torch.arange(z.shape[0], device=z.device)  # [n], the diagonal
-    return F.cross_entropy(logits, positives)  # mean_i -log softmax(logits_i)[i]
+    return F.cross_entropy(logits, positives, reduction='none')  # -log softmax(logits_i)[i]
+
+
+def info_nce(z, c, tau=0.2):
+    """info_nce_rows averaged over the n rows: [n, d], [n, d] -> scalar."""
+    return info_nce_rows(z, c, tau).mean()
 
 
 def kl_diag_gaussians(mu_q, var_q, mu_p, var_p):
@@ -156,10 +161,10 @@ def kl_diag_gaussians(mu_q, var_q, mu_p, var_p):
 def distribution_alignment(mu, var, mu_env, var_env, beta):
     """Eq. 11, generative alignment: w_u KL(q || N(mu~^e, var~^e)) + w_prior KL(q || N(0, I))
     with w_u = 1 - beta, w_prior = beta, and q = N(mu, var) the base model's posterior.
-    With beta = 1 it is the usual VAE KL term. [B, d] x 4 -> scalar (mean over the batch)."""
+    With beta = 1 it is the usual VAE KL term. [B, d] x 4 -> [B], one value per user."""
     kl_env = kl_diag_gaussians(mu, var, mu_env, var_env)  # [B]
     kl_prior = kl_diag_gaussians(mu, var, torch.zeros_like(mu), torch.ones_like(var))  # [B]
-    return ((1.0 - beta) * kl_env + beta * kl_prior).mean()  # Eq. 11
+    return (1.0 - beta) * kl_env + beta * kl_prior  # Eq. 11, [B]
 
 
 def reparameterize(mu, var, generator=None):
@@ -170,25 +175,43 @@ def reparameterize(mu, var, generator=None):
 
 # ----------------------------------------------------------------------------
 # The ProEx objective (Eq. 14)
+#
+# Alg. 1 (appendix A.1) loops over the users of a batch: for each one it draws the
+# environment weights (line 13), forms the environment losses L^e (line 16) and the total
+# with the variance over environments (line 18); gradients are averaged over the batch
+# (line 20). So the losses here are per ROW, [E, B] (a row is a BPR triple for the
+# discriminative models, a user for the generative ones), Var_e is taken per row and then
+# averaged. The released code (one draw per environment for the whole batch) instead takes
+# the variance of the E batch-mean losses: var_of_means=True. With per-row draws that
+# variance averages the per-row differences away (it is thousands of times smaller).
 
-def env_variance(env_losses, unbiased_var=False):
-    """Var_e(L^e) of Eq. 14: population variance over the E environments;
-    unbiased_var=True divides by E - 1 (released code's torch.var). 0 when E == 1."""
-    if env_losses.numel() < 2:
+def env_variance(env_losses, unbiased_var=False, var_of_means=False):
+    """Var_e(L^e) of Eq. 14 from per-row losses [E, B] -> scalar: population variance over
+    the E environments per row, mean over rows (Alg. 1, lines 16-20). unbiased_var: divide by
+    E - 1 (released torch.var); var_of_means: variance of the E batch means (released code).
+    0 when E == 1."""
+    if env_losses.shape[0] < 2:
         return env_losses.sum() * 0.0  # one environment: nothing varies
-    return env_losses.var(correction=1 if unbiased_var else 0)
+    correction = 1 if unbiased_var else 0
+    if var_of_means:
+        return env_losses.mean(dim=1).var(correction=correction)  # [E] -> scalar
+    return env_losses.var(dim=0, correction=correction).mean()  # [B] -> scalar
 
 
-def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False):
-    """Eq. 14: sum_e L^e + lambda2 L_reg + lambda3 Var_e(L^e). env_losses: [E] -> scalar."""
-    return env_losses.sum() + lambda2 * l_reg + lambda3 * env_variance(env_losses, unbiased_var)
+def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False, var_of_means=False):
+    """Eq. 14: sum_e L^e + lambda2 L_reg + lambda3 Var_e(L^e), with L^e the batch mean of the
+    per-row environment losses. env_losses: [E, B] (a 1-D [E] is read as one row each)."""
+    if env_losses.dim() == 1:
+        env_losses = env_losses[:, None]  # [E] -> [E, 1]
+    return (env_losses.mean(dim=1).sum() + lambda2 * l_reg
+            + lambda3 * env_variance(env_losses, unbiased_var, var_of_means))
 
 
-def bpr(z_u, z_i, z_j):
-    """BPR = mean softplus(s_neg - s_pos), s the inner product. [..., B, d] x 3 -> [...]."""
+def bpr_rows(z_u, z_i, z_j):
+    """BPR per triple, softplus(s_neg - s_pos) with s the inner product. [..., B, d] x 3 -> [..., B]."""
     s_pos = (z_u * z_i).sum(dim=-1)  # [..., B]
     s_neg = (z_u * z_j).sum(dim=-1)  # [..., B]
-    return F.softplus(s_neg - s_pos).mean(dim=-1)
+    return F.softplus(s_neg - s_pos)
 
 
 def first_occurrences(ids):
@@ -201,14 +224,15 @@ def first_occurrences(ids):
 
 def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambda1,
                              lambda2, lambda3, tau=0.2, shared_mixing=False, uniformity=False,
-                             unbiased_var=False, no_mixing=False, rng=None,
+                             unbiased_var=False, var_of_means=False, no_mixing=False, rng=None,
                              users=None, pos_items=None):
     """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
     z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
     c_u, c_i, c_j: [K, B, d] their K profiles, already mapped by DirectMapping.
     users, pos_items: [B] ids, used only by uniformity=True to keep unique rows.
-    Returns (total, parts): parts = unweighted floats {'rec', 'align', 'reg', 'var'},
-    'rec' and 'align' summed over environments."""
+    Returns (total, parts): parts = detached scalar tensors {'rec', 'align', 'reg', 'var'}
+    (unweighted; 'rec' and 'align' summed over environments), kept on the device so that
+    reading them is the caller's choice (float() waits for the device)."""
     K, B = c_u.shape[0], c_u.shape[1]
     # 1) environments: the mixed profiles of users, positives and negatives (Eq. 8-10)
     if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
@@ -219,15 +243,15 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambd
     else:  # paper: one draw per entity (row of the batch) per environment
         theta = dirichlet_weights(envs, K, alpha, 3 * B, rng, c_u.device)  # Eq. 10, [E, 3B, K]
         cu_e, ci_e, cj_e = (mix(c, t) for c, t in zip((c_u, c_i, c_j), theta.split(B, dim=1)))  # Eq. 8
-    # 2) fusion by addition (Eq. 12) and the recommendation loss per environment
-    rec = bpr(z_u + cu_e, z_i + ci_e, z_j + cj_e)  # [E]
-    # 3) alignment per environment (Eq. 11, 13); skipped when switched off
+    # 2) fusion by addition (Eq. 12) and the recommendation loss per environment and triple
+    rec = bpr_rows(z_u + cu_e, z_i + ci_e, z_j + cj_e)  # [E, B]
+    # 3) alignment per environment and row (Eq. 11); skipped when switched off
     if lambda1 != 0:
-        align = torch.stack([info_nce(z_u, cu, tau) + info_nce(z_i, ci, tau)
-                             for cu, ci in zip(cu_e, ci_e)])  # [E]
+        align = torch.stack([info_nce_rows(z_u, cu, tau) + info_nce_rows(z_i, ci, tau)
+                             for cu, ci in zip(cu_e, ci_e)])  # [E, B]
     else:
-        align = torch.zeros_like(rec)  # [E]
-    env_losses = rec + lambda1 * align  # L^e, [E]
+        align = torch.zeros_like(rec)  # [E, B]
+    env_losses = rec + lambda1 * align  # Eq. 13, L^e per row, [E, B]
     # 4) regularisation over each entity's K profiles (Eq. 7)
     if uniformity:  # released code: uniformity over the unique batch users and positive items
         u_rows = first_occurrences(users) if users is not None else slice(None)
@@ -236,18 +260,24 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambd
     else:
         l_reg = contrastive_reg(c_u, tau) + contrastive_reg(c_i, tau)  # Eq. 7
     # 5) total (Eq. 14)
-    total = proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var)
-    parts = {'rec': rec.sum().item(), 'align': align.sum().item(), 'reg': l_reg.item(),
-             'var': env_variance(env_losses, unbiased_var).item()}
-    return total, parts
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var, var_of_means)
+    return total, summary(rec, align, l_reg, env_losses, unbiased_var, var_of_means)
+
+
+def summary(rec, align, l_reg, env_losses, unbiased_var, var_of_means):
+    """The unweighted parts of Eq. 14 as detached tensors (no device sync)."""
+    with torch.no_grad():
+        return {'rec': rec.mean(dim=1).sum(), 'align': align.mean(dim=1).sum(), 'reg': l_reg.detach(),
+                'var': env_variance(env_losses, unbiased_var, var_of_means)}
 
 
 def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lambda1,
                          lambda2, lambda3, tau=0.2, shared_mixing=False, unbiased_var=False,
-                         no_mixing=False, generator=None, rng=None):
+                         var_of_means=False, no_mixing=False, generator=None, rng=None):
     """Alg. 1 for one batch of a generative model (Mult-VAE, L-DiffRec, CVGA).
-    nll_fn: z [B, d] -> scalar reconstruction loss of the base model (no KL term:
-      the KL to the prior is the beta part of Eq. 11, so beta = lambda1 = 1 is the base VAE).
+    nll_fn: z [B, d] -> [B] reconstruction loss of each user under the base model (no KL
+      term: the KL to the prior is the beta part of Eq. 11, so beta = 1 with lambda1 the
+      base's KL weight is the base VAE).
     mu, var: [B, d] the base posterior q(z_u | x_u); mu_k, var_k: [K, B, d] from
     AggregationMapping, one per profile. Returns (total, parts) as discriminative_objective.
     generator, rng (tests): a torch Generator on mu's device for the Gaussian samples and a
@@ -266,17 +296,15 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
     rec, align = [], []
     for m_e, v_e in zip(mu_env, var_env):
         z_e = z + reparameterize(m_e, v_e, generator)  # Eq. 12 fusion by addition, [B, d]
-        rec.append(nll_fn(z_e))
+        rec.append(nll_fn(z_e))  # [B]
         align.append(distribution_alignment(mu, var, m_e, v_e, beta)
-                     if lambda1 != 0 else z_e.new_zeros(()))  # Eq. 11
-    rec, align = torch.stack(rec), torch.stack(align)  # [E], [E]
-    env_losses = rec + lambda1 * align  # Eq. 13, [E]
+                     if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]
+    rec, align = torch.stack(rec), torch.stack(align)  # [E, B] each
+    env_losses = rec + lambda1 * align  # Eq. 13, L^e per user, [E, B]
     # 3) Eq. 7 over the K profile means (deterministic: no sampling noise in L_reg)
     l_reg = contrastive_reg(mu_k, tau)
-    total = proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var)  # Eq. 14
-    parts = {'rec': rec.sum().item(), 'align': align.sum().item(), 'reg': l_reg.item(),
-             'var': env_variance(env_losses, unbiased_var).item()}
-    return total, parts
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var, var_of_means)  # Eq. 14
+    return total, summary(rec, align, l_reg, env_losses, unbiased_var, var_of_means)
 
 
 # ----------------------------------------------------------------------------
@@ -385,8 +413,12 @@ def add_proex_args(parser, generative=False, lambda1=0.0):
                    help='released: one Dirichlet draw per environment for the whole batch')
     g.add_argument('--unbiased-var', action='store_true',
                    help='released: unbiased Var_e (divide by E - 1)')
+    g.add_argument('--var-of-means', action='store_true',
+                   help='released: Var_e of the batch-mean environment losses instead of the '
+                        'per-row variance averaged over the batch (Alg. 1)')
     g.add_argument('--released', action='store_true',
-                   help='all released behaviours: --uniformity-reg --shared-mixing --unbiased-var, '
+                   help='all released behaviours: --uniformity-reg --shared-mixing --unbiased-var '
+                        '--var-of-means, '
                         'lambda1 0, lambda2 0.4, lambda3 10, envs 3 (overrides those flags)')
     return parser
 
@@ -396,8 +428,29 @@ def resolve_proex_args(args, generative=False):
     generative=True: 'w/o alignment' drops the profile part of Eq. 11 (beta = 1) but keeps
     lambda1, the weight of the KL to the prior (lambda1 = 0 would drop the VAE's KL too)."""
     a = argparse.Namespace(**vars(args))
+    rules = [('envs', a.envs >= 1, 'an integer >= 1 (the number E of environments)'),
+             ('alpha', a.alpha > 0, '> 0 (the Dirichlet concentration of Eq. 10)'),
+             ('lambda1', a.lambda1 >= 0, '>= 0 (a loss weight of Eq. 14)'),
+             ('lambda2', a.lambda2 >= 0, '>= 0 (a loss weight of Eq. 14)'),
+             ('lambda3', a.lambda3 >= 0, '>= 0 (a loss weight of Eq. 14)'),
+             ('tau', a.tau > 0, '> 0 (a temperature, Eq. 7)'),
+             ('beta', 0 <= a.beta <= 1, 'in [0, 1] (the prior weight of Eq. 11)')]
+    for flag, ok, need in rules:  # one `error:` line naming the flag
+        if not (ok and np.isfinite(getattr(a, flag))):
+            raise SystemExit(f'error: argument --{flag}: must be {need}, got {getattr(a, flag)}')
+    defaults = add_proex_args(argparse.ArgumentParser(), generative).parse_args([])
+    if not generative and a.beta != defaults.beta:  # Eq. 11's prior weight; no prior here
+        raise SystemExit(f'error: argument --beta: only the generative models (multvae, '
+                         f'ldiffrec, cvga) have the prior of Eq. 11 it weights; this model '
+                         f'ignores it: drop --beta {a.beta}')
+    if not a.proex:  # the ProEx flags only act with --proex
+        given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1')
+                 and getattr(a, k) != v]
+        if given:
+            print(f"note: {', '.join('--' + k.replace('_', '-') for k in given)} "
+                  f"{'has' if len(given) == 1 else 'have'} no effect without --proex")
     if a.released:
-        a.uniformity_reg, a.shared_mixing, a.unbiased_var = True, True, True
+        a.uniformity_reg, a.shared_mixing, a.unbiased_var, a.var_of_means = True, True, True, True
         a.lambda2, a.lambda3, a.envs = 0.4, 10.0, 3
         if not generative:  # the released LightGCN switches its InfoNCE alignment off
             a.lambda1 = 0.0
@@ -405,10 +458,14 @@ def resolve_proex_args(args, generative=False):
         a.lambda3, a.envs = 0.0, 1
     if a.no_reg:
         a.lambda2 = 0.0
-    if a.no_align and generative:
-        a.beta = 1.0
-    elif a.no_align:
-        a.lambda1 = 0.0
+    if a.no_align:  # an ablation that would change nothing is refused, not run as --proex
+        weight, off = ('beta', 1.0) if generative else ('lambda1', 0.0)
+        if getattr(a, weight) == off:
+            raise SystemExit(f'error: argument --no-align: the alignment is already off '
+                             f'({weight} = {off:g}{", as in --released" if a.released else ""}),'
+                             f' so this run would equal plain --proex; drop --no-align, or set '
+                             f'--{weight} to turn the alignment on')
+        setattr(a, weight, off)
     if a.no_mixing:
         a.envs = 1
     return a
@@ -419,7 +476,7 @@ def objective_kwargs(args):
     return dict(envs=args.envs, alpha=args.alpha, lambda1=args.lambda1, lambda2=args.lambda2,
                 lambda3=args.lambda3, tau=args.tau, shared_mixing=args.shared_mixing,
                 uniformity=args.uniformity_reg, unbiased_var=args.unbiased_var,
-                no_mixing=args.no_mixing)
+                var_of_means=args.var_of_means, no_mixing=args.no_mixing)
 
 
 def generative_kwargs(args):
@@ -427,7 +484,7 @@ def generative_kwargs(args):
     return dict(envs=args.envs, alpha=args.alpha, beta=args.beta, lambda1=args.lambda1,
                 lambda2=args.lambda2, lambda3=args.lambda3, tau=args.tau,
                 shared_mixing=args.shared_mixing, unbiased_var=args.unbiased_var,
-                no_mixing=args.no_mixing)
+                var_of_means=args.var_of_means, no_mixing=args.no_mixing)
 
 
 def select_profiles(spec, K):

@@ -130,8 +130,8 @@ def test_short_base_run_learns_on_synthetic(module, epochs):
     assert set(result['test']) == {'recall@10', 'recall@20', 'ndcg@10', 'ndcg@20'}
 
 
-@pytest.mark.parametrize('module, extra', [(gccf, ['--epochs', '4', '--batch', '1024']),
-                                           (simgcl, ['--epochs', '5'])])
+@pytest.mark.parametrize('module, extra', [(gccf, ['--epochs', '8', '--batch', '1024']),
+                                           (simgcl, ['--epochs', '7'])])
 def test_short_proex_run_learns_on_synthetic(module, extra):
     """--proex starts high (the mapped profiles are informative from epoch 1), so the bar is
     a clear rise after epoch 1. GCCF uses smaller batches: more steps in fewer epochs."""

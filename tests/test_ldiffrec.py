@@ -143,5 +143,5 @@ def test_short_run_improves_validation_recall(extra):
     torch.manual_seed(0)
     result = run_short(extra)
     recalls = [h['val_recall20'] for h in result['history']]
-    assert result['best_val_recall20'] > recalls[0] + 0.01, recalls
+    assert recalls[-1] > recalls[0] + 0.005 and recalls == sorted(recalls), recalls
     assert 0.0 <= result['test']['recall@20'] <= 1.0

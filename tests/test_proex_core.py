@@ -204,10 +204,10 @@ def test_distribution_alignment_by_hand_and_beta_one():
     beta = 0.3
     want = sum((1 - beta) * kl_by_hand(mu[b], var[b], mu_e[b], var_e[b])
                + beta * kl_by_hand(mu[b], var[b], torch.zeros(2), torch.ones(2)) for b in range(3)) / 3
-    assert pc.distribution_alignment(mu, var, mu_e, var_e, beta).item() == pytest.approx(want, rel=1e-5)
+    assert pc.distribution_alignment(mu, var, mu_e, var_e, beta).mean().item() == pytest.approx(want, rel=1e-5)
     # beta = 1: the usual VAE KL(q || N(0, I)), whatever the environment
     vae_kl = (0.5 * (-var.log() + var + mu ** 2 - 1).sum(-1)).mean()
-    assert pc.distribution_alignment(mu, var, mu_e, var_e, 1.0).item() == pytest.approx(vae_kl.item(), rel=1e-5)
+    assert pc.distribution_alignment(mu, var, mu_e, var_e, 1.0).mean().item() == pytest.approx(vae_kl.item(), rel=1e-5)
 
 
 def test_reparameterize_moments():
@@ -234,7 +234,7 @@ def test_reparameterize_mixed_mean_and_variance():
 # ---------------------------------------------------------------- objective (Eq. 14)
 
 def test_proex_objective_variance_term():
-    equal = torch.tensor([0.7, 0.7, 0.7])
+    equal = torch.tensor([0.7, 0.7, 0.7])  # [E] read as one row
     assert pc.proex_objective(equal, torch.tensor(2.0), 0.5, 10.0).item() == pytest.approx(2.1 + 1.0)
     losses = torch.tensor([1.0, 2.0, 4.0])  # mean 7/3; squared deviations sum 14/3
     pop = pc.proex_objective(losses, torch.tensor(0.0), 0.0, 1.0)
@@ -245,12 +245,72 @@ def test_proex_objective_variance_term():
     assert pc.proex_objective(one, torch.tensor(1.0), 1.0, 5.0, unbiased_var=True).item() == pytest.approx(2.5)
 
 
+def test_variance_per_row_by_hand():
+    # E = 2 environments, B = 2 rows. Row 0: losses 1, 3 (variance 1); row 1: 2, 2 (variance 0).
+    L = torch.tensor([[1.0, 2.0], [3.0, 2.0]])  # [E, B]
+    assert pc.env_variance(L).item() == pytest.approx(0.5)  # mean over rows of (1, 0)
+    assert pc.env_variance(L, unbiased_var=True).item() == pytest.approx(1.0)  # (2, 0) / 2
+    # batch means are 1.5 and 2.5: their variance is 0.25 (released code)
+    assert pc.env_variance(L, var_of_means=True).item() == pytest.approx(0.25)
+    # Eq. 14: sum_e of the batch means (1.5 + 2.5) + lambda2 L_reg + lambda3 Var
+    total = pc.proex_objective(L, torch.tensor(1.0), 0.1, 2.0)
+    assert total.item() == pytest.approx(4.0 + 0.1 + 2.0 * 0.5)
+    # opposite per-row differences cancel in the batch means but not per row
+    L2 = torch.tensor([[0.0, 2.0], [2.0, 0.0]])
+    assert pc.env_variance(L2, var_of_means=True).item() == 0.0
+    assert pc.env_variance(L2).item() == pytest.approx(1.0)
+    assert pc.env_variance(L2[:1]).item() == 0.0  # one environment
+
+
+def per_row_vs_batch_mean_inputs(B=1024, K=4, d=16, d_s=24, seed=3):
+    torch.manual_seed(seed)
+    f = pc.DirectMapping(d_s, d)
+    base = torch.randn(1, 3 * B, d_s)
+    texts = (base + 1.5 * torch.randn(K, 3 * B, d_s)).split(B, dim=1)  # K related views per entity
+    z = [0.3 * torch.randn(B, d) for _ in range(3)]
+    return f, z, texts
+
+
+def test_variance_term_is_of_the_order_of_the_loss():
+    f, (z_u, z_i, z_j), texts = per_row_vs_batch_mean_inputs()
+    c_u, c_i, c_j = (f(t) for t in texts)
+    kw = dict(envs=3, alpha=0.1, lambda1=0.0, lambda2=0.0, lambda3=1.0, rng=np.random.default_rng(0))
+    _, per_row = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, **kw)
+    kw['rng'] = np.random.default_rng(0)
+    _, of_means = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, var_of_means=True, **kw)
+    rec_per_env = float(per_row['rec']) / 3
+    assert float(per_row['var']) > 0.05 * rec_per_env  # same order as the loss
+    assert float(of_means['var']) < 0.01 * float(per_row['var'])  # the batch mean averages it away
+
+
+def test_lambda3_changes_the_mapping_gradient():
+    f, (z_u, z_i, z_j), texts = per_row_vs_batch_mean_inputs(B=64)
+    grads = []
+    for lambda3 in (0.0, 1.0):
+        f.zero_grad()
+        c_u, c_i, c_j = (f(t) for t in texts)
+        total, _ = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=3, alpha=0.1,
+                                               lambda1=0.0, lambda2=0.0, lambda3=lambda3,
+                                               rng=np.random.default_rng(1))
+        total.backward()
+        grads.append(f.mlp[0].weight.grad.clone())
+    change = (grads[1] - grads[0]).norm() / grads[0].norm()
+    assert change > 0.01
+
+
 def disc_inputs(B=5, K=3, d=4, d_s=6, seed=12):
     torch.manual_seed(seed)
     f = pc.DirectMapping(d_s, d)
     z_u, z_i, z_j = (torch.randn(B, d, requires_grad=True) for _ in range(3))
     texts = [torch.randn(K, B, d_s) for _ in range(3)]
     return f, (z_u, z_i, z_j), texts
+
+
+def infonce_row_by_hand(z, c, b, tau=0.2):
+    """-log softmax_j(cos(z_b, c_j) / tau)[b], written out."""
+    z, c = z.detach(), c.detach()
+    cos = [float(z[b] @ c[j] / (z[b].norm() * c[j].norm())) / tau for j in range(z.shape[0])]
+    return -(cos[b] - math.log(sum(math.exp(v) for v in cos)))
 
 
 def bpr_by_hand(u, i, j):
@@ -268,23 +328,24 @@ def test_discriminative_objective_by_hand(shared):
                                                shared_mixing=shared, **kw)
     torch.manual_seed(99)
     theta = pc.dirichlet_weights(E, 3, 0.2, n=None if shared else 3 * B)
-    env_losses, rec_sum = [], 0.0
+    rows = [[0.0] * B for _ in range(E)]  # L^e of each BPR triple, written out
     for e in range(E):
         def mixed(c, offset):  # the weighted sum of Eq. 8, written out
             w = theta[e] if shared else theta[e, offset:offset + B]  # [K] or [B, K]
             return sum((w[k] if shared else w[:, k:k + 1]) * c[k] for k in range(3))
         cu, ci, cj = mixed(c_u, 0), mixed(c_i, B), mixed(c_j, 2 * B)
-        rec = bpr_by_hand(z_u + cu, z_i + ci, z_j + cj)
-        align = (pc.info_nce(z_u, cu) + pc.info_nce(z_i, ci)).item()
-        env_losses.append(rec + 0.3 * align)
-        rec_sum += rec
+        for b in range(B):
+            rec = bpr_by_hand(z_u[b:b + 1] + cu[b:b + 1], z_i[b:b + 1] + ci[b:b + 1],
+                              z_j[b:b + 1] + cj[b:b + 1])
+            align = infonce_row_by_hand(z_u, cu, b) + infonce_row_by_hand(z_i, ci, b)
+            rows[e][b] = rec + 0.3 * align
+    env_means = [sum(r) / B for r in rows]
+    var = sum(sum((rows[e][b] - sum(rows[f][b] for f in range(E)) / E) ** 2 for e in range(E)) / E
+              for b in range(B)) / B  # Var over E per row, mean over rows (Alg. 1)
     reg = eq7_by_hand(c_u.detach(), 0.2) + eq7_by_hand(c_i.detach(), 0.2)
-    mean = sum(env_losses) / E
-    var = sum((l - mean) ** 2 for l in env_losses) / E
-    assert parts['rec'] == pytest.approx(rec_sum, rel=1e-5)
-    assert parts['reg'] == pytest.approx(reg, rel=1e-5)
-    assert parts['var'] == pytest.approx(var, rel=1e-4, abs=1e-9)
-    assert total.item() == pytest.approx(sum(env_losses) + 0.4 * reg + 2.0 * var, rel=1e-5)
+    assert float(parts['reg']) == pytest.approx(reg, rel=1e-5)
+    assert float(parts['var']) == pytest.approx(var, rel=1e-4, abs=1e-9)
+    assert total.item() == pytest.approx(sum(env_means) + 0.4 * reg + 2.0 * var, rel=1e-5)
 
 
 @pytest.mark.parametrize('uniformity', [False, True])
@@ -298,7 +359,8 @@ def test_discriminative_objective_gradients(uniformity):
     total.backward()
     for p in list(f.parameters()) + [z_u, z_i, z_j]:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
-    assert set(parts) == {'rec', 'align', 'reg', 'var'} and all(isinstance(v, float) for v in parts.values())
+    assert set(parts) == {'rec', 'align', 'reg', 'var'}
+    assert all(v.dim() == 0 and not v.requires_grad for v in parts.values())
 
 
 def test_uniformity_uses_unique_rows():
@@ -309,7 +371,7 @@ def test_uniformity_uses_unique_rows():
     kw = dict(envs=1, alpha=0.1, lambda1=0.0, lambda2=1.0, lambda3=0.0, uniformity=True)
     _, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, users=users, pos_items=items, **kw)
     want = pc.uniformity_reg(c_u[:, [0, 1, 3]]) + pc.uniformity_reg(c_i)
-    assert parts['reg'] == pytest.approx(want.item(), rel=1e-6)
+    assert float(parts['reg']) == pytest.approx(want.item(), rel=1e-6)
     assert pc.first_occurrences(users).tolist() == [0, 1, 3]
 
 
@@ -322,7 +384,7 @@ def test_discriminative_no_mixing_is_one_environment_with_the_mean():
     rec = bpr_by_hand(z_u + mu, z_i + mi, z_j + mj)
     align = (pc.info_nce(z_u, mu) + pc.info_nce(z_i, mi)).item()
     reg = eq7_by_hand(c_u.detach(), 0.2) + eq7_by_hand(c_i.detach(), 0.2)
-    assert parts['var'] == 0.0 and parts['rec'] == pytest.approx(rec, rel=1e-5)
+    assert float(parts['var']) == 0.0 and float(parts['rec']) == pytest.approx(rec, rel=1e-5)
     assert total.item() == pytest.approx(rec + 0.2 * align + 0.4 * reg, rel=1e-5)
 
 
@@ -331,7 +393,7 @@ def test_discriminative_lambda1_zero_skips_alignment():
     c_u, c_i, c_j = (f(t) for t in texts)
     _, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=2, alpha=0.1,
                                            lambda1=0.0, lambda2=0.4, lambda3=1.0)
-    assert parts['align'] == 0.0
+    assert float(parts['align']) == 0.0
 
 
 def gen_inputs(B=4, K=3, d=2, d_s=5, I=6, seed=13):
@@ -342,7 +404,7 @@ def gen_inputs(B=4, K=3, d=2, d_s=5, I=6, seed=13):
     logvar = torch.randn(B, d, requires_grad=True)
     x = (torch.rand(B, I) < 0.5).float()
     c = pc.aggregate_profiles(x, torch.randn(K, I, d_s), torch.randn(K, B, d_s))  # [K, B, d_s]
-    nll_fn = lambda z: -(F.log_softmax(decoder(z), dim=-1) * x).sum(-1).mean()  # multinomial NLL
+    nll_fn = lambda z: -(F.log_softmax(decoder(z), dim=-1) * x).sum(-1)  # multinomial NLL per user, [B]
     return agg, decoder, mu, logvar, c, nll_fn
 
 
@@ -354,7 +416,7 @@ def test_generative_objective_gradients():
     total.backward()
     for p in list(agg.parameters()) + list(decoder.parameters()) + [mu, logvar]:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
-    assert parts['align'] > 0 and parts['reg'] > 0
+    assert float(parts['align']) > 0 and float(parts['reg']) > 0
 
 
 def test_generative_objective_by_hand():
@@ -368,19 +430,21 @@ def test_generative_objective_by_hand():
     theta = pc.dirichlet_weights(E, 3, 0.2, n=B)  # [E, B, K]
     eps = torch.randn(B, 2)
     z = mu + var.sqrt() * eps
-    losses = []
+    rows = []  # L^e of each user, [E][B]
     for e in range(E):
         m = sum(theta[e, :, k:k + 1] * mu_k[k] for k in range(3))  # Eq. 9
         v = sum(theta[e, :, k:k + 1] * var_k[k] for k in range(3))
         z_e = z + m + v.sqrt() * torch.randn(B, 2)  # Eq. 12
-        align = sum((1 - 0.3) * kl_by_hand(mu[b], var[b], m[b], v[b])
-                    + 0.3 * kl_by_hand(mu[b], var[b], torch.zeros(2), torch.ones(2)) for b in range(B)) / B
-        losses.append(nll_fn(z_e).item() + 0.7 * align)
+        nll = nll_fn(z_e).tolist()
+        rows.append([nll[b] + 0.7 * ((1 - 0.3) * kl_by_hand(mu[b], var[b], m[b], v[b])
+                                     + 0.3 * kl_by_hand(mu[b], var[b], torch.zeros(2), torch.ones(2)))
+                     for b in range(B)])
     reg = eq7_by_hand(mu_k.detach(), 0.2)
-    mean = sum(losses) / E
-    var_e = sum((l - mean) ** 2 for l in losses) / E
-    assert parts['reg'] == pytest.approx(reg, rel=1e-5)
-    assert total.item() == pytest.approx(sum(losses) + 0.4 * reg + 3.0 * var_e, rel=1e-5)
+    env_means = [sum(r) / B for r in rows]
+    var_e = sum(sum((rows[e][b] - (rows[0][b] + rows[1][b]) / 2) ** 2 for e in range(E)) / E
+                for b in range(B)) / B
+    assert float(parts['reg']) == pytest.approx(reg, rel=1e-5)
+    assert total.item() == pytest.approx(sum(env_means) + 0.4 * reg + 3.0 * var_e, rel=1e-5)
 
 
 def test_generative_no_mixing_uses_the_mean():
@@ -393,8 +457,8 @@ def test_generative_no_mixing_uses_the_mean():
     m, v = mu_k.mean(0), var_k.mean(0)
     z = mu + var.sqrt() * torch.randn(mu.shape, generator=g2)
     z_e = z + m + v.sqrt() * torch.randn(mu.shape, generator=g2)
-    want = nll_fn(z_e) + pc.distribution_alignment(mu, var, m, v, 0.5)
-    assert parts['var'] == 0.0
+    want = (nll_fn(z_e) + pc.distribution_alignment(mu, var, m, v, 0.5)).mean()
+    assert float(parts['var']) == 0.0
     assert total.item() == pytest.approx(want.item(), rel=1e-5)
 
 
