@@ -14,8 +14,9 @@ view lives in one space: c_k = f_text(s_k)                            (Eq. 5).
 Run (any OpenAI-compatible server; --base-url includes the /v1 part, the script
 appends /chat/completions and /embeddings):
   export OPENAI_API_KEY=...
-  python profiles.py --dataset ml100k --side both --out-dir out/ml100k --dry-run
-  python profiles.py --dataset ml100k --side both --out-dir out/ml100k --report
+  python profiles.py --dataset ml100k --out-dir /tmp/ml100k --dry-run --price-in 0.5 --price-out 1.5
+  python profiles.py --dataset ml100k --out-dir /tmp/ml100k --report
+  python profiles.py --dataset ml100k --out-dir /tmp/ml100k --batch-api     # OpenAI Batch API, half price
   python profiles.py --dataset ml100k --base-url http://localhost:8000/v1 \
       --model Qwen/Qwen2.5-7B-Instruct --embed-model BAAI/bge-m3   # vLLM; Ollama :11434/v1
 Dataset folder: --data-dir, else $PROEX_DATA, else ./data; plus the dataset name
@@ -30,25 +31,43 @@ first of these found in the dataset folder:
                   (0..n-1) and any text fields (titles, descriptions, reviews);
                   F1 writes the OP from it
 Output per side in --out-dir (default: the dataset folder), written atomically
-and only once every entity of the side is done:
+once every entity of the side is finished (done, or done with a fallback):
   usr_prf_{1..K-1}.json           NP texts (and usr_prf.json when F1 wrote the OPs)
   usr_emb_np.pkl, usr_emb_np_{k}  float32 [n, d], one row per id, OP then NP k
-  usr_prf_journal.jsonl           journal: one line per finished or failed entity
-  usr_prf_report.json             with --report: mean cosine OP-vs-NP, NP-vs-NP
-To train on new profiles, give the training scripts one folder with everything:
-e.g. copy trn/val/tst_mat.pkl into the --out-dir and pass it as the dataset.
+  usr_prf_journal.jsonl           journal: one line per finished entity (texts, no vectors)
+  usr_emb_store.f32               the journal's vectors: append-only float32, [K, d] per entity
+  usr_prf_report.json             with --report: mean cosine OP-vs-NP, NP-vs-NP, fallbacks
+The journal is read line by line and the vectors are memory-mapped, so memory
+does not grow with the number of entities (except in --batch-api mode, which
+holds the step results of the entities in flight).
+Fallbacks: an entity that cannot succeed does not block the run. When a chat
+step fails for good (HTTP 400, or a reply still unusable after --max-reasks
+re-asks, or --max-attempts transient errors), its K-1 new profiles are copies of
+its OP (its OP is the side information as text when F1 failed); an embedding
+request answered with HTTP 400 is sent again once with every input cut to
+--max-input-chars; if the embeddings still fail, the entity's rows are the mean
+embedding of the side. Fallbacks are counted in the summary and the report,
+journaled with their reason, and retried by a rerun with --retry-fallbacks
+(from the step that failed).
+Fail fast: after FAIL_FAST consecutive identical failures that will not go away
+(connection refused, HTTP 401/403/404, 429 insufficient_quota) the run stops
+with the URL, the step and the server's message.
+--limit N profiles ids 0..N-1 only and writes no output file (the files need
+every id); rerun without --limit to finish the side.
+Exit status: 0 all done; 1 stopped (fail fast, or the side is unfinished);
+2 refused (inputs, overwrite, changed configuration); 3 files written, but some
+entities used a fallback.
 Overwrite policy: a fresh run (no journal yet) refuses to start when any output
 file exists, unless --overwrite (so the released ml100k/ embeddings are never
 replaced by accident: use --out-dir). A run with a journal owns its outputs:
-the same command resumes it, retries failed entities, and once all are done
-rewrites only files whose bytes differ (a finished run rerun is a no-op). A
-journal written under another configuration (models, K, prompts, inputs) is
-refused: delete it or choose another --out-dir.
+the same command resumes it, and once all are finished rewrites only files
+whose bytes differ (a finished run rerun is a no-op). A journal written under
+another configuration (models, K, prompts, inputs) is refused: delete it (and
+the store) or choose another --out-dir.
 The API key is read from the environment variable named by --api-key-env and
 never printed, journaled or written.
 """
 import argparse
-import base64
 import email.utils
 import hashlib
 import json
@@ -56,11 +75,13 @@ import os
 import pickle
 import random
 import re
+import resource
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import requests
@@ -68,7 +89,7 @@ import requests
 # ----------------------------------------------------------------------------
 # The four system prompts pi_1..pi_4 (Appendix A.2, Fig. 10), our own wording.
 # fill() joins wrapped lines into one and keeps blank lines as line breaks;
-# the fields in braces are filled per side (SIDE_WORDS), the JSON braces stay.
+# the fields in braces are filled per side (SIDE_WORDS) and per step (FORMATS).
 
 PI_1 = """You write profiles for a recommender system. You receive side information
 about one {entity} as JSON: {side_info}.
@@ -78,16 +99,16 @@ most {words} words, and a short reasoning behind it.
 
 Answer with one JSON object and nothing else:
 
-{"summarization": "<the profile, at most {words} words>", "reasoning": "<at most two sentences>"}"""
+{format}"""
 
 PI_2 = """You analyse one {entity} of a recommender system. You receive its profile.
 
 List its positive aspects ({positive}) and its negative aspects ({negative})
-as short phrases, using only what the profile supports.
+as short phrases.
 
 Answer with one JSON object and nothing else:
 
-{"positive": ["<aspect>", ...], "negative": ["<aspect>", ...]}"""
+{format}"""
 
 PI_3 = """You analyse one {entity} of a recommender system. You receive its profile
 and its positive and negative aspects.
@@ -97,22 +118,32 @@ motives that are never stated outright but explain these aspects.
 
 Answer with one JSON object and nothing else:
 
-{"latent_preferences": ["<preference>", ...]}"""
+{format}"""
 
+# Sec. 2.3.1 / A.2: the NPs describe the entity from different perspectives, with wording and
+# structure maximally different from the OP.
 PI_4 = """You write profiles for a recommender system. You receive the original
 profile of one {entity}, its positive and negative aspects and its latent
 preferences.
 
-Write {n} new profiles of this {entity}. Each must be faithful to the
-information given, and must differ as much as possible from the original
-profile and from the other new profiles, in wording and in structure: vary the
-angle (aspects first, latent preferences first, a contrast with what the
-{entity} is not), the form (narrative, compact list of traits, second person)
-and the vocabulary. Each at most {words} words.
+Write {n} new profiles of this {entity} that describe it from different
+perspectives, building on its aspects and latent preferences. Make the wording
+and the structure of each new profile as different as possible from the
+original profile and from the other new profiles. Each at most {words} words.
 
 Answer with one JSON object and nothing else, holding exactly {n} strings:
 
-{"profiles": ["<new profile 1>", ..., "<new profile {n}>"]}"""
+{format}"""
+
+# The answer format each prompt shows: valid JSON, so a model that copies it answers valid JSON.
+FORMATS = {
+    'F1': '{"summarization": "<the profile, at most {words} words>", "reasoning": "<at most two sentences>"}',
+    'F2': '{"positive": ["<aspect>", "<aspect>"], "negative": ["<aspect>", "<aspect>"]}',
+    'F3': '{"latent_preferences": ["<preference>", "<preference>"]}',
+    'F4': '{"profiles": [{slots}]}',  # one "<new profile j>" per NP
+}
+PROMPTS = {'F1': PI_1, 'F2': PI_2, 'F3': PI_3, 'F4': PI_4}
+STATE_KEY = {'F1': 'op', 'F2': 'aspects', 'F3': 'latent', 'F4': 'nps'}  # where a step's result is kept
 
 REASK = ('Your reply above cannot be used: {reason}. Answer again with only the JSON object '
          'in the format the system message asks for.')
@@ -139,161 +170,86 @@ MODEL = 'gpt-3.5-turbo'                 # chat model of the paper
 EMBED_MODEL = 'text-embedding-ada-002'  # embedding model of the paper (d = 1536)
 API_KEY_ENV = 'OPENAI_API_KEY'          # name of the env var holding the key
 CONCURRENCY = 8                         # entities in flight (each has one request open at a time)
-TIMEOUT = 120.0                         # seconds allowed per request (connect and read)
+CONNECT_TIMEOUT = 10.0                  # seconds to open a connection
+READ_TIMEOUT = 120.0                    # seconds the server may stay silent while answering
 MAX_ATTEMPTS = 6                        # attempts per request on 429, 5xx, network errors, bad bodies
 BACKOFF = 2.0                           # first retry delay (s); doubles per attempt, with jitter
-MAX_REASKS = 2                          # re-asks when a reply is not the requested JSON
 BACKOFF_MAX = 120.0                     # cap of our own retry delay (s)
 RETRY_AFTER_MAX = 600.0                 # cap of a server's Retry-After (s)
+FAIL_FAST = 3                           # consecutive identical permanent failures that stop the run
+FAIL_FAST_DELAY = 1.0                   # cap of the retry delay after such a failure (s)
+MAX_REASKS = 2                          # re-asks when a reply is not the requested JSON
+MAX_INPUT_CHARS = 8000                  # embedding inputs are cut to this after an HTTP 400 (~2k tokens)
+POLL_EVERY = 30.0                       # seconds between Batch API status checks
+BATCH_MAX = 50000                       # requests per Batch API job (the OpenAI limit)
 PROGRESS_EVERY = 10.0                   # seconds between progress lines
+EST_CALL_S, EST_TOKENS_PER_S = 1.0, 50  # dry-run time estimate: per-call latency, decoding speed
 DATASET_FOLDERS = {'book': 'amazon'}    # dataset name -> folder, where they differ
 PREFIX = {'user': 'usr', 'item': 'itm'}  # file-name prefix per side
 
 
-class BadReply(ValueError):
-    """The model's text is not the requested JSON: ask again."""
-
-
-class EntityFailed(Exception):
-    """This entity cannot be done now: journal it as failed, with the reason."""
-
-
-class Fatal(Exception):
-    """No entity can succeed (bad key, wrong URL or model): stop the run."""
-
-
-@dataclass
-class Endpoint:
-    base_url: str
-    api_key: str = field(repr=False)  # never shown
-    timeout: float
-    max_attempts: int
-    backoff: float
-    json_mode: bool
-
-
 def fill(prompt, **fields):
-    """Unwrap the prompt's lines (blank line -> line break) and fill its {name} fields; the
-    JSON braces stay literal (no str.format)."""
+    """Unwrap the prompt's lines (blank line -> line break) and fill its {name} fields, in the
+    order given (so a filled-in format can hold {words}); JSON braces stay literal."""
     prompt = '\n'.join(' '.join(paragraph.split('\n')) for paragraph in prompt.split('\n\n'))
     for name, value in fields.items():
         prompt = prompt.replace('{' + name + '}', str(value))
     return prompt
 
 
-def redact(text, api_key):
-    """Remove the API key, and anything shaped like an OpenAI key, from a message."""
-    if api_key:
-        text = text.replace(api_key, '***')
-    return re.sub(r'sk-[A-Za-z0-9_\-*]{4,}', 'sk-***', text)
+def system_prompt(side, step, k):
+    """pi_1..pi_4 filled for one side; F4 asks for k-1 NPs."""
+    n = k - 1
+    slots = ', '.join(f'"<new profile {j}>"' for j in range(1, n + 1))
+    return fill(PROMPTS[step], format=FORMATS[step].replace('{slots}', slots), n=n, **SIDE_WORDS[side])
+
+
+def max_tokens(side, step, k):
+    """Completion budget of a step: about 2 tokens per word of the asked length (1.3 + margin)."""
+    words = SIDE_WORDS[side]['words']
+    return {'F1': 2 * words + 150, 'F2': 400, 'F3': 400, 'F4': 2 * words * (k - 1) + 150}[step]
+
+
+def step_messages(side, k, source, op='<OP written by F1>', aspects='<F2 reply>', latent='<F3 reply>'):
+    """(system, user) messages of steps F1..F4; placeholders stand in for unknown replies."""
+    f2_user = f'Profile:\n{op}'
+    f3_user = f'{f2_user}\n\nAspects:\n{aspects}'
+    users = {'F1': json.dumps(source, ensure_ascii=False), 'F2': f2_user, 'F3': f3_user,
+             'F4': f'{f3_user}\n\nLatent preferences:\n{latent}'}
+    return {step: (system_prompt(side, step, k), users[step]) for step in PROMPTS}
+
+
+def steps_of(has_op):
+    return ['F2', 'F3', 'F4'] if has_op else ['F1', 'F2', 'F3', 'F4']
+
+
+def replies_so_far(state):
+    """The earlier steps' results, as the later steps' user messages show them."""
+    shown = {'op': state.get('op')}
+    for key in ('aspects', 'latent'):
+        if key in state:
+            shown[key] = json.dumps(state[key], ensure_ascii=False)
+    return {key: value for key, value in shown.items() if value is not None}
 
 
 # ----------------------------------------------------------------------------
-# HTTP: one POST with timeouts, bounded retries, exponential backoff + jitter
+# Reading the replies: the JSON object, then each step's fields (lenient where a model can be)
 
-def retry_after_seconds(headers):
-    """Seconds asked for by Retry-After (seconds or HTTP date) or retry-after-ms; 0 if none."""
-    if headers.get('retry-after-ms'):
-        try:
-            return min(float(headers['retry-after-ms']) / 1000, RETRY_AFTER_MAX)
-        except ValueError:
-            pass
-    value = headers.get('Retry-After')
-    if not value:
-        return 0.0
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return 0.0
-    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
+class BadReply(ValueError):
+    """The model's text is not the requested JSON: ask again."""
 
 
-def backoff_delay(attempt, base):
-    """Exponential backoff with equal jitter: d/2 + U(0, d/2), d = base * 2^(attempt-1)."""
-    d = min(base * 2 ** (attempt - 1), BACKOFF_MAX)
-    return d / 2 + random.uniform(0, d / 2)
+class EntityFailed(Exception):
+    """This entity cannot be done now: it gets a fallback (journaled with the reason)."""
 
 
-def error_message(response):
-    try:
-        return str(response.json()['error']['message'])[:300]
-    except (ValueError, KeyError, TypeError):
-        return response.text[:300]
+class Rejected(EntityFailed):
+    """The server refused this request for good (HTTP 400 and other 4xx): retrying it is useless."""
 
 
-def post(session, ep, route, payload, parse):
-    """POST {base_url}/{route} and return parse(body). Retries 429, 5xx, network errors
-    and bodies parse() rejects (408, 409 too); 401/403/404 stop the run; other 4xx fail the entity."""
-    headers = {'Authorization': f'Bearer {ep.api_key}'} if ep.api_key else {}
-    reason = ''
-    for attempt in range(1, ep.max_attempts + 1):
-        wait = 0.0
-        try:
-            r = session.post(f'{ep.base_url}/{route}', json=payload, headers=headers, timeout=ep.timeout)
-        except requests.RequestException as e:  # refused, reset, timed out
-            reason = type(e).__name__
-        else:
-            if r.status_code == 200:
-                try:
-                    return parse(r.json())
-                except (ValueError, KeyError, IndexError, TypeError) as e:  # malformed or wrong shape
-                    reason = f'unusable response ({type(e).__name__}: {str(e)[:200]})'
-            elif r.status_code in (408, 409, 429) or r.status_code >= 500:
-                reason = f'HTTP {r.status_code}'
-                wait = retry_after_seconds(r.headers)
-            elif r.status_code in (401, 403, 404):
-                raise Fatal(redact(f'HTTP {r.status_code} from {route}: {error_message(r)}', ep.api_key))
-            else:
-                raise EntityFailed(redact(f'HTTP {r.status_code} from {route}: {error_message(r)}', ep.api_key))
-        if attempt < ep.max_attempts:
-            time.sleep(max(wait, backoff_delay(attempt, ep.backoff)))  # honour Retry-After
-    raise EntityFailed(redact(f'{route}: {ep.max_attempts} attempts failed, last: {reason}', ep.api_key))
+class Fatal(Exception):
+    """No entity can succeed (server down, bad key, wrong URL or model, no quota): stop the run."""
 
-
-def add_usage(usage, body_usage, keys):
-    for ours, theirs in keys:
-        usage[ours] += int((body_usage or {}).get(theirs) or 0)
-
-
-def chat(session, ep, model, messages, usage):
-    """One chat completion -> the reply text (OpenAI wire format)."""
-    def parse(body):
-        text = body['choices'][0]['message']['content']
-        if not isinstance(text, str):
-            raise TypeError('message content is not a string')
-        return text, body.get('usage')
-    payload = {'model': model, 'messages': messages}
-    if ep.json_mode:
-        payload['response_format'] = {'type': 'json_object'}
-    text, body_usage = post(session, ep, 'chat/completions', payload, parse)
-    usage['chat_calls'] += 1
-    add_usage(usage, body_usage, [('prompt_tokens', 'prompt_tokens'), ('completion_tokens', 'completion_tokens')])
-    return text
-
-
-def embed(session, ep, model, texts, dim, usage):
-    """f_text (Eq. 5): texts -> float32 [len(texts), dim]; wrong count or dimension is an error."""
-    def parse(body):
-        rows = sorted(body['data'], key=lambda row: row['index'])
-        if [row['index'] for row in rows] != list(range(len(texts))):
-            raise ValueError(f'{len(rows)} embeddings for {len(texts)} inputs')
-        c = np.asarray([row['embedding'] for row in rows], dtype=np.float32)  # [len(texts), d]
-        if c.ndim != 2 or (dim and c.shape[1] != dim):
-            raise ValueError(f'embedding dimension {c.shape[1] if c.ndim == 2 else c.shape}, expected {dim}')
-        if not np.isfinite(c).all():
-            raise ValueError('non-finite embedding')
-        return c, body.get('usage')
-    c, body_usage = post(session, ep, 'embeddings', {'model': model, 'input': list(texts)}, parse)
-    usage['embed_calls'] += 1
-    add_usage(usage, body_usage, [('embed_tokens', 'prompt_tokens')])
-    return c
-
-
-# ----------------------------------------------------------------------------
-# The chain F1 -> F2 -> F3 -> F4 for one entity
 
 def parse_reply(text):
     """The JSON object in a reply (a ```json fence, text around it, a <think> block are tolerated)."""
@@ -311,93 +267,353 @@ def parse_reply(text):
 
 
 def string_list(obj, key, min_len=1):
+    """A list of non-empty strings; a single string counts as a list of one."""
     value = obj.get(key)
+    if isinstance(value, str):
+        value = [value]
     if not isinstance(value, list) or not all(isinstance(s, str) and s.strip() for s in value):
         raise BadReply(f'"{key}" must be a list of non-empty strings')
     if len(value) < min_len:
         raise BadReply(f'"{key}" has {len(value)} entries, {min_len} needed')
-    return value
+    return [s.strip() for s in value]
 
 
-def check_f1(obj):
-    if not isinstance(obj.get('summarization'), str) or not obj['summarization'].strip():
-        raise BadReply('"summarization" must be a non-empty string')
-    return obj['summarization'].strip()
+def one_string(obj, key):
+    """A non-empty string; a list of one string counts as that string."""
+    value = obj.get(key)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str) or not value.strip():
+        raise BadReply(f'"{key}" must be a non-empty string')
+    return value.strip()
 
 
-def check_f2(obj):
+def check_f1(obj, state, k):
+    return one_string(obj, 'summarization')
+
+
+def check_f2(obj, state, k):
     positive, negative = string_list(obj, 'positive', 0), string_list(obj, 'negative', 0)
     if not positive and not negative:
         raise BadReply('"positive" and "negative" are both empty')
     return {'positive': positive, 'negative': negative}
 
 
-def check_f3(obj):
+def check_f3(obj, state, k):
     return string_list(obj, 'latent_preferences')
 
 
-def check_f4(obj, n, op):
-    profiles = [s.strip() for s in string_list(obj, 'profiles', n)[:n]]
-    if len(set(profiles)) < n or op.strip() in profiles:
+def check_f4(obj, state, k):
+    profiles = string_list(obj, 'profiles', k - 1)[:k - 1]
+    if len(set(profiles)) < k - 1 or state['op'].strip() in profiles:
         raise BadReply('the new profiles must differ from each other and from the original profile')
     return profiles
 
 
-def ask(session, ep, args, step, system, user, check, usage):
-    """One chain step: call the model, re-ask a bounded number of times on an unusable reply."""
-    messages = [{'role': 'system', 'content': system}, {'role': 'user', 'content': user}]
-    for _ in range(1 + args.max_reasks):
-        text = chat(session, ep, args.model, messages, usage)
-        try:
-            return check(parse_reply(text))
-        except BadReply as e:
-            reason = str(e)
-        messages = messages[:2] + [{'role': 'assistant', 'content': text},
-                                   {'role': 'user', 'content': fill(REASK, reason=reason)}]
-    raise EntityFailed(f'{step}: no usable reply in {1 + args.max_reasks} tries, last: {reason}')
+CHECKS = {'F1': check_f1, 'F2': check_f2, 'F3': check_f3, 'F4': check_f4}
 
 
-def step_messages(side, k, source, op='<OP written by F1>', aspects='<F2 reply>', latent='<F3 reply>'):
-    """(system, user) messages of steps F1..F4; placeholders stand in for unknown replies."""
-    words = SIDE_WORDS[side]
-    f2_user = f'Profile:\n{op}'
-    f3_user = f'{f2_user}\n\nAspects:\n{aspects}'
-    return {
-        'F1': (fill(PI_1, **words), json.dumps(source, ensure_ascii=False)),
-        'F2': (fill(PI_2, **words), f2_user),
-        'F3': (fill(PI_3, **words), f3_user),
-        'F4': (fill(PI_4, n=k - 1, **words), f'{f3_user}\n\nLatent preferences:\n{latent}'),
-    }
+@dataclass
+class Turn:
+    """The request of one chain step of one entity, and what it has used of its re-asks."""
+    messages: list
+    max_tokens: int
+    reasks: int = 0
+    raised: bool = False  # max_tokens already doubled after finish_reason "length"
 
 
-def make_profiles(ep, args, side, entity_id, source, has_op, dim):
-    """F1 -> F2 -> F3 -> F4 -> f_text for one entity; returns its journal record."""
-    usage = dict(chat_calls=0, embed_calls=0, prompt_tokens=0, completion_tokens=0, embed_tokens=0)
-    k = args.profiles
+NOT_YET = object()  # next_turn: ask again
+
+
+def new_turn(side, k, source, state, step):
+    system, user = step_messages(side, k, source, **replies_so_far(state))[step]
+    return Turn([{'role': 'system', 'content': system}, {'role': 'user', 'content': user}],
+                max_tokens(side, step, k))
+
+
+def next_turn(turn, text, finish_reason, step, state, k, max_reasks):
+    """The step's result from a reply, or NOT_YET after preparing the next request in `turn`:
+    a reply cut by max_tokens is asked again once with twice the limit (same messages); an unusable
+    one is answered with a correction, at most max_reasks times, then the step fails."""
+    if finish_reason == 'length' and not turn.raised:
+        turn.raised, turn.max_tokens = True, 2 * turn.max_tokens
+        return NOT_YET
     try:
-        with requests.Session() as session:
-            def step(name, check, **replies):
-                system, user = step_messages(side, k, source, **replies)[name]
-                return ask(session, ep, args, name, system, user, check, usage)
-            op = source if has_op else step('F1', check_f1)                   # F1: side information -> OP
-            aspects = step('F2', check_f2, op=op)                             # F2: OP -> +/- aspects
-            aspects = json.dumps(aspects, ensure_ascii=False)
-            latent = step('F3', check_f3, op=op, aspects=aspects)              # F3: latent preferences
-            latent = json.dumps(latent, ensure_ascii=False)
-            nps = step('F4', lambda obj: check_f4(obj, k - 1, op),            # F4: K-1 new profiles (Eq. 4)
-                       op=op, aspects=aspects, latent=latent)
-            c = embed(session, ep, args.embed_model, [op] + nps, dim, usage)  # c_k = f_text(s_k) (Eq. 5), [K, d]
-    except EntityFailed as e:
-        return {'id': entity_id, 'status': 'failed', 'reason': redact(str(e), ep.api_key), 'usage': usage}
-    return {'id': entity_id, 'status': 'done', 'op': op, 'nps': nps,
-            'emb': base64.b64encode(c.astype('<f4').tobytes()).decode('ascii'), 'usage': usage}
+        return CHECKS[step](parse_reply(text), state, k)
+    except BadReply as e:
+        reason = str(e)
+    if turn.reasks >= max_reasks:
+        raise EntityFailed(f'{step}: no usable reply in {turn.reasks + 1} tries, last: {reason}')
+    turn.reasks += 1
+    turn.messages = turn.messages[:2] + [{'role': 'assistant', 'content': text},
+                                         {'role': 'user', 'content': fill(REASK, reason=reason)}]
+    return NOT_YET
 
 
-def record_embeddings(record, k):
-    """The [K, d] float32 embeddings stored (exactly, as base64) in a journal record."""
-    return np.frombuffer(base64.b64decode(record['emb']), dtype='<f4').reshape(k, -1)
+def fallback_texts(state, source, has_op, k, max_chars):
+    """[OP] + K-1 NPs of an entity; what a failed step left out falls back to the OP
+    (and the OP to its side information as text when F1 failed)."""
+    op = state.get('op') or (source if has_op else json.dumps(source, ensure_ascii=False)[:max_chars])
+    return [op] + (state.get('nps') or [op] * (k - 1))
 
 
+# ----------------------------------------------------------------------------
+# The chain F1 -> F2 -> F3 -> F4 and the embeddings for one entity (online mode)
+
+def ask(session, ep, args, step, turn, state, usage):
+    """One chain step: call the model until next_turn has the result (or gives up)."""
+    while True:
+        text, finish_reason = chat(session, ep, args.model, turn, step, usage)
+        value = next_turn(turn, text, finish_reason, step, state, args.profiles, args.max_reasks)
+        if value is not NOT_YET:
+            return value
+
+
+def embed_entity(session, ep, args, texts, dim, usage):
+    """c_k = f_text(s_k) for the K profiles (Eq. 5) -> ([K, d], note); after an HTTP 400 the inputs
+    are cut to --max-input-chars and sent once more (the note says so)."""
+    try:
+        return embed(session, ep, args.embed_model, texts, dim, usage), None
+    except Rejected as e:
+        cut = [t[:args.max_input_chars] for t in texts]
+        if cut == texts:
+            raise
+        note = f'embedding inputs cut to {args.max_input_chars} characters after: {e}'
+        return embed(session, ep, args.embed_model, cut, dim, usage), note
+
+
+def make_profiles(ep, args, job, i, state):
+    """F1 -> F2 -> F3 -> F4 -> f_text for entity i, from the steps `state` already holds.
+    Returns (journal record, float32 [K, d]); a failure gives a fallback, never an exception
+    (except Fatal, which stops the run)."""
+    side, k, source, has_op = job['side'], args.profiles, job['sources'][i], job['has_op']
+    usage = new_usage()
+    reasons, emb_fallback = [], False
+    with requests.Session() as session:
+        try:
+            for step in steps_of(has_op):
+                if STATE_KEY[step] not in state:
+                    turn = new_turn(side, k, source, state, step)
+                    state[STATE_KEY[step]] = ask(session, ep, args, step, turn, state, usage)
+        except EntityFailed as e:
+            reasons.append(f'{e}; new profiles fall back to the OP')
+        texts = fallback_texts(state, source, has_op, k, args.max_input_chars)
+        try:
+            c, note = embed_entity(session, ep, args, texts, job['dim'], usage)  # [K, d]
+            reasons += [note] if note else []
+        except EntityFailed as e:
+            c, emb_fallback = np.zeros((k, job['dim']), np.float32), True
+            reasons.append(f'embeddings: {e}; rows fall back to the mean embedding of the side')
+    return entity_record(i, texts, reasons, emb_fallback, state, usage, ep), c
+
+
+def entity_record(i, texts, reasons, emb_fallback, state, usage, ep):
+    record = {'id': i, 'status': 'fallback' if reasons else 'done', 'op': texts[0], 'nps': texts[1:],
+              'usage': usage}
+    if reasons:  # what succeeded is kept, so that --retry-fallbacks resumes at the failed step
+        record.update(reason=redact('; '.join(reasons), ep.api_key), emb_fallback=emb_fallback,
+                      state={key: value for key, value in state.items() if key != 'failed'})
+    return record
+
+
+def new_usage():
+    return dict(chat_calls=0, embed_calls=0, prompt_tokens=0, completion_tokens=0, embed_tokens=0)
+
+
+# ----------------------------------------------------------------------------
+# Journal, vector store and output files
+
+def fingerprint(args, side, sources, dim):
+    """What a journal's records depend on; a resumed run must match it."""
+    prompts = json.dumps([PROMPTS, FORMATS, SIDE_WORDS[side]], sort_keys=True)
+    return {'version': 2, 'side': side, 'profiles': args.profiles, 'model': args.model,
+            'embed_model': args.embed_model, 'embed_dim': dim, 'n': len(sources),
+            'prompts_sha256': hashlib.sha256(prompts.encode()).hexdigest(),
+            'inputs_sha256': hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()}
+
+
+@dataclass
+class Entry:
+    """Where a finished entity is: its journal line (byte offset) and its row in the vector store."""
+    status: str          # 'done' or 'fallback'
+    offset: int
+    row: int
+    emb_fallback: bool
+
+
+def read_journal(path):
+    """Stream the journal -> (header, {id: Entry}, {id: step results}, {batch name: id}).
+    A last line cut short by a kill is dropped from the file. A later final line for an id
+    replaces an earlier one (fallbacks retried). Step lines (--batch-api) are kept only for ids
+    not finished yet; a 'retry' line starts a new set of batches."""
+    header, index, steps, batches = None, {}, {}, {}
+    with open(path, 'r+b') as f:
+        offset = 0
+        for line in f:
+            if not line.endswith(b'\n'):
+                f.truncate(offset)  # the line was never complete: it does not count
+                break
+            if line.strip():
+                obj = json.loads(line)
+                if header is None:
+                    if 'header' not in obj:
+                        raise SystemExit(f'{path}: not a profiles journal (no header line)')
+                    header = obj['header']
+                elif 'status' in obj:
+                    index[obj['id']] = Entry(obj['status'], offset, obj['row'], obj.get('emb_fallback', False))
+                    steps.pop(obj['id'], None)
+                elif 'step' in obj:
+                    state = steps.setdefault(obj['id'], {})
+                    state.update({'failed': obj['failed']} if 'failed' in obj else {STATE_KEY[obj['step']]: obj['value']})
+                elif 'batch' in obj:
+                    batches[obj['batch']['name']] = obj['batch']['id']
+                elif 'retry' in obj:
+                    batches, steps = {}, {}
+            offset += len(line)
+    return header, index, steps, batches
+
+
+def read_record(f, entry):
+    f.seek(entry.offset)
+    return json.loads(f.readline())
+
+
+def append_lines(f, objs):
+    """Lines count only once they are on disk. f: opened 'ab'. Returns the first line's offset."""
+    offset = os.fstat(f.fileno()).st_size
+    f.write(''.join(json.dumps(obj, ensure_ascii=False) + '\n' for obj in objs).encode('utf-8'))
+    f.flush()
+    os.fsync(f.fileno())
+    return offset
+
+
+class VectorStore:
+    """Append-only float32 file, one [K, d] block per finished entity; journal lines name the row.
+    A block cut short by a kill is cut off; a block no journal line names is never read."""
+
+    def __init__(self, path, k, dim):
+        self.path, self.shape = path, (k, dim)
+        self.block = k * dim * 4
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        self.rows = size // self.block
+        with open(path, 'ab') as f:
+            f.truncate(self.rows * self.block)
+        self.f = open(path, 'ab')
+
+    def append(self, c):
+        """c: float32 [K, d] -> its row."""
+        self.f.write(np.ascontiguousarray(c, dtype='<f4').tobytes())
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.rows += 1
+        return self.rows - 1
+
+    def view(self):
+        """All rows, memory-mapped: float32 [rows, K, d]."""
+        return np.memmap(self.path, dtype='<f4', mode='r', shape=(self.rows, *self.shape))
+
+    def close(self):
+        self.f.close()
+
+
+def output_names(side, k, has_op):
+    """Texts first (view 0 only when F1 wrote the OPs), then the K embedding files."""
+    p = PREFIX[side]
+    names = [] if has_op else [f'{p}_prf.json']
+    names += [f'{p}_prf_{j}.json' for j in range(1, k)]
+    return names + [f'{p}_emb_np.pkl'] + [f'{p}_emb_np_{j}.pkl' for j in range(1, k)]
+
+
+def write_outputs(args, job):
+    """The official files from a complete journal, one view at a time; a file whose bytes already
+    match is left alone. Embedding rows of an emb_fallback entity are the mean of the others."""
+    side, k, n, index = job['side'], args.profiles, len(job['sources']), job['index']
+    names, written = output_names(side, k, job['has_op']), []
+    with open(job['journal'], 'rb') as f:
+        for name, view in zip(names, range(0 if not job['has_op'] else 1, k)):
+            texts = [([r['op']] + r['nps'])[view] for r in (read_record(f, index[i]) for i in range(n))]
+            blob = json.dumps(texts, ensure_ascii=False, indent=0).encode('utf-8')
+            if write_if_changed(os.path.join(args.out_dir, name), lambda out: out.write(blob)):
+                written.append(name)
+    store = job['store'].view()                                 # [rows, K, d]
+    rows = np.array([index[i].row for i in range(n)])
+    fallback = np.array([index[i].emb_fallback for i in range(n)])
+    for name, view in zip(names[-k:], range(k)):
+        c = np.ascontiguousarray(store[rows, view], dtype=np.float32)  # [n, d]
+        if fallback.any() and not fallback.all():
+            c[fallback] = c[~fallback].mean(0)
+        # protocol 5 writes the array's buffer without a copy (protocol 4 copies it to bytes first)
+        if write_if_changed(os.path.join(args.out_dir, name), lambda out: pickle.dump(c, out, protocol=5)):
+            written.append(name)
+    return written
+
+
+class HashSink:
+    def __init__(self):
+        self.sha = hashlib.sha256()
+
+    def write(self, data):
+        self.sha.update(data)
+
+
+def file_sha256(path):
+    sha = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def write_if_changed(path, write):
+    """write(file) into path atomically, unless the file already holds those bytes."""
+    sink = HashSink()
+    write(sink)
+    if os.path.exists(path) and file_sha256(path) == sink.sha.hexdigest():
+        return False
+    write_atomic(path, write)
+    return True
+
+
+def write_atomic(path, write):
+    """Temp file in the same folder, fsync, os.replace: readers see the old file or the new one.
+    The file gets the usual permissions (0666 less the umask; mkstemp makes it 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp_' + os.path.basename(path))
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def current_umask():
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+UMASK = current_umask()
+
+
+def cosine_report(c, chunk=4096):
+    """Mean cosine OP-vs-NP and NP-vs-NP over entities (the paper's Fig. 4(a) claim). c: [n, K, d],
+    read in chunks (a memory map stays on disk)."""
+    n, k = c.shape[:2]
+    op_np, np_np = np.zeros(k - 1), 0.0
+    a, b = np.triu_indices(k - 1, 1)
+    for start in range(0, n, chunk):
+        x = np.asarray(c[start:start + chunk], dtype=np.float64)
+        x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
+        s = np.einsum('nkd,njd->nkj', x, x)  # [n, K, K] cosine between the K views of each entity
+        op_np += s[:, 0, 1:].sum(0)
+        np_np += s[:, 1:, 1:][:, a, b].sum()
+    return {'n': int(n), 'op_vs_np': float(op_np.sum() / max(n * (k - 1), 1)),
+            'op_vs_np_per_k': [float(x / max(n, 1)) for x in op_np],
+            'np_vs_np': float(np_np / max(n * len(a), 1)) if len(a) else None}
 # ----------------------------------------------------------------------------
 # Inputs
 
@@ -465,173 +681,38 @@ def load_inputs(path):
     return sources, True
 
 
-# ----------------------------------------------------------------------------
-# Journal and output files
-
-def fingerprint(args, side, sources, dim):
-    """What a journal's records depend on; a resumed run must match it."""
-    prompts = json.dumps([PI_1, PI_2, PI_3, PI_4, SIDE_WORDS[side]], sort_keys=True)
-    return {'version': 1, 'side': side, 'profiles': args.profiles, 'model': args.model,
-            'embed_model': args.embed_model, 'embed_dim': dim, 'n': len(sources),
-            'prompts_sha256': hashlib.sha256(prompts.encode()).hexdigest(),
-            'inputs_sha256': hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()}
-
-
-def read_journal(path):
-    """-> (header, {id: record}); a last line cut short by a kill is dropped from the file.
-    A failed record is replaced by a later one for the same id (failed entities are retried)."""
-    with open(path, 'rb') as f:
-        data = f.read()
-    if not data.endswith(b'\n'):
-        with open(path, 'r+b') as f:
-            f.truncate(data.rfind(b'\n') + 1)  # the record was never complete: it does not count
-        data = data[:data.rfind(b'\n') + 1]
-    lines = [json.loads(line) for line in data.decode('utf-8').splitlines() if line.strip()]
-    if not lines:
-        return None, {}  # killed before the header was on disk: a fresh start
-    if 'header' not in lines[0]:
-        raise SystemExit(f'{path}: not a profiles journal (no header line)')
-    records = {}
-    for record in lines[1:]:
-        if records.get(record['id'], {}).get('status') != 'done':
-            records[record['id']] = record
-    return lines[0]['header'], records
-
-
-def append_line(f, obj):
-    """A record counts only once it is on disk."""
-    f.write(json.dumps(obj, ensure_ascii=False) + '\n')
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def write_atomic(path, data):
-    """Temp file in the same folder, fsync, os.replace: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp_' + os.path.basename(path))
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def read_bytes(path):
-    if not os.path.exists(path):
-        return None
-    with open(path, 'rb') as f:
-        return f.read()
-
-
-def output_names(side, k, has_op):
-    p = PREFIX[side]
-    names = [] if has_op else [f'{p}_prf.json']
-    names += [f'{p}_prf_{j}.json' for j in range(1, k)]
-    return names + [f'{p}_emb_np.pkl'] + [f'{p}_emb_np_{j}.pkl' for j in range(1, k)]
-
-
-def write_outputs(out_dir, side, k, has_op, records):
-    """The official files from a complete journal; files whose bytes already match are left alone."""
-    n = len(records)
-    texts = [[records[i]['op'] for i in range(n)]] + [[records[i]['nps'][j] for i in range(n)] for j in range(k - 1)]
-    c = np.stack([record_embeddings(records[i], k) for i in range(n)])  # [n, K, d]
-    blobs = [json.dumps(t, ensure_ascii=False, indent=0).encode('utf-8') for t in (texts[1:] if has_op else texts)]
-    blobs += [pickle.dumps(np.ascontiguousarray(c[:, j]), protocol=4) for j in range(k)]  # float32 [n, d]
-    written = []
-    for name, blob in zip(output_names(side, k, has_op), blobs):
-        path = os.path.join(out_dir, name)
-        if read_bytes(path) != blob:
-            write_atomic(path, blob)
-            written.append(name)
-    return written
-
-
-def cosine_report(c):
-    """Mean cosine OP-vs-NP and NP-vs-NP over entities (the paper's Fig. 4(a) claim). c: [n, K, d]."""
-    c = c / np.maximum(np.linalg.norm(c, axis=2, keepdims=True), 1e-12)
-    s = np.einsum('nkd,njd->nkj', c, c)  # [n, K, K] cosine between the K views of each entity
-    a, b = np.triu_indices(c.shape[1] - 1, 1)
-    return {'n': int(c.shape[0]),
-            'op_vs_np': float(s[:, 0, 1:].mean()),
-            'op_vs_np_per_k': [float(x) for x in s[:, 0, 1:].mean(0)],
-            'np_vs_np': float(s[:, 1:, 1:][:, a, b].mean()) if len(a) else None}
 
 
 # ----------------------------------------------------------------------------
 # Running one side
-
-def dry_run(args, side, sources, has_op, todo):
-    """Print the four prompts of one entity and estimate calls and tokens (4 characters ~ 1 token)."""
-    i = todo[0] if todo else 0
-    op = sources[i] if has_op else '<OP written by F1>'
-    for step, (system, user) in step_messages(side, args.profiles, sources[i], op).items():
-        if step == 'F1' and has_op:
-            print(f'--- {side} {i}: F1 skipped, the OP is given')
-            continue
-        print(f'--- {side} {i}: {step} system prompt ---\n{system}\n--- {step} user message ---\n{user}\n')
-    n, k = len(todo), args.profiles
-    words = SIDE_WORDS[side]['words']
-    op_tok = np.mean([len(sources[j]) for j in todo]) / 4 if has_op and n else words * 4 / 3
-    src_tok = 0 if has_op or not n else np.mean([len(json.dumps(sources[j])) for j in todo]) / 4
-    sys_tok = [len(fill(p, n=k - 1, **SIDE_WORDS[side])) / 4 for p in (PI_1, PI_2, PI_3, PI_4)]
-    # replies assumed: aspects and latent preferences half an OP each, each NP one OP
-    prompt = sys_tok[1] + op_tok + sys_tok[2] + 1.5 * op_tok + sys_tok[3] + 2 * op_tok
-    completion = 0.5 * op_tok + 0.5 * op_tok + (k - 1) * op_tok
-    if not has_op:
-        prompt, completion = prompt + sys_tok[0] + src_tok, completion + op_tok
-    calls = (3 if has_op else 4) * n
-    print(f'{side}: {n} entities to do -> {calls} chat calls, {n} embedding calls, '
-          f'~{prompt * n:,.0f} prompt + ~{completion * n:,.0f} completion tokens, '
-          f'~{k * op_tok * n:,.0f} embedding tokens (estimate; first tries only)')
-
-
-def progress(side, done, total, failed, finished, todo, t0):
-    """One progress line; rate and ETA count the entities finished (done or failed) in this run."""
-    rate = finished / max(time.time() - t0, 1e-9)
-    return (f'{side}: {done}/{total} done, {failed} failed, {rate:.2f}/s, '
-            f'ETA {(todo - finished) / rate / 60:.1f} min')
-
-
-def probe_dim(ep, args):
-    """The embedding model's dimension, from one request (when --embed-dim is not given)."""
-    usage = dict(embed_calls=0, embed_tokens=0)
-    try:
-        with requests.Session() as session:
-            return int(embed(session, ep, args.embed_model, ['dimension probe'], 0, usage).shape[1])
-    except EntityFailed as e:
-        raise Fatal(f'cannot get the embedding dimension: {e}') from None
-
 
 def open_side(args, side):
     """Load the side's input and its journal if any; refuse a fresh run that would overwrite files."""
     p, k = PREFIX[side], args.profiles
     path = find_input(args, side, args.folder)
     sources, has_op = load_inputs(path)
-    job = dict(side=side, sources=sources, has_op=has_op, records={}, header=None, dim=args.embed_dim,
+    job = dict(side=side, sources=sources, has_op=has_op, index={}, steps={}, batches={}, header=None,
                journal=os.path.join(args.out_dir, f'{p}_prf_journal.jsonl'),
+               store_path=os.path.join(args.out_dir, f'{p}_emb_store.f32'),
                ids=range(min(len(sources), args.limit) if args.limit else len(sources)))
     print(f'{side}: {len(sources)} from {path} ({"OP given" if has_op else "side information, F1 writes the OP"}); '
           f'journal {job["journal"]}')
-    header = None
     if os.path.exists(job['journal']):
-        header, job['records'] = read_journal(job['journal'])
+        job['header'], job['index'], job['steps'], job['batches'] = read_journal(job['journal'])
     existing = [name for name in output_names(side, k, has_op) if os.path.exists(os.path.join(args.out_dir, name))]
-    if header is None and existing and not args.overwrite:
+    if job['header'] is None and existing and not args.overwrite:
         message = f'refusing to overwrite {existing} in {args.out_dir}: pass --overwrite, or another --out-dir'
         if not args.dry_run:
             raise SystemExit(message)
         print(f'note: {message}')
-    if header is not None:  # a resumed run must have the configuration its journal was written with
-        expected = fingerprint(args, side, sources, args.embed_dim or header['embed_dim'])
-        changed = [key for key in expected if expected[key] != header.get(key)]
+    if job['header'] is not None:  # a resumed run must have the configuration its journal was written with
+        expected = fingerprint(args, side, sources, args.embed_dim or job['header']['embed_dim'])
+        changed = [key for key in expected if expected[key] != job['header'].get(key)]
         if changed:
             raise SystemExit(f'{job["journal"]} was written with another {", ".join(changed)}: '
-                             f'delete it to start over, or choose another --out-dir')
-    job['header'] = header
-    job['todo'] = [i for i in job['ids'] if job['records'].get(i, {}).get('status') != 'done']
+                             f'delete it and {job["store_path"]} to start over, or choose another --out-dir')
+    redo = ('fallback',) if args.retry_fallbacks else ()
+    job['todo'] = [i for i in job['ids'] if i not in job['index'] or job['index'][i].status in redo]
     return job
 
 
@@ -640,62 +721,554 @@ def start_journal(args, job, ep):
     if job['header'] is None:
         job['header'] = fingerprint(args, job['side'], job['sources'], args.embed_dim or probe_dim(ep, args))
         os.makedirs(args.out_dir, exist_ok=True)
-        with open(job['journal'], 'a', encoding='utf-8') as f:
-            append_line(f, {'header': job['header']})
+        with open(job['journal'], 'ab') as f:
+            append_lines(f, [{'header': job['header']}])
     job['dim'] = job['header']['embed_dim']
+    job['store'] = VectorStore(job['store_path'], args.profiles, job['dim'])
+
+
+def initial_states(args, job):
+    """What is known of each entity to do: the given OP, the steps a killed --batch-api run journaled,
+    or the steps a fallback entity had finished (--retry-fallbacks)."""
+    states = {}
+    with open(job['journal'], 'rb') as f:
+        for i in job['todo']:
+            if i in job['index']:
+                state = read_record(f, job['index'][i]).get('state', {})
+            else:
+                state = dict(job['steps'].get(i, {}))
+            if job['has_op']:
+                state['op'] = job['sources'][i]
+            states[i] = state
+    return states
+
+
+def finish_entity(job, journal, record, c, stats):
+    """The vectors to the store, then the record (naming their row) to the journal."""
+    record['row'] = job['store'].append(c)
+    offset = append_lines(journal, [record])
+    job['index'][record['id']] = Entry(record['status'], offset, record['row'], record.get('emb_fallback', False))
+    for key in stats['usage']:
+        stats['usage'][key] += record['usage'][key]
+    if record['status'] == 'fallback':
+        stats['fallbacks'][record['id']] = record['reason']
 
 
 def run_side(args, job, ep):
-    """Every entity not done yet, a bounded number in flight; each result journaled as it lands.
-    Returns the ids that failed in this run, with their reasons."""
-    side, records, ids, todo = job['side'], job['records'], job['ids'], job['todo']
-    usage = dict(chat_calls=0, embed_calls=0, prompt_tokens=0, completion_tokens=0, embed_tokens=0)
-    failed, t0, last_print = {}, time.time(), 0.0
+    """Every entity to do, a bounded number in flight; each result journaled as it lands."""
+    states, stats = initial_states(args, job), new_stats()
     pool = ThreadPoolExecutor(max_workers=args.concurrency)
     try:
-        with open(job['journal'], 'a', encoding='utf-8') as journal:
-            futures = [pool.submit(make_profiles, ep, args, side, i, job['sources'][i], job['has_op'], job['dim'])
-                       for i in todo]
-            for finished, future in enumerate(as_completed(futures), 1):
-                record = future.result()  # Fatal propagates and stops the run
-                append_line(journal, record)  # on disk before it counts
-                records[record['id']] = record
-                add_usage(usage, record['usage'], [(key, key) for key in usage])
-                if record['status'] == 'failed':
-                    failed[record['id']] = record['reason']
-                if time.time() - last_print > PROGRESS_EVERY or finished == len(todo):
-                    done = sum(records.get(i, {}).get('status') == 'done' for i in ids)
-                    print(progress(side, done, len(ids), len(failed), finished, len(todo), t0), flush=True)
-                    last_print = time.time()
+        with open(job['journal'], 'ab') as journal:
+            futures = [pool.submit(make_profiles, ep, args, job, i, states.pop(i)) for i in job['todo']]
+            for future in as_completed(futures):
+                record, c = future.result()  # Fatal propagates and stops the run
+                finish_entity(job, journal, record, c, stats)
+                print_progress(job, stats)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    print(f'{side} summary: {len(todo) - len(failed)} done and {len(failed)} failed in this run; '
-          f'{usage["chat_calls"]} chat + {usage["embed_calls"]} embedding calls, tokens: '
+    print_summary(job, stats)
+
+
+def new_stats():
+    return dict(usage=new_usage(), fallbacks={}, finished=0, t0=time.time(), last_print=0.0)
+
+
+def print_progress(job, stats):
+    """One line every PROGRESS_EVERY seconds; rate and ETA count the entities finished in this run."""
+    stats['finished'] += 1
+    if time.time() - stats['last_print'] < PROGRESS_EVERY and stats['finished'] < len(job['todo']):
+        return
+    stats['last_print'] = time.time()
+    done = sum(i in job['index'] for i in job['ids'])
+    rate = stats['finished'] / max(time.time() - stats['t0'], 1e-9)
+    print(f'{job["side"]}: {done}/{len(job["ids"])} finished, {len(stats["fallbacks"])} with fallback, '
+          f'{rate:.2f}/s, ETA {(len(job["todo"]) - stats["finished"]) / rate / 60:.1f} min', flush=True)
+
+
+def print_summary(job, stats):
+    side, usage, fallbacks = job['side'], stats['usage'], stats['fallbacks']
+    journal_mb = os.path.getsize(job['journal']) / 2 ** 20
+    store_mb = os.path.getsize(job['store_path']) / 2 ** 20
+    print(f'{side} summary: {len(job["todo"]) - len(fallbacks)} done and {len(fallbacks)} with fallback in this '
+          f'run; {usage["chat_calls"]} chat + {usage["embed_calls"]} embedding calls, tokens: '
           f'{usage["prompt_tokens"]} prompt, {usage["completion_tokens"]} completion, '
-          f'{usage["embed_tokens"]} embedding; {time.time() - t0:.1f} s')
-    for i in sorted(failed)[:20]:
-        print(f'  failed {side} {i}: {failed[i]}')
-    if len(failed) > 20:
-        print(f'  ... and {len(failed) - 20} more failed (see {job["journal"]})')
-    return failed
+          f'{usage["embed_tokens"]} embedding; {time.time() - stats["t0"]:.1f} s; journal {journal_mb:.1f} MB, '
+          f'vectors {store_mb:.1f} MB, peak memory {peak_memory_mb():.0f} MB')
+    for i in sorted(fallbacks)[:20]:
+        print(f'  fallback {side} {i}: {fallbacks[i]}')
+    if len(fallbacks) > 20:
+        print(f'  ... and {len(fallbacks) - 20} more fallbacks (see {job["journal"]})')
+
+
+def peak_memory_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def finish_side(args, job):
-    """The official files once every entity is done; the cosine report over those done so far."""
-    side, records, n, k = job['side'], job['records'], len(job['sources']), args.profiles
-    done = [i for i in range(n) if records.get(i, {}).get('status') == 'done']
-    if len(done) == n:
-        written = write_outputs(args.out_dir, side, k, job['has_op'], records)
-        print(f'{side}: {n}/{n} done, wrote {written}' if written else f'{side}: {n}/{n} done, files up to date')
+    """The official files once every entity is finished, and the report. Returns the exit status."""
+    side, index, n = job['side'], job['index'], len(job['sources'])
+    finished = sum(i in index for i in range(n))
+    fallbacks = [i for i in range(n) if i in index and index[i].status == 'fallback']
+    if finished == n:
+        written = write_outputs(args, job)
+        print(f'{side}: {n}/{n} finished ({len(fallbacks)} with fallback), '
+              + (f'wrote {written}' if written else 'files up to date'))
+    elif args.limit:
+        print(f'{side}: ids 0..{len(job["ids"]) - 1} finished (--limit {args.limit}); the output files need all '
+              f'{n} ids, so none was written: run without --limit to finish the other {n - finished}')
     else:
-        print(f'{side}: {len(done)}/{n} done, files not written (rerun the same command to continue)')
-    if args.report and done:
-        report = dict(cosine_report(np.stack([record_embeddings(records[i], k) for i in done])),
-                      complete=len(done) == n)
-        print(f'{side} report: mean cosine OP-vs-NP {report["op_vs_np"]:.4f}, NP-vs-NP {report["np_vs_np"]} '
-              f'over {report["n"]} entities')
-        path = os.path.join(args.out_dir, f'{PREFIX[side]}_prf_report.json')
-        write_atomic(path, json.dumps(report, indent=1).encode())
+        print(f'{side}: {finished}/{n} finished, files not written (rerun the same command to continue)')
+    if args.report and finished:
+        report_side(args, job, fallbacks, finished == n)
+    if fallbacks:
+        print(f'{side}: {len(fallbacks)} entities used a fallback (ids {fallbacks[:10]}...); '
+              f'--retry-fallbacks retries them')
+    return 3 if fallbacks else 0 if finished == n or args.limit else 1
+
+
+def report_side(args, job, fallbacks, complete):
+    """Cosines over the entities done without fallback (a fallback's views coincide)."""
+    index = job['index']
+    done = [i for i in sorted(index) if index[i].status == 'done']
+    report = dict(cosine_report(job['store'].view()[[index[i].row for i in done]]) if done else {'n': 0},
+                  complete=complete, fallbacks=len(fallbacks))
+    print(f'{job["side"]} report: mean cosine OP-vs-NP {report.get("op_vs_np")}, NP-vs-NP {report.get("np_vs_np")} '
+          f'over {report["n"]} entities ({len(fallbacks)} with fallback left out)')
+    path = os.path.join(args.out_dir, f'{PREFIX[job["side"]]}_prf_report.json')
+    blob = json.dumps(report, indent=1).encode()
+    write_atomic(path, lambda f: f.write(blob))
+
+
+def dry_run(args, job):
+    """Print the prompts of one entity; estimate calls, tokens (4 characters ~ 1 token; the NPs at
+    F4's word cap), cost (--price-*) and time at --concurrency. No request is sent."""
+    side, k, sources, has_op, todo = job['side'], args.profiles, job['sources'], job['has_op'], job['todo']
+    i = todo[0] if todo else 0
+    op = sources[i] if has_op else '<OP written by F1>'
+    for step, (system, user) in step_messages(side, k, sources[i], op).items():
+        if step == 'F1' and has_op:
+            print(f'--- {side} {i}: F1 skipped, the OP is given')
+            continue
+        print(f'--- {side} {i}: {step} system prompt ---\n{system}\n--- {step} user message ---\n{user}\n')
+    n, words = len(todo), SIDE_WORDS[side]['words']
+    cap = words * 4 / 3  # tokens of a profile at its word cap
+    op_tok = np.mean([len(sources[j]) for j in todo]) / 4 if has_op and n else cap
+    src_tok = 0 if has_op or not n else np.mean([len(json.dumps(sources[j])) for j in todo]) / 4
+    sys_tok = {step: len(system_prompt(side, step, k)) / 4 for step in PROMPTS}
+    side_tok = 100  # aspects (F2) and latent preferences (F3): about 100 tokens each
+    out = {'F1': cap + 40, 'F2': side_tok, 'F3': side_tok, 'F4': (k - 1) * cap}
+    inp = {'F1': sys_tok['F1'] + src_tok, 'F2': sys_tok['F2'] + op_tok, 'F3': sys_tok['F3'] + op_tok + side_tok,
+           'F4': sys_tok['F4'] + op_tok + 2 * side_tok}
+    steps = steps_of(has_op)
+    prompt, completion = sum(inp[s] for s in steps) * n, sum(out[s] for s in steps) * n
+    embed_tok = (op_tok + (k - 1) * cap) * n
+    cost = (prompt * args.price_in + completion * args.price_out + embed_tok * args.price_embed) / 1e6
+    seconds = sum(EST_CALL_S + out[s] / EST_TOKENS_PER_S for s in steps) + EST_CALL_S  # one entity, in turn
+    print(f'{side}: {n} entities to do -> {len(steps) * n} chat calls, {n} embedding calls, '
+          f'~{prompt:,.0f} prompt + ~{completion:,.0f} completion tokens, ~{embed_tok:,.0f} embedding tokens '
+          f'(estimate; first tries only, new profiles at the {words}-word cap)')
+    print(f'{side}: cost ~${cost:,.2f} online, ~${cost / 2:,.2f} with --batch-api (at --price-in {args.price_in}, '
+          f'--price-out {args.price_out}, --price-embed {args.price_embed} $ per million tokens); '
+          f'time ~{seconds * n / args.concurrency / 60:,.1f} min at --concurrency {args.concurrency} '
+          f'(assuming {EST_CALL_S:.0f} s per call + {EST_TOKENS_PER_S} tokens/s; --batch-api: up to 24 h per step)')
+
+
+# ----------------------------------------------------------------------------
+# --batch-api: each step for all entities as OpenAI Batch jobs (half price, results within 24 h)
+
+def run_side_batch(args, job, ep):
+    """F1 (when needed), F2, F3, F4 for every entity to do, then the embeddings: one round of Batch
+    jobs per try, the same re-ask rules as online. Step results and batch ids are journaled, so a
+    killed run resumes without resubmitting a recorded batch; the records equal the online mode's."""
+    k, todo, stats = args.profiles, job['todo'], new_stats()
+    states = initial_states(args, job)
+    with open(job['journal'], 'ab') as journal, requests.Session() as session:
+        if args.retry_fallbacks and any(i in job['index'] for i in todo):
+            append_lines(journal, [{'retry': True}])  # earlier batches belong to earlier tries
+            job['batches'] = {}
+        for step in steps_of(job['has_op']):
+            batch_step(session, ep, args, job, journal, step, states, stats['usage'])
+        texts = {i: fallback_texts(states[i], job['sources'][i], job['has_op'], k, args.max_input_chars)
+                 for i in todo}
+        vectors, notes = batch_embeddings(session, ep, args, job, journal, texts, stats['usage'])
+        for i in todo:
+            reasons = [f'{states[i]["failed"]}; new profiles fall back to the OP'] if 'failed' in states[i] else []
+            reasons += [notes[i]] if i in notes else []
+            c = vectors.get(i)
+            emb_fallback = c is None
+            if emb_fallback:
+                c = np.zeros((k, job['dim']), np.float32)
+            record = entity_record(i, texts[i], reasons, emb_fallback, states[i], new_usage(), ep)
+            finish_entity(job, journal, record, c, stats)
+            print_progress(job, stats)
+    print_summary(job, stats)
+
+
+def batch_step(session, ep, args, job, journal, step, states, usage):
+    """One chain step for every entity still in the chain; rounds of batches until each has a result
+    or has failed (the failure is journaled as the step's result)."""
+    side, k, key = job['side'], args.profiles, STATE_KEY[step]
+    pending = [i for i in job['todo'] if key not in states[i] and 'failed' not in states[i]]
+    turns = {i: new_turn(side, k, job['sources'][i], states[i], step) for i in pending}
+    for round_ in range(args.max_reasks + 2):  # first try, one longer try, the re-asks
+        if not pending:
+            return
+        bodies = {i: chat_payload(args.model, turns[i], ep.json_mode) for i in pending}
+        results = run_batches(session, ep, args, job, journal, f'{step}-{round_}', 'chat/completions', bodies)
+        lines, still = [], []
+        for i in pending:
+            try:
+                value = batch_reply(results.get(i), turns[i], step, states[i], args, ep, usage)
+            except EntityFailed as e:
+                states[i]['failed'] = redact(str(e), ep.api_key)
+                lines.append({'id': i, 'step': step, 'failed': states[i]['failed']})
+                continue
+            if value is NOT_YET:
+                still.append(i)
+            else:
+                states[i][key] = value
+                lines.append({'id': i, 'step': step, 'value': value})
+        append_lines(journal, lines)
+        pending = still
+    for i in pending:
+        states[i]['failed'] = f'{step}: no usable reply in {args.max_reasks + 2} batch rounds'
+        append_lines(journal, [{'id': i, 'step': step, 'failed': states[i]['failed']}])
+
+
+def batch_reply(result, turn, step, state, args, ep, usage):
+    """A batch result line -> next_turn; a transient error (429, 5xx, missing line) uses a re-ask."""
+    status, body = result or (None, None)
+    if status == 200:
+        try:
+            text, finish_reason, body_usage = chat_fields(body)
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            text, finish_reason, body_usage = f'(unusable response: {type(e).__name__})', None, None
+        count_usage(ep, usage, body_usage, 'chat')
+        return next_turn(turn, text, finish_reason, step, state, args.profiles, args.max_reasks)
+    if status is not None and 400 <= status < 500 and status not in (408, 409, 429):
+        raise Rejected(f'{step}: HTTP {status} in the batch results: {batch_error(body)}')
+    if turn.reasks >= args.max_reasks:
+        raise EntityFailed(f'{step}: no result in {turn.reasks + 1} batch rounds, last: HTTP {status}')
+    turn.reasks += 1
+    return NOT_YET
+
+
+def batch_embeddings(session, ep, args, job, journal, texts, usage):
+    """f_text for all K profiles of every entity (Eq. 5): one request per entity; an HTTP 400 is sent
+    again once with the inputs cut to --max-input-chars. -> ({id: [K, d]}, {id: note})."""
+    inputs, vectors, notes = dict(texts), {}, {}
+    pending = list(texts)
+    for round_ in range(2):
+        bodies = {i: {'model': args.embed_model, 'input': inputs[i]} for i in pending}
+        results = run_batches(session, ep, args, job, journal, f'embeddings-{round_}', 'embeddings', bodies)
+        still = []
+        for i in pending:
+            status, body = results.get(i) or (None, None)
+            if status == 200:
+                try:
+                    vectors[i], body_usage = embedding_rows(body, len(inputs[i]), job['dim'])
+                    count_usage(ep, usage, body_usage, 'embeddings')
+                    continue
+                except (ValueError, KeyError, IndexError, TypeError) as e:
+                    notes[i] = f'embeddings: unusable response ({type(e).__name__}: {str(e)[:100]})'
+            elif status == 400 and round_ == 0:
+                cut = [t[:args.max_input_chars] for t in inputs[i]]
+                if cut != inputs[i]:
+                    inputs[i] = cut
+                    notes[i] = f'embedding inputs cut to {args.max_input_chars} characters after: {batch_error(body)}'
+            else:
+                notes[i] = f'embeddings: HTTP {status} in the batch results: {batch_error(body)}'
+            still.append(i)
+        pending = still
+    for i in pending:
+        notes[i] += '; rows fall back to the mean embedding of the side'
+    return vectors, notes
+
+
+def batch_error(body):
+    try:
+        return str(body['error']['message'])[:300]
+    except (KeyError, TypeError):
+        return str(body)[:300]
+
+
+def run_batches(session, ep, args, job, journal, name, route, bodies):
+    """Requests {id: body} as Batch jobs of at most --batch-size requests -> {id: (status, body)}."""
+    ids, results = sorted(bodies), {}
+    for part, start in enumerate(range(0, len(ids), args.batch_size)):
+        chunk = {i: bodies[i] for i in ids[start:start + args.batch_size]}
+        results.update(run_batch(session, ep, args, job, journal, f'{name}-{part}', route, chunk))
+    return results
+
+
+def run_batch(session, ep, args, job, journal, name, route, bodies):
+    """One Batch job: upload the JSONL of requests, create the batch (its id journaled before anything
+    waits on it), poll until it ends, download its output and error files -> {id: (status, body)}."""
+    side, step = job['side'], name.split('-')[0]
+    batch_id = job['batches'].get(name)
+    if batch_id is None:
+        lines = ''.join(json.dumps({'custom_id': f'{side}-{i}', 'method': 'POST', 'url': f'/v1/{route}',
+                                    'body': body}, ensure_ascii=False) + '\n' for i, body in bodies.items())
+        file_id = upload_file(session, ep, f'{side}-{name}.jsonl', lines.encode('utf-8'), step)
+        batch_id = create_batch(session, ep, file_id, route, step)
+        append_lines(journal, [{'batch': {'name': name, 'id': batch_id}}])
+        job['batches'][name] = batch_id
+    print(f'{side}: batch {name} ({len(bodies)} requests) is {batch_id}', flush=True)
+    batch = wait_for_batch(session, ep, args, batch_id, step)
+    results = {}
+    for key in ('output_file_id', 'error_file_id'):
+        if batch.get(key):
+            for line in file_content(session, ep, batch[key], step).splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    response = row.get('response') or {}
+                    i = int(row['custom_id'].rsplit('-', 1)[1])
+                    results[i] = (response.get('status_code'), response.get('body') or row.get('error'))
+    return results
+
+
+# ----------------------------------------------------------------------------
+# HTTP: requests with connect and read timeouts, bounded retries, backoff + jitter, fail fast
+
+class Endpoint:
+    """The server, the retry policy, and what all threads share: the fail-fast count and the warnings."""
+
+    def __init__(self, base_url, api_key, args):
+        self.base_url, self.api_key = base_url.rstrip('/'), api_key
+        self.timeout = (args.connect_timeout, args.timeout)  # requests: (connect, read)
+        self.max_attempts, self.backoff, self.json_mode = args.max_attempts, args.backoff, args.json_mode
+        self.key_env = args.api_key_env
+        self.lock = threading.Lock()
+        self.last_failure, self.repeats = None, 0  # the latest permanent-looking failure, times in a row
+        self.stopped = None                        # the message that stopped the run
+        self.warned = set()
+
+    def __repr__(self):
+        return f'Endpoint({self.base_url!r})'  # never the key
+
+    def check(self):
+        if self.stopped:
+            raise Fatal(self.stopped)
+
+    def succeeded(self):
+        with self.lock:
+            self.last_failure, self.repeats = None, 0
+
+    def failed_for_good(self, kind, message):
+        """A failure that will not go away by itself; FAIL_FAST identical ones in a row stop the run."""
+        with self.lock:
+            self.repeats = self.repeats + 1 if kind == self.last_failure else 1
+            self.last_failure = kind
+            if self.repeats >= FAIL_FAST and not self.stopped:
+                self.stopped = redact(message, self.api_key)
+        self.check()
+
+    def warn_once(self, key, message):
+        with self.lock:
+            if key in self.warned:
+                return
+            self.warned.add(key)
+        print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+PERMANENT_FIX = {  # HTTP status -> what the user can do about it
+    401: 'check the key in ${env}', 403: 'check the key in ${env} and its access to this model',
+    404: 'check --base-url (it includes /v1) and the model name', 429: 'the account has no quota left',
+}
+
+
+def request(session, ep, method, route, parse, step, **kwargs):
+    """{method} {base_url}/{route} -> parse(response). Retries 408/409/429, 5xx, network errors and
+    bodies parse() rejects; other 4xx raise Rejected; failures that will not go away (no connection,
+    401/403/404, 429 insufficient_quota) stop the run after FAIL_FAST in a row (Fatal)."""
+    url = f'{ep.base_url}/{route}'
+    headers = {'Authorization': f'Bearer {ep.api_key}'} if ep.api_key else {}
+    reason = ''
+    for attempt in range(1, ep.max_attempts + 1):
+        ep.check()
+        wait, delay = 0.0, backoff_delay(attempt, ep.backoff)
+        try:
+            r = session.request(method, url, headers=headers, timeout=ep.timeout, **kwargs)
+        except requests.RequestException as e:  # refused, reset, timed out
+            reason = network_reason(e)
+            if cannot_connect(e):
+                ep.failed_for_good('connect', f'error: cannot connect to {url} (step {step}): {reason}; '
+                                   f'is the server running and is --base-url right?')
+                delay = min(delay, FAIL_FAST_DELAY)
+        else:
+            status, message = r.status_code, error_message(r)
+            if status == 200:
+                try:
+                    result = parse(r)
+                except (ValueError, KeyError, IndexError, TypeError) as e:  # malformed or wrong shape
+                    reason = f'unusable response ({type(e).__name__}: {str(e)[:200]})'
+                else:
+                    ep.succeeded()
+                    return result
+            elif status in (401, 403, 404) or (status == 429 and 'insufficient_quota' in r.text):
+                fix = PERMANENT_FIX[status].replace('{env}', ep.key_env)
+                ep.failed_for_good(f'HTTP {status}', f'error: {url} (step {step}) answered HTTP {status}: '
+                                   f'{message}; {fix}')
+                reason, delay = f'HTTP {status}: {message}', min(delay, FAIL_FAST_DELAY)
+            elif status in (408, 409, 429) or status >= 500:
+                reason, wait = f'HTTP {status}', retry_after_seconds(r.headers)
+                ep.succeeded()  # the server is there and may recover
+            else:
+                raise Rejected(redact(f'{step}: HTTP {status} from {url}: {message}', ep.api_key))
+        if attempt < ep.max_attempts:
+            time.sleep(max(wait, delay))  # honour Retry-After
+    raise EntityFailed(redact(f'{step}: {ep.max_attempts} attempts failed, last: {reason}', ep.api_key))
+
+
+def cannot_connect(e):
+    """No connection at all (refused, unknown host, connect timeout), as opposed to a broken one."""
+    return isinstance(e, requests.ConnectTimeout) or (
+        isinstance(e, requests.ConnectionError)
+        and any(s in str(e) for s in ('NewConnectionError', 'NameResolutionError', 'Connection refused')))
+
+
+def network_reason(e):
+    """The exception's name and its errno text, e.g. 'ConnectionError (Connection refused)'."""
+    m = re.search(r'\[Errno -?\d+\] ([^\'"()]+)', str(e))
+    return type(e).__name__ + (f' ({m.group(1).strip()})' if m else '')
+
+
+def retry_after_seconds(headers):
+    """Seconds asked for by Retry-After (seconds or HTTP date) or retry-after-ms; 0 if none."""
+    if headers.get('retry-after-ms'):
+        try:
+            return min(float(headers['retry-after-ms']) / 1000, RETRY_AFTER_MAX)
+        except ValueError:
+            pass
+    value = headers.get('Retry-After')
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return 0.0
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
+
+
+def backoff_delay(attempt, base):
+    """Exponential backoff with equal jitter: d/2 + U(0, d/2), d = base * 2^(attempt-1)."""
+    d = min(base * 2 ** (attempt - 1), BACKOFF_MAX)
+    return d / 2 + random.uniform(0, d / 2)
+
+
+def error_message(response):
+    try:
+        return str(response.json()['error']['message'])[:300]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
+
+
+def redact(text, api_key):
+    """Remove the API key, and anything shaped like an OpenAI key, from a message."""
+    if api_key:
+        text = text.replace(api_key, '***')
+    return re.sub(r'sk-[A-Za-z0-9_\-*]{4,}', 'sk-***', text)
+
+
+def count_usage(ep, usage, body_usage, route):
+    """Add a reply's `usage` to the counts; warn once when the server sends none."""
+    usage['chat_calls' if route == 'chat' else 'embed_calls'] += 1
+    if not isinstance(body_usage, dict):
+        ep.warn_once(route, f'{ep.base_url} sends no "usage" with its {route} replies: '
+                            f'their tokens are not counted')
+        return
+    keys = [('prompt_tokens', 'prompt_tokens'), ('completion_tokens', 'completion_tokens')] \
+        if route == 'chat' else [('embed_tokens', 'prompt_tokens')]
+    for ours, theirs in keys:
+        usage[ours] += int(body_usage.get(theirs) or 0)
+
+
+def chat_payload(model, turn, json_mode):
+    payload = {'model': model, 'messages': turn.messages, 'max_tokens': turn.max_tokens}
+    if json_mode:
+        payload['response_format'] = {'type': 'json_object'}
+    return payload
+
+
+def chat_fields(body):
+    """A chat completion body -> (reply text, finish_reason, usage)."""
+    choice = body['choices'][0]
+    text = choice['message']['content']
+    if not isinstance(text, str):
+        raise TypeError('message content is not a string')
+    return text, choice.get('finish_reason'), body.get('usage')
+
+
+def chat(session, ep, model, turn, step, usage):
+    """One chat completion -> (reply text, finish_reason) (OpenAI wire format)."""
+    text, finish_reason, body_usage = request(session, ep, 'POST', 'chat/completions',
+                                              lambda r: chat_fields(r.json()), step,
+                                              json=chat_payload(model, turn, ep.json_mode))
+    count_usage(ep, usage, body_usage, 'chat')
+    return text, finish_reason
+
+
+def embedding_rows(body, n, dim):
+    """An embeddings body -> (float32 [n, dim], usage); rows in input order, whatever order they came in."""
+    rows = sorted(body['data'], key=lambda row: row['index'])
+    if [row['index'] for row in rows] != list(range(n)):
+        raise ValueError(f'{len(rows)} embeddings for {n} inputs')
+    c = np.asarray([row['embedding'] for row in rows], dtype=np.float32)  # [n, d]
+    if c.ndim != 2 or (dim and c.shape[1] != dim):
+        raise ValueError(f'embedding dimension {c.shape[1] if c.ndim == 2 else c.shape}, expected {dim}')
+    if not np.isfinite(c).all():
+        raise ValueError('non-finite embedding')
+    return c, body.get('usage')
+
+
+def embed(session, ep, model, texts, dim, usage):
+    """f_text (Eq. 5): texts -> float32 [len(texts), dim]; wrong count or dimension is an error."""
+    c, body_usage = request(session, ep, 'POST', 'embeddings', lambda r: embedding_rows(r.json(), len(texts), dim),
+                            'embeddings', json={'model': model, 'input': list(texts)})
+    count_usage(ep, usage, body_usage, 'embeddings')
+    return c
+
+
+def probe_dim(ep, args):
+    """The embedding model's dimension, from one request (when --embed-dim is not given)."""
+    try:
+        with requests.Session() as session:
+            return int(embed(session, ep, args.embed_model, ['dimension probe'], 0, new_usage()).shape[1])
+    except EntityFailed as e:
+        raise Fatal(f'error: cannot get the embedding dimension from {ep.base_url}/embeddings: {e}') from None
+
+
+def upload_file(session, ep, name, data, step):
+    """POST /files (purpose batch) -> file id."""
+    return request(session, ep, 'POST', 'files', lambda r: str(r.json()['id']), step,
+                   files={'file': (name, data, 'application/jsonl')}, data={'purpose': 'batch'})
+
+
+def create_batch(session, ep, file_id, route, step):
+    """POST /batches -> batch id."""
+    return request(session, ep, 'POST', 'batches', lambda r: str(r.json()['id']), step,
+                   json={'input_file_id': file_id, 'endpoint': f'/v1/{route}', 'completion_window': '24h'})
+
+
+def wait_for_batch(session, ep, args, batch_id, step):
+    """Poll GET /batches/{id} until it ends; a failed or cancelled batch stops the run."""
+    while True:
+        batch = request(session, ep, 'GET', f'batches/{batch_id}', lambda r: dict(r.json()), step)
+        status = batch.get('status')
+        if status in ('completed', 'expired'):  # an expired batch returns what it finished
+            return batch
+        if status in ('failed', 'cancelled', 'cancelling'):
+            raise Fatal(f'error: batch {batch_id} (step {step}) at {ep.base_url} is {status}: '
+                        f'{json.dumps(batch.get("errors"))[:300]}')
+        time.sleep(args.poll_every)
+
+
+def file_content(session, ep, file_id, step):
+    return request(session, ep, 'GET', f'files/{file_id}/content', lambda r: r.content.decode('utf-8'), step)
 
 
 # ----------------------------------------------------------------------------
@@ -719,22 +1292,38 @@ def parse_args(argv=None):
                     '(may be unset for local servers)')
     ap.add_argument('--profiles', type=int, default=K, help='K, profiles per entity: the OP and K-1 new ones')
     ap.add_argument('--concurrency', type=int, default=CONCURRENCY, help='entities processed in parallel')
-    ap.add_argument('--limit', type=int, default=0, help='only ids 0..N-1 (0: all); outputs need all ids done')
-    ap.add_argument('--timeout', type=float, default=TIMEOUT, help='seconds allowed per HTTP request')
+    ap.add_argument('--limit', type=int, default=0, help='only ids 0..N-1 (0: all); writes no output file '
+                    '(the files need every id)')
+    ap.add_argument('--connect-timeout', type=float, default=CONNECT_TIMEOUT, help='seconds to open a connection')
+    ap.add_argument('--timeout', type=float, default=READ_TIMEOUT, help='seconds the server may stay silent '
+                    'while answering (read timeout)')
     ap.add_argument('--max-attempts', type=int, default=MAX_ATTEMPTS, help='attempts per request on 429, 5xx, '
-                    'network errors or malformed bodies, then the entity fails')
+                    'network errors or malformed bodies, then the entity falls back')
     ap.add_argument('--backoff', type=float, default=BACKOFF, help='first retry delay in seconds (doubles, jittered)')
     ap.add_argument('--max-reasks', type=int, default=MAX_REASKS, help='re-asks when a reply is not the requested '
-                    'JSON, then the entity fails')
+                    'JSON, then the entity falls back')
+    ap.add_argument('--max-input-chars', type=int, default=MAX_INPUT_CHARS, help='embedding inputs are cut to '
+                    'this many characters after an HTTP 400, and sent once more')
+    ap.add_argument('--retry-fallbacks', action='store_true', help='redo the entities that used a fallback, '
+                    'from the step that failed')
     ap.add_argument('--json-mode', action='store_true', help='send response_format json_object (if the server has it)')
+    ap.add_argument('--batch-api', action='store_true', help='send each step as OpenAI Batch jobs '
+                    '(/v1/files, /v1/batches): half the price, results within 24 h; resumable')
+    ap.add_argument('--batch-size', type=int, default=BATCH_MAX, help='requests per Batch job')
+    ap.add_argument('--poll-every', type=float, default=POLL_EVERY, help='seconds between Batch status checks')
     ap.add_argument('--overwrite', action='store_true', help='let a fresh run replace existing output files')
     ap.add_argument('--report', action='store_true', help='print and write <side>_prf_report.json: '
-                    'mean cosine OP-vs-NP and NP-vs-NP')
+                    'mean cosine OP-vs-NP and NP-vs-NP, fallbacks')
     ap.add_argument('--dry-run', action='store_true', help='print the four prompts for one entity and estimate '
-                    'calls and tokens; no request is sent')
+                    'calls, tokens, cost and time; no request is sent')
+    ap.add_argument('--price-in', type=float, default=0.0, help='dry run: $ per million prompt tokens')
+    ap.add_argument('--price-out', type=float, default=0.0, help='dry run: $ per million completion tokens')
+    ap.add_argument('--price-embed', type=float, default=0.0, help='dry run: $ per million embedding tokens')
     args = ap.parse_args(argv)
-    if args.profiles < 2 or args.concurrency < 1 or args.max_attempts < 1 or args.max_reasks < 0:
-        ap.error('need --profiles >= 2, --concurrency >= 1, --max-attempts >= 1, --max-reasks >= 0')
+    if args.profiles < 2 or args.concurrency < 1 or args.max_attempts < 1 or args.max_reasks < 0 \
+            or args.batch_size < 1 or args.max_input_chars < 1:
+        ap.error('need --profiles >= 2, --concurrency, --max-attempts, --batch-size, --max-input-chars >= 1, '
+                 '--max-reasks >= 0')
     data_dir = args.data_dir or os.environ.get('PROEX_DATA') or './data'
     args.folder = os.path.join(data_dir, DATASET_FOLDERS.get(args.dataset, args.dataset))
     args.out_dir = args.out_dir or args.folder
@@ -745,28 +1334,31 @@ def main(argv=None):
     args = parse_args(argv)
     print('config:', json.dumps(vars(args)))  # only the key's variable name is in args
     print(f'API key: ${args.api_key_env} is {"set" if os.environ.get(args.api_key_env) else "not set"}')
-    ep = Endpoint(args.base_url.rstrip('/'), os.environ.get(args.api_key_env, ''), args.timeout,
-                  args.max_attempts, args.backoff, args.json_mode)
-    failed = {}
+    ep = Endpoint(args.base_url, os.environ.get(args.api_key_env, ''), args)
+    status, jobs = 0, []
     try:
         jobs = [open_side(args, side) for side in (['user', 'item'] if args.side == 'both' else [args.side])]
         for job in jobs if not args.dry_run else []:  # every side checked before any starts
             start_journal(args, job, ep)
         for job in jobs:
             if args.dry_run:
-                dry_run(args, job['side'], job['sources'], job['has_op'], job['todo'])
+                dry_run(args, job)
                 continue
-            failed[job['side']] = run_side(args, job, ep)
-            finish_side(args, job)
+            (run_side_batch if args.batch_api else run_side)(args, job, ep)
+            status = max(status, finish_side(args, job))
     except Fatal as e:
-        print(f'stopped: {redact(str(e), ep.api_key)}', file=sys.stderr)
+        print(redact(str(e), ep.api_key), file=sys.stderr)  # 'error: <URL> (step ...) ...'
         return 1
     except SystemExit as e:  # refusals and input errors: a message and exit status 2
         if isinstance(e.code, str):
             print(f'error: {e.code}', file=sys.stderr)
             return 2
         raise
-    return 1 if any(failed.values()) else 0
+    finally:
+        for job in jobs:
+            if 'store' in job:
+                job['store'].close()
+    return status
 
 
 if __name__ == '__main__':
