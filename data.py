@@ -15,10 +15,13 @@ What this file holds, top to bottom:
     python data.py --dataset ml100k --data-dir ../shared/datasets   # prints a summary
 """
 import argparse
+import contextlib
 import os
 import pickle
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import zipfile
@@ -50,37 +53,64 @@ def data_root(data_dir=None):
 
 def download(url, dest, chunk=1 << 20, timeout=30, log=print):
     """Stream `url` into `dest` through a temporary file renamed only when complete,
-    so an interrupted transfer never leaves a file that looks finished."""
+    so an interrupted transfer (an error, Ctrl-C or SIGTERM) never leaves a file behind."""
     import requests
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + '.', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f, requests.get(url, stream=True, timeout=timeout) as r:
-            r.raise_for_status()
-            total = int(r.headers.get('Content-Length') or 0)
-            done, t0 = 0, time.time()
-            for block in r.iter_content(chunk):
-                f.write(block)
-                done += len(block)
-                rate = done / max(time.time() - t0, 1e-9)
-                log(f'\rdownloading {url}: {done / 2**20:.1f}'
-                    f'{f"/{total / 2**20:.1f}" if total else ""} MiB at {rate / 2**20:.1f} MiB/s',
-                    end='', flush=True)
-            log('')
-            if total and done != total:  # the server closed the connection early
-                raise IOError(f'transfer cut off after {done} of {total} bytes')
-        os.replace(tmp, dest)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    progress = False  # a progress line without its newline is on the screen
+    with _sigterm_raises():
+        try:
+            with os.fdopen(fd, 'wb') as f, requests.get(url, stream=True, timeout=timeout) as r:
+                r.raise_for_status()
+                total = int(r.headers.get('Content-Length') or 0)
+                done, t0 = 0, time.time()
+                for block in r.iter_content(chunk):
+                    f.write(block)
+                    done += len(block)
+                    rate = done / max(time.time() - t0, 1e-9)
+                    log(f'\rdownloading {url}: {done / 2**20:.1f}'
+                        f'{f"/{total / 2**20:.1f}" if total else ""} MiB at {rate / 2**20:.1f} MiB/s',
+                        end='', flush=True)
+                    progress = True
+                if progress:
+                    log('')
+                    progress = False
+                if total and done != total:  # the server closed the connection early
+                    raise IOError(f'transfer cut off after {done} of {total} bytes')
+            os.replace(tmp, dest)
+        except BaseException:
+            if progress:  # end the progress line so that the error starts on its own line
+                log('')
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return dest
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While active (main thread only), SIGTERM raises SystemExit instead of killing the
+    process outright, so `except`/`finally` blocks can remove partial files."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(f'error: stopped by signal {signum} during a download; its partial '
+                         f'file was removed')
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def fetch_rlmrec(root, url=RLMREC_URL, log=print):
     """Download and extract the RLMRec archive so that <root>/amazon/trn_mat.pkl etc. exist.
-    Members are extracted into a temporary folder and moved into place per dataset folder,
-    so a failure midway leaves no half dataset behind."""
+    Members are extracted into a temporary folder; only dataset folders with all three
+    splits are moved into place, so a failure midway or a partial archive leaves no half
+    dataset behind. An existing folder without splits (e.g. one holding the profile
+    embeddings) receives the archive's files; a folder that has any split is left alone."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     zpath = root / 'rlmrec_data.zip'
@@ -98,15 +128,28 @@ def fetch_rlmrec(root, url=RLMREC_URL, log=print):
                     raise DataError(f'{zpath}: unsafe member name {m!r} in the archive')
             z.extractall(tmp)
             for pkl in sorted(Path(tmp).rglob('trn_mat.pkl')):  # each folder holding a split
-                target = root / pkl.parent.name
-                if not target.exists():
-                    os.replace(pkl.parent, target)
+                _move_complete_split(pkl.parent, root / pkl.parent.name)
     except zipfile.BadZipFile as e:
-        raise DataError(f'{zpath} is not a valid zip archive ({e}); delete it and retry, '
-                        f'or download {url} by hand') from e
+        raise DataError(f'the file downloaded from {url} is not a valid zip archive ({e}) and '
+                        f'was removed; retry later, or download it by hand and unzip it so that '
+                        f'{root}/amazon/trn_mat.pkl exists') from e
     finally:
         zpath.unlink(missing_ok=True)
     return root
+
+
+def _move_complete_split(src, target):
+    """Move an extracted dataset folder's files into `target` when it has all three splits
+    and `target` has none; trn_mat.pkl goes last, so the folder looks loadable only once
+    whole. Existing files in `target` are kept."""
+    if not all((src / f'{s}_mat.pkl').exists() for s in SPLITS):
+        return
+    if any((target / f'{s}_mat.pkl').exists() for s in SPLITS):
+        return
+    target.mkdir(exist_ok=True)
+    for f in sorted(src.iterdir(), key=lambda f: f.name == 'trn_mat.pkl'):
+        if not (target / f.name).exists():
+            os.replace(f, target / f.name)
 
 
 # ---------------------------------------------------------------------------
@@ -123,13 +166,13 @@ class _SafeUnpickler(pickle.Unpickler):
         ('builtins', 'frozenset'), ('builtins', 'int'), ('builtins', 'float'), ('builtins', 'str'),
         ('builtins', 'bytes'), ('builtins', 'bytearray'), ('collections', 'OrderedDict'),
         ('_codecs', 'encode'),
-    }
+    } | {(f'scipy.sparse{m}', f'{fmt}_{kind}')  # the sparse classes, in every module scipy
+         for fmt in ('coo', 'csr', 'csc')         # has pickled them from (.coo before 1.8)
+         for kind in ('matrix', 'array') for m in ('', f'.{fmt}', f'._{fmt}')}
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        if module.startswith('scipy.sparse') and name.endswith(('_matrix', '_array')):
-            return super().find_class(module, name)  # coo_matrix, csr_matrix, ...
         raise pickle.UnpicklingError(f'refused to load {module}.{name}')
 
 
@@ -233,7 +276,13 @@ def load_profiles(folder, side, n_rows, views=None):
                             f'belong to another split or dataset: regenerate them for this one')
         if not np.isfinite(a).all():
             raise DataError(f'{f}: contains NaN or infinite values; regenerate those rows')
-        out.append(a.astype(np.float32))
+        with np.errstate(over='ignore'):
+            a32 = a.astype(np.float32)
+        if not np.isfinite(a32).all():  # e.g. 1e300 in float64 is inf in float32
+            raise DataError(f'{f}: values beyond the float32 range (largest magnitude '
+                            f'{np.abs(a).max():.3g}); the models train in float32: rescale or '
+                            f'regenerate the embeddings')
+        out.append(a32)
     if len({a.shape[1] for a in out}) > 1:
         raise DataError(f'{folder}: {side} views have different widths '
                         f'{[a.shape[1] for a in out]}; embed every view with one model')
@@ -249,15 +298,24 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
         return select_views(make_synthetic(seed, n_users=11000, n_items=9332, per_user=18), views)
     root = data_root(data_dir)
     folder = root / FOLDERS.get(name, name)
-    if not (folder / 'trn_mat.pkl').exists():
+    splits = [folder / f'{s}_mat.pkl' for s in SPLITS]
+    check_splits_together(folder, splits)
+    fetched = False
+    if not splits[0].exists():
         if name in ('book', 'yelp', 'steam') and download_ok:
             print(f'{folder} has no trn_mat.pkl: fetching the RLMRec archive into {root}')
             fetch_rlmrec(root, url=RLMREC_URL)  # the constant as it is now, not at import
-        if not (folder / 'trn_mat.pkl').exists():
-            raise DataError(f'{folder / "trn_mat.pkl"} not found; pass --data-dir (or set '
+            fetched = True
+        if not splits[0].exists():
+            why = (f' (the archive {RLMREC_URL} has no complete {folder.name}/ with '
+                   f'{", ".join(f.name for f in splits)})' if fetched else '')
+            raise DataError(f'{splits[0]} not found{why}; pass --data-dir (or set '
                             f'PROEX_DATA) to the folder that holds {folder.name}/, or use '
                             f'--dataset synthetic for an offline run')
-    train, val, test = (load_matrix(folder / f'{s}_mat.pkl') for s in SPLITS)
+    train, val, test = (load_matrix(f) for f in splits)
+    if train.nnz == 0:
+        raise DataError(f'{splits[0]}: no interactions (shape {train.shape}), nothing to train '
+                        f'on; regenerate the split')
     for s, m in (('val', val), ('tst', test)):
         if m.shape != train.shape:
             raise DataError(f'{folder / (s + "_mat.pkl")}: shape {m.shape} differs from '
@@ -268,10 +326,29 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
         check_profile_files(profile_files(folder, 'usr', views) + profile_files(folder, 'itm', views))
         data.usr_prf = load_profiles(folder, 'usr', train.shape[0], views)
         data.itm_prf = load_profiles(folder, 'itm', train.shape[1], views)
+        n_u, n_i = len(data.usr_prf), len(data.itm_prf)
+        if n_u != n_i:  # view k of users is mixed with view k of items (Eq. 8)
+            short = 'itm' if n_i < n_u else 'usr'
+            raise DataError(f'{folder}: {n_u} user views but {n_i} item views; view k of one '
+                            f'side is paired with view k of the other, so add '
+                            f'{emb_files(folder, short, max(n_u, n_i))[min(n_u, n_i)]} or use '
+                            f'the common views with --profiles '
+                            f'{",".join(map(str, range(min(n_u, n_i))))}')
         if data.usr_prf[0].shape[1] != data.itm_prf[0].shape[1]:
             raise DataError(f'{folder}: user and item embeddings differ in width; embed both '
                             f'sides with the same model')
     return data
+
+
+def check_splits_together(folder, splits):
+    """trn/val/tst come together: a folder with some but not all of them is an error that
+    names the missing files (it would otherwise look loadable and block the download)."""
+    have = [f.exists() for f in splits]
+    if any(have) and not all(have):
+        missing = ', '.join(str(f) for f, h in zip(splits, have) if not h)
+        raise DataError(f'{folder} holds only part of a dataset, missing: {missing}; add them, '
+                        f'or remove the split files left there (book/yelp/steam are then '
+                        f'downloaded again)')
 
 
 def parse_views(spec):
@@ -451,7 +528,7 @@ def spmm(A, X, A_t=None):
 
 
 if __name__ == '__main__':
-    p = argparse.ArgumentParser(description='Load a dataset and print a summary.')
+    p = argparse.ArgumentParser(description='Load a dataset and print a summary.', allow_abbrev=False)
     p.add_argument('--dataset', default='synthetic', help='book, yelp, steam, ml100k, synthetic '
                    'or any folder name under the data root (default: synthetic)')
     p.add_argument('--data-dir', default=None, help='data root (default: $PROEX_DATA or ./data)')

@@ -7,6 +7,9 @@ import http.server
 import io
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -252,6 +255,9 @@ def test_safe_load_refuses_malicious_pickle(tmp_path, protocol):
     b"cos\nsystem\n(S'true'\ntR.",                    # os.system
     b"csubprocess\ncall\n((S'true'\nltR.",            # subprocess.call
     b"cnumpy\nload\n(S'x'\ntR.",                      # a numpy function that is not an array
+    b"cscipy.sparse\nrandom_array\n((I100000\nI100000\nttR.",   # a huge allocation
+    b"cscipy.sparse._construct\nrandom_array\n((I9\nI9\nttR.",
+    b"cscipy.sparse._lil\nlil_matrix\n((I2\nI2\nttR.",        # a sparse class no file needs
 ])
 def test_safe_load_refuses_globals_outside_the_allowlist(tmp_path, payload):
     path = tmp_path / 'usr_emb_np.pkl'
@@ -477,6 +483,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header('Content-Type', 'application/zip')
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
+        if mode == 'slow':                             # send half, then stall until released
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            self.server.release.wait(30)
+            return
         if mode == 'cut':                              # promise all, send half, hang up
             self.wfile.write(body[:len(body) // 2])
             self.wfile.flush()
@@ -492,11 +503,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server(monkeypatch):
     monkeypatch.setenv('NO_PROXY', '127.0.0.1,localhost')
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
-    srv.mode, srv.body, srv.requests = 'ok', b'', 0
+    srv.mode, srv.body, srv.requests, srv.release = 'ok', b'', 0, threading.Event()
     srv.url = f'http://127.0.0.1:{srv.server_address[1]}/rlmrec_data/data.zip'
     th = threading.Thread(target=srv.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
     th.start()
     yield srv
+    srv.release.set()
     srv.shutdown()
     srv.server_close()
     th.join(5)
@@ -616,3 +628,124 @@ def test_synthetic_views_selected():
     np.testing.assert_array_equal(only3.usr_prf[0], full.usr_prf[3])
     with pytest.raises(D.DataError):
         D.load_dataset('synthetic', views=[4], seed=5)
+
+
+# ---------------------------------------------------------------- partial data, overflow, views
+
+def test_float64_embedding_beyond_float32_range(tmp_path):
+    write_dataset(tmp_path / 'toy', K=2)
+    a = np.ones((12, 5))
+    a[2, 3] = 1e300                                     # finite in float64, inf in float32
+    dump(a, tmp_path / 'toy' / 'usr_emb_np_1.pkl')
+    with pytest.raises(D.DataError, match='usr_emb_np_1.pkl') as e:
+        D.load_dataset('toy', tmp_path, profiles=True)
+    assert 'float32' in str(e.value)
+
+
+@pytest.mark.parametrize('side,other', [('itm', 'usr'), ('usr', 'itm')])
+def test_views_differ_between_sides(tmp_path, side, other):
+    write_dataset(tmp_path / 'toy', K=4)
+    (tmp_path / 'toy' / f'{side}_emb_np_3.pkl').unlink()
+    with pytest.raises(D.DataError) as e:
+        D.load_dataset('toy', tmp_path, profiles=True)
+    msg = str(e.value)
+    assert f'{side}_emb_np_3.pkl' in msg and '--profiles 0,1,2' in msg
+    three = D.load_dataset('toy', tmp_path, profiles=True, views=[0, 1, 2])   # the fix works
+    assert len(three.usr_prf) == len(three.itm_prf) == 3
+
+
+def test_empty_train_matrix(tmp_path):
+    write_dataset(tmp_path / 'toy')
+    dump(sp.coo_matrix((12, 9)), tmp_path / 'toy' / 'trn_mat.pkl')
+    with pytest.raises(D.DataError, match='trn_mat.pkl') as e:
+        D.load_dataset('toy', tmp_path)
+    assert 'no interactions' in str(e.value)
+
+
+@pytest.mark.parametrize('name,folder,keep', [
+    ('toy', 'toy', ['trn']),                  # the reported case: val and tst missing
+    ('toy', 'toy', ['trn', 'tst']),
+    ('book', 'amazon', ['trn']),              # downloadable: no download, an error instead
+    ('book', 'amazon', ['val', 'tst']),
+])
+def test_folder_with_part_of_the_splits(tmp_path, server, monkeypatch, name, folder, keep):
+    monkeypatch.setattr(D, 'RLMREC_URL', server.url)
+    server.body, _ = rlmrec_zip()
+    write_dataset(tmp_path / folder)
+    for s in D.SPLITS:
+        if s not in keep:
+            (tmp_path / folder / f'{s}_mat.pkl').unlink()
+    for _ in range(2):                                  # and again on the next run
+        with pytest.raises(D.DataError) as e:
+            D.load_dataset(name, tmp_path)
+        msg = str(e.value)
+        for s in D.SPLITS:
+            assert (str(tmp_path / folder / f'{s}_mat.pkl') in msg) == (s not in keep)
+        assert 'remove' in msg
+    assert server.requests == 0
+
+
+def test_partial_archive_leaves_nothing_loadable(tmp_path, server, monkeypatch):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as z:
+        z.writestr('amazon/trn_mat.pkl', pickle.dumps(sp.coo_matrix(np.eye(4))))  # no val, tst
+    server.body = buf.getvalue()
+    monkeypatch.setattr(D, 'RLMREC_URL', server.url)
+    root = tmp_path / 'data'
+    with pytest.raises(D.DataError) as e:
+        D.load_dataset('book', root)
+    assert 'no complete amazon/' in str(e.value) and server.url in str(e.value)
+    assert not (root / 'amazon' / 'trn_mat.pkl').exists() and leftovers(root) == []
+
+
+def test_existing_folder_without_splits_is_filled_once(tmp_path, server, monkeypatch):
+    """<root>/amazon/ holding only profile embeddings: one download fills in the splits and
+    keeps the embeddings; the next load does not download again."""
+    server.body, mats = rlmrec_zip()
+    monkeypatch.setattr(D, 'RLMREC_URL', server.url)
+    root = tmp_path / 'data'
+    (root / 'amazon').mkdir(parents=True)
+    emb = np.ones((8, 3), np.float32)
+    dump(emb, root / 'amazon' / 'usr_emb_np.pkl')
+    d = D.load_dataset('book', root)
+    assert d.train.nnz == mats['amazon', 'trn'].nnz and server.requests == 1
+    assert np.array_equal(D.safe_load(root / 'amazon' / 'usr_emb_np.pkl'), emb)
+    D.load_dataset('book', root)
+    assert server.requests == 1
+
+
+def test_bad_archive_message_says_it_was_removed(tmp_path, server):
+    server.body = b'not a zip' * 100
+    with pytest.raises(D.DataError) as e:
+        D.fetch_rlmrec(tmp_path, url=server.url, log=quiet)
+    assert 'was removed' in str(e.value) and 'delete it' not in str(e.value)
+    assert not (tmp_path / 'rlmrec_data.zip').exists()
+
+
+def test_progress_line_ended_before_the_error(tmp_path, server):
+    server.body, server.mode = np.random.default_rng(0).bytes(3 << 20), 'cut'
+    screen = io.StringIO()
+    with pytest.raises(D.DataError) as e:
+        D.fetch_rlmrec(tmp_path, url=server.url,
+                       log=lambda *a, end='\n', flush=False: screen.write(' '.join(a) + end))
+    assert 'MiB/s' in screen.getvalue() and screen.getvalue().endswith('\n')
+    assert 'could not download' in str(e.value)        # printed after that newline
+
+
+def test_sigterm_during_download_leaves_no_part_file(tmp_path, server):
+    server.body, server.mode = np.random.default_rng(0).bytes(4 << 20), 'slow'
+    dest = tmp_path / 'f.zip'
+    code = f'import data; data.download({server.url!r}, {str(dest)!r}, log=lambda *a, **k: None)'
+    env = dict(os.environ, NO_PROXY='127.0.0.1,localhost', PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    while not list(tmp_path.glob('*.part')) or server.requests == 0:
+        assert time.time() - t0 < 60 and proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    time.sleep(0.3)                                     # inside the transfer
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and 'Traceback' not in out
+    assert [l for l in out.splitlines() if 'error:' in l] == [out.strip()]
+    assert leftovers(tmp_path) == []
