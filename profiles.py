@@ -956,8 +956,9 @@ def batch_reply(result, turn, step, state, args, ep, usage):
 
 def batch_embeddings(session, ep, args, job, journal, texts, usage):
     """f_text for all K profiles of every entity (Eq. 5): one request per entity; an HTTP 400 is sent
-    again once with the inputs cut to --max-input-chars. -> ({id: [K, d]}, {id: note})."""
-    inputs, vectors, notes = dict(texts), {}, {}
+    again once with the inputs cut to --max-input-chars, anything else once as it was.
+    -> ({id: [K, d]}, {id: note for a cut input or a fallback})."""
+    inputs, vectors, notes, errors = dict(texts), {}, {}, {}
     pending = list(texts)
     for round_ in range(2):
         bodies = {i: {'model': args.embed_model, 'input': inputs[i]} for i in pending}
@@ -965,24 +966,21 @@ def batch_embeddings(session, ep, args, job, journal, texts, usage):
         still = []
         for i in pending:
             status, body = results.get(i) or (None, None)
-            if status == 200:
-                try:
+            try:
+                if status == 200:
                     vectors[i], body_usage = embedding_rows(body, len(inputs[i]), job['dim'])
                     count_usage(ep, usage, body_usage, 'embeddings')
                     continue
-                except (ValueError, KeyError, IndexError, TypeError) as e:
-                    notes[i] = f'embeddings: unusable response ({type(e).__name__}: {str(e)[:100]})'
-            elif status == 400 and round_ == 0:
-                cut = [t[:args.max_input_chars] for t in inputs[i]]
-                if cut != inputs[i]:
-                    inputs[i] = cut
-                    notes[i] = f'embedding inputs cut to {args.max_input_chars} characters after: {batch_error(body)}'
-            else:
-                notes[i] = f'embeddings: HTTP {status} in the batch results: {batch_error(body)}'
+                errors[i] = f'embeddings: HTTP {status} in the batch results: {batch_error(body)}'
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                errors[i] = f'embeddings: unusable response ({type(e).__name__}: {str(e)[:100]})'
+            cut = [t[:args.max_input_chars] for t in inputs[i]]
+            if status == 400 and cut != inputs[i]:
+                inputs[i], notes[i] = cut, f'embedding inputs cut to {args.max_input_chars} characters after: {errors[i]}'
             still.append(i)
         pending = still
     for i in pending:
-        notes[i] += '; rows fall back to the mean embedding of the side'
+        notes[i] = f'{errors[i]}; rows fall back to the mean embedding of the side'
     return vectors, notes
 
 
