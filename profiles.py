@@ -37,9 +37,10 @@ once every entity of the side is finished (done, or done with a fallback):
   usr_prf_journal.jsonl           journal: one line per finished entity (texts, no vectors)
   usr_emb_store.f32               the journal's vectors: append-only float32, [K, d] per entity
   usr_prf_report.json             with --report: mean cosine OP-vs-NP, NP-vs-NP, fallbacks
-The journal is read line by line and the vectors are memory-mapped, so memory
-does not grow with the number of entities (except in --batch-api mode, which
-holds the step results of the entities in flight).
+The journal is read line by line, the vectors block by block, and at most
+2 x --concurrency entities are in flight, so memory grows only with the inputs
+and one [n, d] view while the files are written (--batch-api mode also holds
+the step results of the entities it runs).
 Fallbacks: an entity that cannot succeed does not block the run. When a chat
 step fails for good (HTTP 400, or a reply still unusable after --max-reasks
 re-asks, or --max-attempts transient errors), its K-1 new profiles are copies of
@@ -80,7 +81,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -403,7 +404,7 @@ def make_profiles(ep, args, job, i, state):
             reasons += [note] if note else []
         except EntityFailed as e:
             c, emb_fallback = np.zeros((k, job['dim']), np.float32), True
-            reasons.append(f'embeddings: {e}; rows fall back to the mean embedding of the side')
+            reasons.append(f'{e}; rows fall back to the mean embedding of the side')
     return entity_record(i, texts, reasons, emb_fallback, state, usage, ep), c
 
 
@@ -508,9 +509,16 @@ class VectorStore:
         self.rows += 1
         return self.rows - 1
 
-    def view(self):
-        """All rows, memory-mapped: float32 [rows, K, d]."""
-        return np.memmap(self.path, dtype='<f4', mode='r', shape=(self.rows, *self.shape))
+    def read(self, rows, view=None):
+        """float32 [len(rows), K, d], or [len(rows), d] of one view; plain reads, block by block (a memory
+        map would count the whole file in the process's resident memory)."""
+        k, dim = self.shape
+        out = np.empty((len(rows), dim) if view is not None else (len(rows), k, dim), np.float32)
+        with open(self.path, 'rb') as f:
+            for n, row in enumerate(rows):
+                f.seek((row * k + (view or 0)) * dim * 4)
+                f.readinto(out[n])
+        return out
 
     def close(self):
         self.f.close()
@@ -535,11 +543,10 @@ def write_outputs(args, job):
             blob = json.dumps(texts, ensure_ascii=False, indent=0).encode('utf-8')
             if write_if_changed(os.path.join(args.out_dir, name), lambda out: out.write(blob)):
                 written.append(name)
-    store = job['store'].view()                                 # [rows, K, d]
     rows = np.array([index[i].row for i in range(n)])
     fallback = np.array([index[i].emb_fallback for i in range(n)])
     for name, view in zip(names[-k:], range(k)):
-        c = np.ascontiguousarray(store[rows, view], dtype=np.float32)  # [n, d]
+        c = job['store'].read(rows, view)                       # [n, d], one view at a time
         if fallback.any() and not fallback.all():
             c[fallback] = c[~fallback].mean(0)
         # protocol 5 writes the array's buffer without a copy (protocol 4 copies it to bytes first)
@@ -599,21 +606,30 @@ def current_umask():
 UMASK = current_umask()
 
 
-def cosine_report(c, chunk=4096):
-    """Mean cosine OP-vs-NP and NP-vs-NP over entities (the paper's Fig. 4(a) claim). c: [n, K, d],
-    read in chunks (a memory map stays on disk)."""
-    n, k = c.shape[:2]
-    op_np, np_np = np.zeros(k - 1), 0.0
+def cosine_sums(c):
+    """Per-chunk sums for cosine_report. c: [n, K, d] -> (n, sum over n of cos(OP, NP k) [K-1],
+    sum of cos(NP j, NP k) over n and pairs j < k, pairs per entity)."""
+    k = c.shape[1]
+    x = np.asarray(c, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
+    s = np.einsum('nkd,njd->nkj', x, x)  # [n, K, K] cosine between the K views of each entity
     a, b = np.triu_indices(k - 1, 1)
-    for start in range(0, n, chunk):
-        x = np.asarray(c[start:start + chunk], dtype=np.float64)
-        x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
-        s = np.einsum('nkd,njd->nkj', x, x)  # [n, K, K] cosine between the K views of each entity
-        op_np += s[:, 0, 1:].sum(0)
-        np_np += s[:, 1:, 1:][:, a, b].sum()
-    return {'n': int(n), 'op_vs_np': float(op_np.sum() / max(n * (k - 1), 1)),
+    return len(x), s[:, 0, 1:].sum(0), s[:, 1:, 1:][:, a, b].sum(), len(a)
+
+
+def cosine_report(chunks):
+    """Mean cosine OP-vs-NP and NP-vs-NP over entities (the paper's Fig. 4(a) claim), from
+    arrays [n, K, d] (one, or chunks of the store)."""
+    n, op_np, np_np, pairs = 0, 0.0, 0.0, 0
+    for c in [chunks] if isinstance(chunks, np.ndarray) else chunks:
+        m, op, nn, pairs = cosine_sums(c)
+        n, op_np, np_np = n + m, op_np + op, np_np + nn
+    op_np = np.atleast_1d(op_np)
+    return {'n': int(n), 'op_vs_np': float(op_np.sum() / max(n * len(op_np), 1)),
             'op_vs_np_per_k': [float(x / max(n, 1)) for x in op_np],
-            'np_vs_np': float(np_np / max(n * len(a), 1)) if len(a) else None}
+            'np_vs_np': float(np_np / max(n * pairs, 1)) if pairs else None}
+
+
 # ----------------------------------------------------------------------------
 # Inputs
 
@@ -727,20 +743,16 @@ def start_journal(args, job, ep):
     job['store'] = VectorStore(job['store_path'], args.profiles, job['dim'])
 
 
-def initial_states(args, job):
-    """What is known of each entity to do: the given OP, the steps a killed --batch-api run journaled,
-    or the steps a fallback entity had finished (--retry-fallbacks)."""
-    states = {}
-    with open(job['journal'], 'rb') as f:
-        for i in job['todo']:
-            if i in job['index']:
-                state = read_record(f, job['index'][i]).get('state', {})
-            else:
-                state = dict(job['steps'].get(i, {}))
-            if job['has_op']:
-                state['op'] = job['sources'][i]
-            states[i] = state
-    return states
+def initial_state(job, f, i):
+    """What is known of entity i: the given OP, the steps a killed --batch-api run journaled, or the
+    steps it had finished before a fallback (--retry-fallbacks). f: the journal, opened 'rb'."""
+    if i in job['index']:
+        state = read_record(f, job['index'][i]).get('state', {})
+    else:
+        state = dict(job['steps'].get(i, {}))
+    if job['has_op']:
+        state['op'] = job['sources'][i]
+    return state
 
 
 def finish_entity(job, journal, record, c, stats):
@@ -755,16 +767,23 @@ def finish_entity(job, journal, record, c, stats):
 
 
 def run_side(args, job, ep):
-    """Every entity to do, a bounded number in flight; each result journaled as it lands."""
-    states, stats = initial_states(args, job), new_stats()
+    """Every entity to do, --concurrency at work and as many queued; each result journaled as it lands."""
+    stats, todo, running = new_stats(), iter(job['todo']), set()
     pool = ThreadPoolExecutor(max_workers=args.concurrency)
     try:
-        with open(job['journal'], 'ab') as journal:
-            futures = [pool.submit(make_profiles, ep, args, job, i, states.pop(i)) for i in job['todo']]
-            for future in as_completed(futures):
-                record, c = future.result()  # Fatal propagates and stops the run
-                finish_entity(job, journal, record, c, stats)
-                print_progress(job, stats)
+        with open(job['journal'], 'rb') as past, open(job['journal'], 'ab') as journal:
+            while True:
+                for i in todo if len(running) < 2 * args.concurrency else []:
+                    running.add(pool.submit(make_profiles, ep, args, job, i, initial_state(job, past, i)))
+                    if len(running) == 2 * args.concurrency:
+                        break
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record, c = future.result()  # Fatal propagates and stops the run
+                    finish_entity(job, journal, record, c, stats)
+                    print_progress(job, stats)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     print_summary(job, stats)
@@ -831,8 +850,9 @@ def report_side(args, job, fallbacks, complete):
     """Cosines over the entities done without fallback (a fallback's views coincide)."""
     index = job['index']
     done = [i for i in sorted(index) if index[i].status == 'done']
-    report = dict(cosine_report(job['store'].view()[[index[i].row for i in done]]) if done else {'n': 0},
-                  complete=complete, fallbacks=len(fallbacks))
+    rows = [index[i].row for i in done]
+    chunks = (job['store'].read(rows[start:start + 4096]) for start in range(0, len(rows), 4096))
+    report = dict(cosine_report(chunks) if done else {'n': 0}, complete=complete, fallbacks=len(fallbacks))
     print(f'{job["side"]} report: mean cosine OP-vs-NP {report.get("op_vs_np")}, NP-vs-NP {report.get("np_vs_np")} '
           f'over {report["n"]} entities ({len(fallbacks)} with fallback left out)')
     path = os.path.join(args.out_dir, f'{PREFIX[job["side"]]}_prf_report.json')
@@ -882,7 +902,8 @@ def run_side_batch(args, job, ep):
     jobs per try, the same re-ask rules as online. Step results and batch ids are journaled, so a
     killed run resumes without resubmitting a recorded batch; the records equal the online mode's."""
     k, todo, stats = args.profiles, job['todo'], new_stats()
-    states = initial_states(args, job)
+    with open(job['journal'], 'rb') as past:
+        states = {i: initial_state(job, past, i) for i in todo}
     with open(job['journal'], 'ab') as journal, requests.Session() as session:
         if args.retry_fallbacks and any(i in job['index'] for i in todo):
             append_lines(journal, [{'retry': True}])  # earlier batches belong to earlier tries
