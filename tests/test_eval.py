@@ -3,7 +3,10 @@ REFERENCE section 2 literally (plain Python, one user at a time), hand-computed 
 each protocol rule, batching, CUDA, and EarlyStopping.
 Run: python -m pytest -q tests/test_eval.py
 """
+import argparse
+import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -281,3 +284,83 @@ def test_evaluate_without_heldout_users_is_a_clear_error():
     empty = sp.csr_matrix((3, 3), dtype=np.float32)
     with pytest.raises(Exception, match='no user has a held-out item'):
         E.evaluate(lambda u: torch.zeros(len(u), 3), train, empty)
+
+
+# ---------------------------------------------------------------- why fit stopped, what it records
+
+def toy_fit(tmp_path, losses, epochs=12, patience=3):
+    """fit on a random case with a fixed model; losses: epoch -> loss (default 1.0)."""
+    scores, train, held = random_case(2, n_users=20, n_items=40)
+    data = type('Toy', (), {'train': train, 'val': held, 'test': held,
+                            'summary': lambda self: 'toy'})()
+    args = type('Args', (), {'patience': patience, 'epochs': epochs, 'eval_every': 1,
+                             'out': str(tmp_path / 'r.json')})()
+    model = torch.nn.Linear(1, 1)
+    S = torch.from_numpy(scores)
+    return E.fit(model, lambda epoch: losses.get(epoch, 1.0), lambda: (lambda u: S[u]),
+                 data, args, 'cpu'), tmp_path / 'r.json'
+
+
+def test_fit_records_why_it_stopped_and_the_run(tmp_path, capsys):
+    res, path = toy_fit(tmp_path, {}, patience=3)            # constant scores: best epoch 1
+    assert (res['stop_reason'], res['stop_epoch'], res['best_epoch']) == ('patience', 4, 1)
+    assert 'stopped at epoch 4 (patience)' in capsys.readouterr().out
+    res, path = toy_fit(tmp_path, {}, epochs=2, patience=5)
+    assert (res['stop_reason'], res['stop_epoch']) == ('max epochs', 2)
+    saved = json.loads(path.read_text())
+    assert saved['stop_reason'] == 'max epochs' and saved['argv'] == sys.argv
+    assert set(saved['versions']) == {'python', 'torch', 'numpy', 'scipy'}
+    assert saved['versions']['torch'] == torch.__version__
+    assert saved['wall_s'] >= saved['test_eval_s'] > 0
+    git = saved['git']
+    assert git is None or (len(git['commit']) == 40 and isinstance(git['dirty'], bool))
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_fit_non_finite_loss_raises_after_writing_why(tmp_path, bad):
+    with pytest.raises(E.Diverged, match='at epoch 3') as e:
+        toy_fit(tmp_path, {3: bad})
+    assert str(tmp_path / 'r.json') in str(e.value)
+    saved = json.loads((tmp_path / 'r.json').read_text())
+    assert (saved['stop_reason'], saved['stop_epoch'], saved['best_epoch']) == \
+        ('non-finite loss', 3, 1)
+    assert saved['test'] is not None and len(saved['history']) == 2   # best epoch's test
+    with pytest.raises(E.Diverged):                                   # before any validation
+        toy_fit(tmp_path, {1: bad})
+    assert json.loads((tmp_path / 'r.json').read_text())['test'] is None
+
+
+def test_git_state_outside_git_is_none(tmp_path):
+    assert E.git_state(tmp_path) is None
+
+
+def test_fewer_items_than_k_is_a_clear_error():
+    train = sp.csr_matrix(np.eye(3, 10, dtype=np.float32))
+    held = sp.csr_matrix(np.eye(3, 10, k=1, dtype=np.float32))
+    with pytest.raises(Exception, match='10 items, fewer than K = 20'):
+        E.evaluate(lambda u: torch.zeros(len(u), 10), train, held)
+
+
+# ---------------------------------------------------------------- argparse types
+
+@pytest.mark.parametrize('typ,good,bad', [
+    (E.int_range(1), ['1', '40'], ['0', '-1', '1.5', 'x']),
+    (E.int_range(0, 3), ['0', '3'], ['4', '-1']),
+    (E.float_range(0, lo_open=True), ['1e-9', '2'], ['0', '-1', 'nan', 'inf', 'x']),
+    (E.float_range(0, 1, lo_open=True), ['1', '0.5'], ['0', '1.01']),
+    (E.float_range(0, 1, hi_open=True), ['0', '0.99'], ['1', '-0.1']),
+    (E.device_name, ['cpu', 'cuda', 'cuda:1', 'auto', 'mps'], ['tpu', 'cuda:x', 'gpu']),
+])
+def test_argparse_types(typ, good, bad):
+    for s in good:
+        typ(s)
+    for s in bad:
+        with pytest.raises(argparse.ArgumentTypeError):
+            typ(s)
+
+
+def test_out_file(tmp_path):
+    assert E.out_file(str(tmp_path / 'r.json')) == str(tmp_path / 'r.json')
+    for bad, why in ((tmp_path / 'no' / 'r.json', 'does not exist'), (tmp_path, 'is a folder')):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            E.out_file(str(bad))
