@@ -851,7 +851,7 @@ def report_side(args, job, fallbacks, complete):
     index = job['index']
     done = [i for i in sorted(index) if index[i].status == 'done']
     rows = [index[i].row for i in done]
-    chunks = (job['store'].read(rows[start:start + 4096]) for start in range(0, len(rows), 4096))
+    chunks = (job['store'].read(rows[start:start + 256]) for start in range(0, len(rows), 256))  # ~13 MB each
     report = dict(cosine_report(chunks) if done else {'n': 0}, complete=complete, fallbacks=len(fallbacks))
     print(f'{job["side"]} report: mean cosine OP-vs-NP {report.get("op_vs_np")}, NP-vs-NP {report.get("np_vs_np")} '
           f'over {report["n"]} entities ({len(fallbacks)} with fallback left out)')
