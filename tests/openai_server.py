@@ -84,7 +84,7 @@ class FakeOpenAI:
     def __init__(self, dim=16, delay=0.0, literal=False, fault_rate=0.0, seed=0, max_input_chars=None):
         self.dim, self.delay, self.literal, self.max_input_chars = dim, delay, literal, max_input_chars
         self.fault_rate, self.rng = fault_rate, random.Random(seed)
-        self.faults, self.log = [], []
+        self.faults, self.log, self.served = [], [], {}  # served: fault kind -> times injected
         self.files, self.batches = {}, {}
         self.lock = threading.Lock()
         server = self
@@ -123,14 +123,18 @@ class FakeOpenAI:
 
     def take_fault(self, route, step, text=None):
         with self.lock:
+            fault = None
             for f in self.faults:
                 if f['route'] == route and f['times'] != 0 and f['step'] in (None, step) \
                         and f.get('match', '') in (text or ''):
                     f['times'] -= 1
-                    return f
-            if route in RANDOM_FAULTS and self.rng.random() < self.fault_rate:
-                return dict(kind=self.rng.choice(RANDOM_FAULTS[route]), retry_after=0, delay=0)
-        return None
+                    fault = f
+                    break
+            if fault is None and route in RANDOM_FAULTS and self.rng.random() < self.fault_rate:
+                fault = dict(kind=self.rng.choice(RANDOM_FAULTS[route]), retry_after=0, delay=0)
+            if fault is not None:
+                self.served[fault['kind']] = self.served.get(fault['kind'], 0) + 1
+            return fault
 
     def requests(self, route=None, status=None):
         with self.lock:
