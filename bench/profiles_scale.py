@@ -1,4 +1,5 @@
-"""profiles.py at 50,000 entities with 1536-d embeddings: memory and disk of the finishing pass.
+"""profiles.py at 50,000 entities with 1536-d embeddings: memory and disk of the finishing pass, and
+the running pass's peak memory for growing numbers of ml100k items (--limit) against the loopback server.
 
 Builds, without any server, the journal and vector store a finished profiles.py run leaves behind
 for one side of --n entities (OPs of --op-chars characters, K = 4, d = --dim), then runs profiles.py
@@ -6,11 +7,12 @@ on it as a child process: it streams the journal, writes the K-1 text files and 
 pickles and the cosine report, and sends no request. Reports the child's peak memory, its time and
 the sizes on disk. Scratch files go to --work (about 2.7 GB at the defaults; deleted at the end).
 
-Run: python bench/profiles_scale.py            (writes bench/results/profiles_scale.json)
+Run: python bench/profiles_scale.py --data-dir ../shared/datasets   (writes bench/results/profiles_scale.json)
 """
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -55,14 +57,41 @@ def build(folder, n, k, dim, op_chars, seed=0):
             '--profiles', str(k), '--side', 'user', '--report', '--base-url', 'http://127.0.0.1:9/v1']
 
 
+def running_peaks(limits, dim, data_dir, work):
+    """Peak memory of profiles.py (its own summary line) on the first N ml100k items, for each N."""
+    sys.path.insert(0, os.path.join(ROOT, 'tests'))
+    from openai_server import API_KEY, FakeOpenAI
+    server, peaks = FakeOpenAI(dim=dim), {}
+    try:
+        for limit in limits:
+            folder = os.path.join(work, 'ml100k')
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(folder)
+            os.symlink(os.path.abspath(os.path.join(data_dir, 'ml100k', 'itm_prf.json')),
+                       os.path.join(folder, 'itm_prf.json'))
+            out = subprocess.run([sys.executable, 'profiles.py', '--dataset', 'ml100k', '--data-dir', work,
+                                  '--side', 'item', '--base-url', server.url, '--embed-dim', str(dim),
+                                  '--limit', str(limit)], capture_output=True, text=True, cwd=ROOT,
+                                 env=dict(os.environ, OPENAI_API_KEY=API_KEY)).stdout
+            peaks[limit] = float(re.search(r'peak memory (\d+) MB', out).group(1))
+            print(f'running pass, {limit} items: peak memory {peaks[limit]:.0f} MB', flush=True)
+    finally:
+        server.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return peaks
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=50000)
     ap.add_argument('--dim', type=int, default=1536)
     ap.add_argument('--op-chars', type=int, default=1000, help='characters per profile (ml100k: 911 items, 2274 users)')
     ap.add_argument('--work', default='/tmp/proex_profiles_scale')
+    ap.add_argument('--limits', default='200,800,1600', help='running pass: ml100k items profiled, comma-separated')
+    ap.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', os.path.join(ROOT, '..', 'shared', 'datasets')))
     ap.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results', 'profiles_scale.json'))
     args = ap.parse_args()
+    peaks = running_peaks([int(x) for x in args.limits.split(',')], args.dim, args.data_dir, args.work)
     folder = os.path.join(args.work, 'scale')
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(folder)
@@ -80,7 +109,7 @@ def main():
         command=' '.join([sys.executable.rsplit('/', 1)[-1], *sys.argv]), profiles_command=' '.join(flags),
         machine=f'{os.uname().machine}, {os.cpu_count()} cores', n=args.n, K=4, dim=args.dim,
         op_chars=args.op_chars, build_seconds=round(built, 1), exit_status=proc.returncode,
-        finish_seconds=round(seconds, 1), peak_memory_mb=round(peak), file_bytes=sizes,
+        finish_seconds=round(seconds, 1), peak_memory_mb=round(peak), running_pass_peak_mb=peaks, file_bytes=sizes,
         journal_bytes_per_entity=round(sizes['usr_prf_journal.jsonl'] / args.n))
     with open(args.out, 'w') as f:
         json.dump(result, f, indent=1)

@@ -14,34 +14,9 @@ import numpy as np
 import pytest
 
 from test_profiles import DIM, FILES, flags, journal_records, make_dataset, read_outputs  # noqa: F401
+from test_profiles import api_key, reference, server  # noqa: F401 (fixtures)
 import profiles  # noqa: E402
-from openai_server import API_KEY, FakeOpenAI, text_vector  # noqa: E402
-
-
-@pytest.fixture
-def server():
-    s = FakeOpenAI(dim=DIM)
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch):
-    monkeypatch.setenv('OPENAI_API_KEY', API_KEY)
-
-
-@pytest.fixture(scope='module')
-def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp('reference')
-    folder = make_dataset(root)
-    s = FakeOpenAI(dim=DIM)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv('OPENAI_API_KEY', API_KEY)
-            assert profiles.main(flags(s, root)) == 0
-    finally:
-        s.close()
-    return read_outputs(folder)
+from openai_server import FakeOpenAI, text_vector  # noqa: E402
 
 
 def load(folder, name):
