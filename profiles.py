@@ -821,7 +821,13 @@ def print_summary(job, stats):
 
 
 def peak_memory_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak resident memory. Linux: VmHWM (ru_maxrss would also count the parent's
+    memory at fork time, as it survives exec)."""
+    try:
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:')) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def finish_side(args, job):
@@ -832,7 +838,7 @@ def finish_side(args, job):
     if finished == n:
         written = write_outputs(args, job)
         print(f'{side}: {n}/{n} finished ({len(fallbacks)} with fallback), '
-              + (f'wrote {written}' if written else 'files up to date'))
+              + (f'wrote {written}' if written else 'files up to date') + f'; peak memory {peak_memory_mb():.0f} MB')
     elif args.limit:
         print(f'{side}: ids 0..{len(job["ids"]) - 1} finished (--limit {args.limit}); the output files need all '
               f'{n} ids, so none was written: run without --limit to finish the other {n - finished}')
