@@ -90,7 +90,8 @@ import requests
 # ----------------------------------------------------------------------------
 # The four system prompts pi_1..pi_4 (Appendix A.2, Fig. 10), our own wording.
 # fill() joins wrapped lines into one and keeps blank lines as line breaks;
-# the fields in braces are filled per side (SIDE_WORDS) and per step (FORMATS).
+# the fields in braces are filled per side (SIDE_WORDS) and per step ({format}: the
+# step's JSON Schema shown as an example, see step_schema).
 
 PI_1 = """You write profiles for a recommender system. You receive side information
 about one {entity} as JSON: {side_info}.
@@ -136,13 +137,6 @@ Answer with one JSON object and nothing else, holding exactly {n} strings:
 
 {format}"""
 
-# The answer format each prompt shows: valid JSON, so a model that copies it answers valid JSON.
-FORMATS = {
-    'F1': '{"summarization": "<the profile, at most {words} words>", "reasoning": "<at most two sentences>"}',
-    'F2': '{"positive": ["<aspect>", "<aspect>"], "negative": ["<aspect>", "<aspect>"]}',
-    'F3': '{"latent_preferences": ["<preference>", "<preference>"]}',
-    'F4': '{"profiles": [{slots}]}',  # one "<new profile j>" per NP
-}
 PROMPTS = {'F1': PI_1, 'F2': PI_2, 'F3': PI_3, 'F4': PI_4}
 STATE_KEY = {'F1': 'op', 'F2': 'aspects', 'F3': 'latent', 'F4': 'nps'}  # where a step's result is kept
 
@@ -198,11 +192,41 @@ def fill(prompt, **fields):
     return prompt
 
 
+def step_schema(side, step, k):
+    """The reply of a step as a JSON Schema: the one source of the format its prompt shows
+    (shown_format), of what the parser checks (check_schema) and of --json-schema's response_format."""
+    words = SIDE_WORDS[side]['words']
+
+    def text(description):
+        return {'type': 'string', 'description': description}
+
+    def texts(description, least, most=None):
+        return dict(type='array', items=text(description), minItems=least, **({'maxItems': most} if most else {}))
+    fields = {'F1': {'summarization': text(f'the profile, at most {words} words'),
+                     'reasoning': text('at most two sentences')},
+              'F2': {'positive': texts('aspect', 0), 'negative': texts('aspect', 0)},
+              'F3': {'latent_preferences': texts('preference', 1)},
+              'F4': {'profiles': texts('new profile', k - 1, k - 1)}}[step]
+    return {'type': 'object', 'properties': fields, 'required': list(fields), 'additionalProperties': False}
+
+
+def shown_format(schema):
+    """A schema as the one-line JSON example a prompt shows: each string a <description>; a list of
+    fixed length n shows n numbered entries, any other list two. Valid JSON, so a model that copies
+    it answers valid JSON."""
+    def example(s):
+        if s['type'] == 'string':
+            return f'<{s["description"]}>'
+        n = s.get('maxItems')
+        if n and n == s['minItems']:
+            return [f'<{s["items"]["description"]} {j}>' for j in range(1, n + 1)]
+        return [example(s['items'])] * 2
+    return json.dumps({key: example(value) for key, value in schema['properties'].items()}, ensure_ascii=False)
+
+
 def system_prompt(side, step, k):
     """pi_1..pi_4 filled for one side; F4 asks for k-1 NPs."""
-    n = k - 1
-    slots = ', '.join(f'"<new profile {j}>"' for j in range(1, n + 1))
-    return fill(PROMPTS[step], format=FORMATS[step].replace('{slots}', slots), n=n, **SIDE_WORDS[side])
+    return fill(PROMPTS[step], format=shown_format(step_schema(side, step, k)), n=k - 1, **SIDE_WORDS[side])
 
 
 def max_tokens(side, step, k):
@@ -289,34 +313,35 @@ def one_string(obj, key):
     return value.strip()
 
 
-def check_f1(obj, state, k):
-    return one_string(obj, 'summarization')
+def check_schema(obj, schema):
+    """The fields a step's schema asks for, each read leniently (string_list, one_string)."""
+    return {key: one_string(obj, key) if spec['type'] == 'string'
+            else string_list(obj, key, spec['minItems'])[:spec.get('maxItems')]
+            for key, spec in schema['properties'].items()}
 
 
-def check_f2(obj, state, k):
-    positive, negative = string_list(obj, 'positive', 0), string_list(obj, 'negative', 0)
-    if not positive and not negative:
-        raise BadReply('"positive" and "negative" are both empty')
-    return {'positive': positive, 'negative': negative}
-
-
-def check_f3(obj, state, k):
-    return string_list(obj, 'latent_preferences')
-
-
-def check_f4(obj, state, k):
-    profiles = string_list(obj, 'profiles', k - 1)[:k - 1]
-    if len(set(profiles)) < k - 1 or state['op'].strip() in profiles:
+def check_reply(step, obj, schema, state):
+    """A step's result from its reply: the schema's fields, then what a schema cannot say."""
+    fields = check_schema(obj, schema)
+    if step == 'F1':
+        return fields['summarization']
+    if step == 'F2':
+        if not fields['positive'] and not fields['negative']:
+            raise BadReply('"positive" and "negative" are both empty')
+        return fields
+    if step == 'F3':
+        return fields['latent_preferences']
+    profiles = fields['profiles']
+    if len(set(profiles)) < len(profiles) or state['op'].strip() in profiles:
         raise BadReply('the new profiles must differ from each other and from the original profile')
     return profiles
-
-
-CHECKS = {'F1': check_f1, 'F2': check_f2, 'F3': check_f3, 'F4': check_f4}
 
 
 @dataclass
 class Turn:
     """The request of one chain step of one entity, and what it has used of its re-asks."""
+    step: str
+    schema: dict
     messages: list
     max_tokens: int
     reasks: int = 0
@@ -328,11 +353,11 @@ NOT_YET = object()  # next_turn: ask again
 
 def new_turn(side, k, source, state, step):
     system, user = step_messages(side, k, source, **replies_so_far(state))[step]
-    return Turn([{'role': 'system', 'content': system}, {'role': 'user', 'content': user}],
-                max_tokens(side, step, k))
+    return Turn(step, step_schema(side, step, k),
+                [{'role': 'system', 'content': system}, {'role': 'user', 'content': user}], max_tokens(side, step, k))
 
 
-def next_turn(turn, text, finish_reason, step, state, k, max_reasks):
+def next_turn(turn, text, finish_reason, state, max_reasks):
     """The step's result from a reply, or NOT_YET after preparing the next request in `turn`:
     a reply cut by max_tokens is asked again once with twice the limit (same messages); an unusable
     one is answered with a correction, at most max_reasks times, then the step fails."""
@@ -340,11 +365,11 @@ def next_turn(turn, text, finish_reason, step, state, k, max_reasks):
         turn.raised, turn.max_tokens = True, 2 * turn.max_tokens
         return NOT_YET
     try:
-        return CHECKS[step](parse_reply(text), state, k)
+        return check_reply(turn.step, parse_reply(text), turn.schema, state)
     except BadReply as e:
         reason = str(e)
     if turn.reasks >= max_reasks:
-        raise EntityFailed(f'{step}: no usable reply in {turn.reasks + 1} tries, last: {reason}')
+        raise EntityFailed(f'{turn.step}: no usable reply in {turn.reasks + 1} tries, last: {reason}')
     turn.reasks += 1
     turn.messages = turn.messages[:2] + [{'role': 'assistant', 'content': text},
                                          {'role': 'user', 'content': fill(REASK, reason=reason)}]
@@ -365,7 +390,7 @@ def ask(session, ep, args, step, turn, state, usage):
     """One chain step: call the model until next_turn has the result (or gives up)."""
     while True:
         text, finish_reason = chat(session, ep, args.model, turn, step, usage)
-        value = next_turn(turn, text, finish_reason, step, state, args.profiles, args.max_reasks)
+        value = next_turn(turn, text, finish_reason, state, args.max_reasks)
         if value is not NOT_YET:
             return value
 
@@ -400,7 +425,7 @@ def make_profiles(ep, args, job, i, state):
             reasons.append(f'{e}; new profiles fall back to the OP')
         texts = fallback_texts(state, source, has_op, k, args.max_input_chars)
         try:
-            c, note = embed_entity(session, ep, args, texts, job['dim'], usage)  # [K, d]
+            c, note = embed_entity(session, ep.embed, args, texts, job['dim'], usage)  # [K, d]
             reasons += [note] if note else []
         except EntityFailed as e:
             c, emb_fallback = np.zeros((k, job['dim']), np.float32), True
@@ -426,7 +451,8 @@ def new_usage():
 
 def fingerprint(args, side, sources, dim):
     """What a journal's records depend on; a resumed run must match it."""
-    prompts = json.dumps([PROMPTS, FORMATS, SIDE_WORDS[side]], sort_keys=True)
+    prompts = json.dumps([PROMPTS, [system_prompt(side, step, args.profiles) for step in PROMPTS],
+                          SIDE_WORDS[side]], sort_keys=True)
     return {'version': 2, 'side': side, 'profiles': args.profiles, 'model': args.model,
             'embed_model': args.embed_model, 'embed_dim': dim, 'n': len(sources),
             'prompts_sha256': hashlib.sha256(prompts.encode()).hexdigest(),
@@ -735,7 +761,7 @@ def open_side(args, side):
 def start_journal(args, job, ep):
     """A fresh run fixes its configuration (and the embedding dimension) in the journal's first line."""
     if job['header'] is None:
-        job['header'] = fingerprint(args, job['side'], job['sources'], args.embed_dim or probe_dim(ep, args))
+        job['header'] = fingerprint(args, job['side'], job['sources'], args.embed_dim or probe_dim(ep.embed, args))
         os.makedirs(args.out_dir, exist_ok=True)
         with open(job['journal'], 'ab') as f:
             append_lines(f, [{'header': job['header']}])
@@ -918,7 +944,7 @@ def run_side_batch(args, job, ep):
             batch_step(session, ep, args, job, journal, step, states, stats['usage'])
         texts = {i: fallback_texts(states[i], job['sources'][i], job['has_op'], k, args.max_input_chars)
                  for i in todo}
-        vectors, notes = batch_embeddings(session, ep, args, job, journal, texts, stats['usage'])
+        vectors, notes = batch_embeddings(session, ep.embed, args, job, journal, texts, stats['usage'])
         for i in todo:
             reasons = [f'{states[i]["failed"]}; new profiles fall back to the OP'] if 'failed' in states[i] else []
             reasons += [notes[i]] if i in notes else []
@@ -941,7 +967,7 @@ def batch_step(session, ep, args, job, journal, step, states, usage):
     for round_ in range(args.max_reasks + 2):  # first try, one longer try, the re-asks
         if not pending:
             return
-        bodies = {i: chat_payload(args.model, turns[i], ep.json_mode) for i in pending}
+        bodies = {i: chat_payload(args.model, turns[i], ep.response_format) for i in pending}
         results = run_batches(session, ep, args, job, journal, f'{step}-{round_}', 'chat/completions', bodies)
         lines, still = [], []
         for i in pending:
@@ -972,7 +998,7 @@ def batch_reply(result, turn, step, state, args, ep, usage):
         except (ValueError, KeyError, IndexError, TypeError) as e:
             text, finish_reason, body_usage = f'(unusable response: {type(e).__name__})', None, None
         count_usage(ep, usage, body_usage, 'chat')
-        return next_turn(turn, text, finish_reason, step, state, args.profiles, args.max_reasks)
+        return next_turn(turn, text, finish_reason, state, args.max_reasks)
     if status is not None and 400 <= status < 500 and status not in (408, 409, 429):
         raise Rejected(f'{step}: HTTP {status} in the batch results: {batch_error(body)}')
     if turn.reasks >= args.max_reasks:
@@ -995,7 +1021,7 @@ def batch_embeddings(session, ep, args, job, journal, texts, usage):
             status, body = results.get(i) or (None, None)
             try:
                 if status == 200:
-                    vectors[i], body_usage = embedding_rows(body, len(inputs[i]), job['dim'])
+                    vectors[i], body_usage = pooled_warning(ep, embedding_rows(body, len(inputs[i]), job['dim']))
                     count_usage(ep, usage, body_usage, 'embeddings')
                     continue
                 errors[i] = f'embeddings: HTTP {status} in the batch results: {batch_error(body)}'
@@ -1059,11 +1085,13 @@ def run_batch(session, ep, args, job, journal, name, route, bodies):
 class Endpoint:
     """The server, the retry policy, and what all threads share: the fail-fast count and the warnings."""
 
-    def __init__(self, base_url, api_key, args):
+    def __init__(self, base_url, api_key, args, key_env):
         self.base_url, self.api_key = base_url.rstrip('/'), api_key
+        self.embed = self  # the Endpoint for /embeddings: another one with --embed-base-url
         self.timeout = (args.connect_timeout, args.timeout)  # requests: (connect, read)
         self.max_attempts, self.backoff, self.json_mode = args.max_attempts, args.backoff, args.json_mode
-        self.key_env = args.api_key_env
+        self.response_format = 'json_schema' if args.json_schema else 'json_object' if args.json_mode else None
+        self.key_env = key_env
         self.lock = threading.Lock()
         self.last_failure, self.repeats = None, 0  # the latest permanent-looking failure, times in a row
         self.stopped = None                        # the message that stopped the run
@@ -1212,9 +1240,13 @@ def count_usage(ep, usage, body_usage, route):
         usage[ours] += int(body_usage.get(theirs) or 0)
 
 
-def chat_payload(model, turn, json_mode):
+def chat_payload(model, turn, response_format):
+    """A chat request; response_format: None, 'json_object' or 'json_schema' (the step's schema)."""
     payload = {'model': model, 'messages': turn.messages, 'max_tokens': turn.max_tokens}
-    if json_mode:
+    if response_format == 'json_schema':
+        payload['response_format'] = {'type': 'json_schema',
+                                      'json_schema': {'name': turn.step, 'schema': turn.schema, 'strict': True}}
+    elif response_format == 'json_object':
         payload['response_format'] = {'type': 'json_object'}
     return payload
 
@@ -1229,30 +1261,54 @@ def chat_fields(body):
 
 
 def chat(session, ep, model, turn, step, usage):
-    """One chat completion -> (reply text, finish_reason) (OpenAI wire format)."""
-    text, finish_reason, body_usage = request(session, ep, 'POST', 'chat/completions',
-                                              lambda r: chat_fields(r.json()), step,
-                                              json=chat_payload(model, turn, ep.json_mode))
+    """One chat completion -> (reply text, finish_reason) (OpenAI wire format). A server that answers
+    HTTP 400 to response_format json_schema is asked without it from then on."""
+    response_format = ep.response_format
+    try:
+        text, finish_reason, body_usage = request(session, ep, 'POST', 'chat/completions',
+                                                  lambda r: chat_fields(r.json()), step,
+                                                  json=chat_payload(model, turn, response_format))
+    except Rejected as e:
+        if response_format != 'json_schema' or 'HTTP 400' not in str(e):
+            raise
+        ep.response_format = 'json_object' if ep.json_mode else None
+        ep.warn_once('json_schema', f'{ep.base_url} refused response_format json_schema ({e}); '
+                                    f'asking with {ep.response_format} from now on')
+        return chat(session, ep, model, turn, step, usage)
     count_usage(ep, usage, body_usage, 'chat')
     return text, finish_reason
 
 
 def embedding_rows(body, n, dim):
-    """An embeddings body -> (float32 [n, dim], usage); rows in input order, whatever order they came in."""
+    """An embeddings body -> (float32 [n, dim], usage, pooled); rows in input order, whatever order they
+    came in. Token-level vectors (one per token: llama.cpp without pooling) are mean-pooled."""
     rows = sorted(body['data'], key=lambda row: row['index'])
     if [row['index'] for row in rows] != list(range(n)):
         raise ValueError(f'{len(rows)} embeddings for {n} inputs')
-    c = np.asarray([row['embedding'] for row in rows], dtype=np.float32)  # [n, d]
+    vectors = [np.asarray(row['embedding'], dtype=np.float32) for row in rows]
+    pooled = any(v.ndim == 2 for v in vectors)
+    c = np.stack([v.mean(0) if v.ndim == 2 else v for v in vectors])  # [n, d]
     if c.ndim != 2 or (dim and c.shape[1] != dim):
         raise ValueError(f'embedding dimension {c.shape[1] if c.ndim == 2 else c.shape}, expected {dim}')
     if not np.isfinite(c).all():
         raise ValueError('non-finite embedding')
-    return c, body.get('usage')
+    return c, body.get('usage'), pooled
+
+
+def pooled_warning(ep, rows):
+    """(c, usage, pooled) -> (c, usage), warning once when the server sent token-level vectors."""
+    c, usage, pooled = rows
+    if pooled:
+        ep.warn_once('pooled', f'{ep.base_url}/embeddings returns one vector per token; profiles.py uses their '
+                               f'mean. Let the server pool them: llama-cpp-python --pooling_type 1, '
+                               f'llama.cpp llama-server --pooling mean')
+    return c, usage
 
 
 def embed(session, ep, model, texts, dim, usage):
     """f_text (Eq. 5): texts -> float32 [len(texts), dim]; wrong count or dimension is an error."""
-    c, body_usage = request(session, ep, 'POST', 'embeddings', lambda r: embedding_rows(r.json(), len(texts), dim),
+    c, body_usage = request(session, ep, 'POST', 'embeddings',
+                            lambda r: pooled_warning(ep, embedding_rows(r.json(), len(texts), dim)),
                             'embeddings', json={'model': model, 'input': list(texts)})
     count_usage(ep, usage, body_usage, 'embeddings')
     return c
@@ -1312,6 +1368,9 @@ def parse_args(argv=None):
                     'http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama)')
     ap.add_argument('--model', default=MODEL, help='chat model for F1-F4')
     ap.add_argument('--embed-model', default=EMBED_MODEL, help='embedding model for all K profiles (Eq. 5)')
+    ap.add_argument('--embed-base-url', default=None, help='another server for /embeddings (default: --base-url)')
+    ap.add_argument('--embed-api-key-env', default=None, help='environment variable holding its key '
+                    '(default: --api-key-env)')
     ap.add_argument('--embed-dim', type=int, default=0, help='expected embedding dimension (0: ask the server once)')
     ap.add_argument('--api-key-env', default=API_KEY_ENV, help='environment variable holding the API key '
                     '(may be unset for local servers)')
@@ -1332,6 +1391,8 @@ def parse_args(argv=None):
     ap.add_argument('--retry-fallbacks', action='store_true', help='redo the entities that used a fallback, '
                     'from the step that failed')
     ap.add_argument('--json-mode', action='store_true', help='send response_format json_object (if the server has it)')
+    ap.add_argument('--json-schema', action='store_true', help='send response_format json_schema with each step\'s '
+                    'schema (structured outputs: OpenAI, vLLM, Ollama, llama.cpp); dropped if the server answers 400')
     ap.add_argument('--batch-api', action='store_true', help='send each step as OpenAI Batch jobs '
                     '(/v1/files, /v1/batches): half the price, results within 24 h; resumable')
     ap.add_argument('--batch-size', type=int, default=BATCH_MAX, help='requests per Batch job')
@@ -1358,8 +1419,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     print('config:', json.dumps(vars(args)))  # only the key's variable name is in args
-    print(f'API key: ${args.api_key_env} is {"set" if os.environ.get(args.api_key_env) else "not set"}')
-    ep = Endpoint(args.base_url, os.environ.get(args.api_key_env, ''), args)
+    for env in dict.fromkeys([args.api_key_env, args.embed_api_key_env or args.api_key_env]):
+        print(f'API key: ${env} is {"set" if os.environ.get(env) else "not set"}')
+    ep = Endpoint(args.base_url, os.environ.get(args.api_key_env, ''), args, args.api_key_env)
+    embed_env = args.embed_api_key_env or args.api_key_env
+    if (args.embed_base_url or args.base_url) != args.base_url or embed_env != args.api_key_env:
+        ep.embed = Endpoint(args.embed_base_url or args.base_url, os.environ.get(embed_env, ''), args, embed_env)
     status, jobs = 0, []
     try:
         jobs = [open_side(args, side) for side in (['user', 'item'] if args.side == 'both' else [args.side])]
@@ -1372,7 +1437,7 @@ def main(argv=None):
             (run_side_batch if args.batch_api else run_side)(args, job, ep)
             status = max(status, finish_side(args, job))
     except Fatal as e:
-        print(redact(str(e), ep.api_key), file=sys.stderr)  # 'error: <URL> (step ...) ...'
+        print(redact(redact(str(e), ep.api_key), ep.embed.api_key), file=sys.stderr)  # 'error: <URL> (step ...) ...'
         return 1
     except SystemExit as e:  # refusals and input errors: a message and exit status 2
         if isinstance(e.code, str):

@@ -69,6 +69,18 @@ def literal_reply(system, user):
     return re.sub(r'<([^<>]*)>', lambda m: f'{m.group(1)} {short_hash(user)}', shown)
 
 
+def schema_reply(schema, user):
+    """What constrained decoding returns: an instance of the schema, strings filled from the user text;
+    a list gets its fixed length, else one entry (like llama.cpp, minItems is not enforced)."""
+    def instance(s, j=1):
+        if s['type'] == 'string':
+            return f'{s.get("description", "text")} {j} {short_hash(user)}'
+        if s['type'] == 'array':
+            return [instance(s['items'], j) for j in range(1, (s.get('maxItems') or 1) + 1)]
+        return {key: instance(value) for key, value in s['properties'].items()}
+    return json.dumps(instance(schema))
+
+
 class FakeOpenAI:
     """fault(kind, route, times, step=None, **options) queues a fault for the next matching requests
     (times=-1: forever; option match: only requests whose first user text / input contains it);
@@ -79,10 +91,16 @@ class FakeOpenAI:
     then silence for delay seconds), 'not_json' (chat text that is not JSON), 'few_profiles' (F4 with
     one profile), 'length' (half the reply, finish_reason "length"), 'no_usage' (no usage field),
     'wrong_dim' (embeddings one longer), 'wrong_count' (one embedding missing).
-    max_input_chars: embeddings of a longer input are refused with HTTP 400, as real servers do."""
+    max_input_chars: embeddings of a longer input are refused with HTTP 400, as real servers do.
+    Like small local models and llama.cpp: needs_schema=True answers off-format ({"name": "Lena"})
+    unless the request carries response_format json_schema, then fills that schema in (as constrained
+    decoding does); schema_400=True refuses json_schema with HTTP 400; token_level=True returns one
+    vector per token (two tokens, both the text's vector, so their mean is the text's vector)."""
 
-    def __init__(self, dim=16, delay=0.0, literal=False, fault_rate=0.0, seed=0, max_input_chars=None):
+    def __init__(self, dim=16, delay=0.0, literal=False, fault_rate=0.0, seed=0, max_input_chars=None,
+                 needs_schema=False, schema_400=False, token_level=False, api_key=API_KEY):
         self.dim, self.delay, self.literal, self.max_input_chars = dim, delay, literal, max_input_chars
+        self.needs_schema, self.schema_400, self.token_level, self.api_key = needs_schema, schema_400, token_level, api_key
         self.fault_rate, self.rng = fault_rate, random.Random(seed)
         self.faults, self.log, self.served = [], [], {}  # served: fault kind -> times injected
         self.files, self.batches = {}, {}
@@ -147,7 +165,7 @@ class FakeOpenAI:
         route = route_of(method, h.path)
         body = json.loads(raw or b'{}') if route in ('chat', 'embeddings', 'batches') else {}
         entry = self.log_entry(route, body, h.headers.get('Authorization'), method)
-        if h.headers.get('Authorization') != f'Bearer {API_KEY}':
+        if h.headers.get('Authorization') != f'Bearer {self.api_key}':
             echo = h.headers.get('Authorization')  # as real servers echo (part of) a bad key
             return self.send(h, entry, 401, {'error': {'message': f'Incorrect API key: {echo}'}})
         if route in ('chat', 'embeddings'):
@@ -172,6 +190,7 @@ class FakeOpenAI:
             text = body['input'][0]
         entry = dict(time=time.time(), route=route, method=method, step=step, text=text,
                      n_messages=len(body.get('messages', [])), max_tokens=body.get('max_tokens'),
+                     response_format=(body.get('response_format') or {}).get('type'),
                      auth=auth, status=200, batch=False)
         with self.lock:
             self.log.append(entry)
@@ -195,6 +214,12 @@ class FakeOpenAI:
         if route == 'chat':
             system, user = body['messages'][0]['content'], body['messages'][1]['content']
             reply = literal_reply(system, user) if self.literal else chat_reply(step_of(system), system, user)
+            schema_format = (body.get('response_format') or {}).get('type') == 'json_schema'
+            if schema_format and self.schema_400:
+                return 400, {'error': {'message': "'response_format.type' must be 'json_object' or 'text'"}}, None
+            if self.needs_schema:
+                reply = schema_reply(body['response_format']['json_schema']['schema'], user) if schema_format \
+                    else json.dumps({'name': 'Lena'})
             reply = {'not_json': 'Sure! Here are the profiles you asked for, in prose.',
                      'few_profiles': json.dumps({'profiles': ['only one']}),
                      'length': reply[:len(reply) // 2]}.get(kind, reply)
@@ -207,6 +232,8 @@ class FakeOpenAI:
         inputs = body['input'][:-1] if kind == 'wrong_count' else body['input']
         data = [{'object': 'embedding', 'index': i, 'embedding': text_vector(t, dim).tolist()}
                 for i, t in enumerate(inputs)]
+        for row in data if self.token_level else []:
+            row['embedding'] = [row['embedding']] * 2  # [tokens, d]
         return 200, {'object': 'list', 'model': body['model'], 'data': data[::-1],  # any order
                      'usage': {'prompt_tokens': 7, 'total_tokens': 7} if usage else None}, None
 

@@ -32,7 +32,7 @@ def test_every_shown_format_is_valid_json_and_passes_its_check(side, k):
     for step in ('F1', 'F2', 'F3', 'F4'):
         shown = profiles.system_prompt(side, step, k).rsplit('\n', 1)[-1]
         obj = json.loads(shown)  # raises if the format is not JSON
-        value = profiles.CHECKS[step](obj, {'op': 'the original profile'}, k)
+        value = profiles.check_reply(step, obj, profiles.step_schema(side, step, k), {'op': 'the original profile'})
         if step == 'F4':
             assert len(value) == k - 1
 
@@ -49,15 +49,19 @@ def test_server_that_copies_the_shown_format_completes(tmp_path):
     assert not any(r['n_messages'] > 2 for r in s.requests('chat'))  # no re-ask was needed
 
 
+def check(step, obj, k=4):
+    return profiles.check_reply(step, obj, profiles.step_schema('user', step, k), {'op': 'op'})
+
+
 def test_parser_takes_a_string_for_a_list_and_a_list_of_one_for_a_string():
-    assert profiles.check_f3({'latent_preferences': 'quiet evenings'}, {}, 4) == ['quiet evenings']
-    assert profiles.check_f2({'positive': 'x', 'negative': []}, {}, 4) == {'positive': ['x'], 'negative': []}
-    assert profiles.check_f1({'summarization': ['a profile']}, {}, 4) == 'a profile'
-    assert profiles.check_f4({'profiles': 'only one'}, {'op': 'op'}, 2) == ['only one']
+    assert check('F3', {'latent_preferences': 'quiet evenings'}) == ['quiet evenings']
+    assert check('F2', {'positive': 'x', 'negative': []}) == {'positive': ['x'], 'negative': []}
+    assert check('F1', {'summarization': ['a profile'], 'reasoning': 'r'}) == 'a profile'
+    assert check('F4', {'profiles': 'only one'}, k=2) == ['only one']
     with pytest.raises(profiles.BadReply):
-        profiles.check_f1({'summarization': ['a', 'b']}, {}, 4)
+        check('F1', {'summarization': ['a', 'b'], 'reasoning': 'r'})
     with pytest.raises(profiles.BadReply):
-        profiles.check_f4({'profiles': 'only one'}, {'op': 'op'}, 4)
+        check('F4', {'profiles': 'only one'})
 
 
 def test_prompts_follow_the_paper():
@@ -176,7 +180,7 @@ def test_stalled_body_costs_the_read_timeout_only(server, tmp_path):
     assert profiles.main(flags(server, tmp_path, '--side', 'user', '--timeout', '0.3', '--limit', '1')) == 0
     assert time.time() - t0 < 2.5
     args = profiles.parse_args(['--dataset', 'x', '--connect-timeout', '3', '--timeout', '50'])
-    assert profiles.Endpoint('u', '', args).timeout == (3, 50)
+    assert profiles.Endpoint('u', '', args, 'KEY').timeout == (3, 50)
 
 
 # ---------------------------------------------------------------------------- max_tokens, usage
