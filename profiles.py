@@ -1241,14 +1241,22 @@ def count_usage(ep, usage, body_usage, route):
 
 
 def chat_payload(model, turn, response_format):
-    """A chat request; response_format: None, 'json_object' or 'json_schema' (the step's schema)."""
+    """A chat request; response_format: None, 'json_object', 'json_schema' (OpenAI, vLLM, Ollama,
+    llama.cpp's llama-server) or 'json_object_schema' (llama-cpp-python's form), with the step's schema."""
     payload = {'model': model, 'messages': turn.messages, 'max_tokens': turn.max_tokens}
     if response_format == 'json_schema':
         payload['response_format'] = {'type': 'json_schema',
                                       'json_schema': {'name': turn.step, 'schema': turn.schema, 'strict': True}}
+    elif response_format == 'json_object_schema':
+        payload['response_format'] = {'type': 'json_object', 'schema': turn.schema}
     elif response_format == 'json_object':
         payload['response_format'] = {'type': 'json_object'}
     return payload
+
+
+def weaker_format(ep):
+    """The response_format to try after the server refused ep.response_format."""
+    return 'json_object_schema' if ep.response_format == 'json_schema' else 'json_object' if ep.json_mode else None
 
 
 def chat_fields(body):
@@ -1261,19 +1269,21 @@ def chat_fields(body):
 
 
 def chat(session, ep, model, turn, step, usage):
-    """One chat completion -> (reply text, finish_reason) (OpenAI wire format). A server that answers
-    HTTP 400 to response_format json_schema is asked without it from then on."""
+    """One chat completion -> (reply text, finish_reason) (OpenAI wire format). A server that refuses
+    the schema's response_format (HTTP 400 or 422) is asked in the next weaker form from then on."""
     response_format = ep.response_format
     try:
         text, finish_reason, body_usage = request(session, ep, 'POST', 'chat/completions',
                                                   lambda r: chat_fields(r.json()), step,
                                                   json=chat_payload(model, turn, response_format))
     except Rejected as e:
-        if response_format != 'json_schema' or 'HTTP 400' not in str(e):
+        if response_format not in ('json_schema', 'json_object_schema') or not re.search(r'HTTP 4(00|22)', str(e)):
             raise
-        ep.response_format = 'json_object' if ep.json_mode else None
-        ep.warn_once('json_schema', f'{ep.base_url} refused response_format json_schema ({e}); '
-                                    f'asking with {ep.response_format} from now on')
+        with ep.lock:
+            if ep.response_format == response_format:
+                ep.response_format = weaker_format(ep)
+        ep.warn_once(response_format, f'{ep.base_url} refused response_format {response_format} ({e}); '
+                                      f'asking with {ep.response_format} from now on')
         return chat(session, ep, model, turn, step, usage)
     count_usage(ep, usage, body_usage, 'chat')
     return text, finish_reason
@@ -1300,8 +1310,8 @@ def pooled_warning(ep, rows):
     c, usage, pooled = rows
     if pooled:
         ep.warn_once('pooled', f'{ep.base_url}/embeddings returns one vector per token; profiles.py uses their '
-                               f'mean. Let the server pool them: llama-cpp-python --pooling_type 1, '
-                               f'llama.cpp llama-server --pooling mean')
+                               f'mean. Let the server pool them (llama.cpp\'s llama-server: --pooling mean; the '
+                               f'llama-cpp-python server has no such option) or serve an embedding model')
     return c, usage
 
 

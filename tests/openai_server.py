@@ -69,6 +69,14 @@ def literal_reply(system, user):
     return re.sub(r'<([^<>]*)>', lambda m: f'{m.group(1)} {short_hash(user)}', shown)
 
 
+def schema_of(response_format):
+    """The schema in an OpenAI json_schema response_format, or in llama-cpp-python's json_object form."""
+    response_format = response_format or {}
+    if response_format.get('type') == 'json_schema':
+        return response_format['json_schema']['schema']
+    return response_format.get('schema')
+
+
 def schema_reply(schema, user):
     """What constrained decoding returns: an instance of the schema, strings filled from the user text;
     a list gets its fixed length, else one entry (like llama.cpp, minItems is not enforced)."""
@@ -93,8 +101,9 @@ class FakeOpenAI:
     'wrong_dim' (embeddings one longer), 'wrong_count' (one embedding missing).
     max_input_chars: embeddings of a longer input are refused with HTTP 400, as real servers do.
     Like small local models and llama.cpp: needs_schema=True answers off-format ({"name": "Lena"})
-    unless the request carries response_format json_schema, then fills that schema in (as constrained
-    decoding does); schema_400=True refuses json_schema with HTTP 400; token_level=True returns one
+    unless the request carries a schema (response_format json_schema, or json_object with a schema as
+    llama-cpp-python takes it), then fills that schema in (as constrained decoding does);
+    schema_400=True refuses json_schema with HTTP 400 (as llama-cpp-python does, with 422); token_level=True returns one
     vector per token (two tokens, both the text's vector, so their mean is the text's vector)."""
 
     def __init__(self, dim=16, delay=0.0, literal=False, fault_rate=0.0, seed=0, max_input_chars=None,
@@ -214,12 +223,11 @@ class FakeOpenAI:
         if route == 'chat':
             system, user = body['messages'][0]['content'], body['messages'][1]['content']
             reply = literal_reply(system, user) if self.literal else chat_reply(step_of(system), system, user)
-            schema_format = (body.get('response_format') or {}).get('type') == 'json_schema'
-            if schema_format and self.schema_400:
+            schema = schema_of(body.get('response_format'))
+            if (body.get('response_format') or {}).get('type') == 'json_schema' and self.schema_400:
                 return 400, {'error': {'message': "'response_format.type' must be 'json_object' or 'text'"}}, None
             if self.needs_schema:
-                reply = schema_reply(body['response_format']['json_schema']['schema'], user) if schema_format \
-                    else json.dumps({'name': 'Lena'})
+                reply = schema_reply(schema, user) if schema else json.dumps({'name': 'Lena'})
             reply = {'not_json': 'Sure! Here are the profiles you asked for, in prose.',
                      'few_profiles': json.dumps({'profiles': ['only one']}),
                      'length': reply[:len(reply) // 2]}.get(kind, reply)

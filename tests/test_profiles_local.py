@@ -59,6 +59,18 @@ def test_json_schema_refused_falls_back_once(tmp_path, reference, capfd):
     assert capfd.readouterr().err.count('refused response_format json_schema') == 1
 
 
+def test_json_schema_refused_then_the_llama_cpp_python_form(tmp_path, capfd):
+    s = FakeOpenAI(dim=DIM, needs_schema=True, schema_400=True)
+    try:
+        make_dataset(tmp_path)
+        assert profiles.main(flags(s, tmp_path, '--side', 'user', '--json-schema', '--concurrency', '1')) == 0
+    finally:
+        s.close()
+    formats = [(r['response_format'], r['status']) for r in s.requests('chat')]
+    assert formats[0] == ('json_schema', 400) and set(formats[1:]) == {('json_object', 200)}
+    assert len(formats) == 1 + 3 * 6  # no re-ask: the schema still constrains the reply
+
+
 def test_embeddings_from_another_server_with_its_own_key(tmp_path, reference, monkeypatch):
     chat_server, embed_server = FakeOpenAI(dim=DIM), FakeOpenAI(dim=DIM, api_key='embed-key-42')
     monkeypatch.setenv('EMBED_KEY', 'embed-key-42')
@@ -88,4 +100,4 @@ def test_token_level_embeddings_are_mean_pooled_with_one_warning(tmp_path, refer
     assert read_outputs(folder) == reference
     assert len(s.requests('embeddings')) == 11 + 2  # never retried
     err = capfd.readouterr().err
-    assert err.count('returns one vector per token') == 1 and '--pooling_type' in err
+    assert err.count('returns one vector per token') == 1 and '--pooling mean' in err
