@@ -17,8 +17,11 @@ appends /chat/completions and /embeddings):
   python profiles.py --dataset ml100k --out-dir /tmp/ml100k --dry-run --price-in 0.5 --price-out 1.5
   python profiles.py --dataset ml100k --out-dir /tmp/ml100k --report
   python profiles.py --dataset ml100k --out-dir /tmp/ml100k --batch-api     # OpenAI Batch API, half price
-  python profiles.py --dataset ml100k --base-url http://localhost:8000/v1 \
+  python profiles.py --dataset ml100k --base-url http://localhost:8000/v1 --json-schema \
       --model Qwen/Qwen2.5-7B-Instruct --embed-model BAAI/bge-m3   # vLLM; Ollama :11434/v1
+  --embed-base-url sends the embeddings to another server (e.g. a dedicated embedding server);
+  --json-schema asks for each step's JSON Schema as response_format (structured outputs), which
+  lets small local models follow the formats.
 Dataset folder: --data-dir, else $PROEX_DATA, else ./data; plus the dataset name
 (`book` -> folder `amazon`).
 

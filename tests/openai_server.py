@@ -263,9 +263,7 @@ class FakeOpenAI:
 
     def new_file(self, data):
         with self.lock:
-            file_id = f'file-{len(self.files)}'
-            self.files[file_id] = data
-        return file_id
+            return self.new_file_locked(data)
 
     def create_batch(self, body):
         """Runs every request of the input file at once; the batch reports 'in_progress' on its first
@@ -303,6 +301,7 @@ class FakeOpenAI:
         return self.batch_view(batch_id)
 
     def new_file_locked(self, data):
+        """Store a file (the caller holds the lock) -> its id."""
         file_id = f'file-{len(self.files)}'
         self.files[file_id] = data
         return file_id
