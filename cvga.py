@@ -10,7 +10,7 @@ Model: one graph-convolution step over the normalised user-item matrix
 R_hat = D_u^-1/2 R D_i^-1/2 is the encoder: [mu_u, logvar_u] = dropout(R_hat_u W_q + b_q),
 a [2d] vector per user; the decoder is one Linear d -> I giving logits over all items.
 Loss = multinomial NLL -sum_i x_ui log softmax(logits)_i plus KL(q || N(0, I)), means over
-the batch of users (batches of 1024). Prediction: logits of mu (REFERENCE section 4).
+the batch of users (batches of 1024). Prediction: logits of mu (official ID-GRec code).
 --kl-over-batch trains the base model as the official code (ID-GRec) does, whose KL carries
 weight 1/B; on book it is what reaches the paper's numbers (bench/results/cvga_book.json).
 With --proex, as in multvae.py: the K profiles of the user and its items are mapped to
@@ -30,7 +30,7 @@ import proex_core as P
 from eval import add_train_args, fit, start_run
 from multvae import kl_to_prior, multinomial_nll, reparameterize  # the same VAE loss pieces
 
-# per-dataset defaults: dropout as Mult-VAE (REFERENCE section 4); other datasets: book's
+# per-dataset defaults: dropout as Mult-VAE (RLMRec configs); other datasets: book's
 DATASET_DEFAULTS = {
     'book':  dict(dropout=0.3),
     'yelp':  dict(dropout=0.3),
@@ -70,18 +70,29 @@ class CVGA(nn.Module):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from eval import float_range, int_range  # argparse types: a bad value is one error line
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p, batch=1024)
-    p.add_argument('--dim', type=int, default=32, help='latent size d (default 32, as the '
+    p.add_argument('--dim', type=int_range(1), default=32, help='latent size d (default 32, as the '
                    'discriminative models)')
-    p.add_argument('--dropout', type=float, default=None, help='dropout probability on the encoder '
+    p.add_argument('--dropout', type=float_range(0, 1, hi_open=True), default=None,
+                   help='dropout probability on the encoder '
                    'output (default: per dataset, book/yelp 0.3, steam 0.2)')
     p.add_argument('--kl-over-batch', action='store_true', help='base model as the official code '
                    '(ID-GRec): divide the batch-mean KL by the batch size B once more, i.e. KL '
                    'weight 1/B; default: weight 1, the ELBO of the paper. No effect with --proex, '
                    'where Eq. 11 replaces the KL (weight 1 also in the released ProRec CVGA code)')
+    p.add_argument('--kl-weight', type=float_range(0), default=1.0, help='base model: weight of '
+                   'KL(q || N(0, I)) (default 1, the ELBO; divided by B with --kl-over-batch). '
+                   'With --proex the KL to the prior is the beta part of Eq. 11, weight '
+                   'lambda1 * beta, and this flag is unused')
     P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
     args = P.resolve_proex_args(p.parse_args(argv), generative=True)
+    if args.proex and args.kl_weight != 1.0:  # the flag would silently do nothing
+        raise SystemExit('error: argument --kl-weight: weights the base model\'s KL; with --proex '
+                         'the KL to the prior weighs lambda1 * beta (Eq. 11): set --lambda1 and '
+                         '--beta instead')
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -92,7 +103,8 @@ def main(args):
     device, rng, data = start_run(args)
     R_hat = normalized_R(data.train)                                       # scipy CSR [U, I]
     model = CVGA(data.n_items, args.dim, args.dropout).to(device)
-    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600).to(device) \
+    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600,
+                              profile_dim=args.profile_dim).to(device) \
         if args.proex else None
     params = list(model.parameters()) + (list(agg.parameters()) if agg else [])
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -104,9 +116,9 @@ def main(args):
             mu, logvar = model.encode(D.dense_rows(R_hat, u, device))      # [B, d] each
             if agg is None:
                 z = reparameterize(mu, logvar)                             # [B, d]
-                kl_weight = 1.0 / len(u) if args.kl_over_batch else 1.0    # official code: 1/B
-                loss = multinomial_nll(model.decode(z), x) + kl_weight * kl_to_prior(mu, logvar)
-            else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (beta = lambda1 = 1: the base KL)
+                kl_weight = args.kl_weight / (len(u) if args.kl_over_batch else 1)  # official: 1/B
+                loss = multinomial_nll(model.decode(z), x).mean() + kl_weight * kl_to_prior(mu, logvar)
+            else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (prior weight lambda1 * beta)
                 mu_k, var_k = agg(u.to(device))                            # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
                     lambda z: multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
@@ -114,8 +126,8 @@ def main(args):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, n = total + loss.item(), n + 1
-        return total / n
+            total, n = total + loss.detach(), n + 1                    # no device sync per batch
+        return float(total) / n
 
     def make_score_fn():
         def score(users):                                                  # no dropout: eval()
@@ -128,6 +140,15 @@ def main(args):
     return fit(model if agg is None else nn.ModuleList([model, agg]),
                 train_epoch, make_score_fn, data, args, device)
 
+
+# Where --proex follows the paper's wording rather than the authors' DMRec code (the closest
+# released generative code, BlueGhostYi/ProRec), each a choice the paper's text allows:
+#  * Eq. 6's input: the MEAN of the profile vectors of the user's train items plus the user's
+#    own (proex_core.aggregate_profiles); DMRec SUMS over the items left after input dropout;
+#  * Eq. 12's fusion: a sample of each environment's Gaussian added to the sampled z; DMRec
+#    adds the means and the log-variances of the two Gaussians and samples once;
+#  * Eq. 11's alignment: KL(q(z_u | x_u) || N(mu~^e, sigma~^e^2)) of the base posterior to the
+#    environment, plus beta * KL(q || N(0, I)); DMRec aligns the fused Gaussian to the LLM one.
 
 if __name__ == '__main__':
     args = parse_args()

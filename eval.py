@@ -6,8 +6,10 @@
   EarlyStopping validation Recall@20, strict improvement, keeps the best parameters
   fit           the loop every model file runs: train an epoch, validate, stop, test once
   add_train_args / pick_device / write_result   the CLI and output pieces they share
+  int_range / float_range / out_file / device_name   argparse types that refuse bad values
+                with one `error:` line naming the flag (used by every model's parse_args)
 
-Protocol (REFERENCE section 2):
+Protocol (RLMRec's metrics, which the ProEx paper's numbers use):
   * ranking is over all items; only the user's TRAIN items are masked (also at test time);
   * Recall@K = hits in top-K / |G_u|        (denominator |G_u|, not min(K, |G_u|));
   * NDCG@K   = DCG@K / IDCG, DCG = sum_{j<K} rel_j / log2(j + 2),
@@ -16,10 +18,18 @@ Protocol (REFERENCE section 2):
 """
 import argparse
 import json
+import math
+import os
+import platform
+import re
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import scipy
 import torch
 
 import data as D
@@ -41,15 +51,19 @@ def recall_ndcg(topk, heldout, n_heldout, ks=(10, 20)):
 
 
 @torch.no_grad()
-def evaluate(score_fn, train, heldout, ks=(10, 20), batch_users=1024, device='cpu'):
+def evaluate(score_fn, train, heldout, ks=(10, 20), batch_users=1024, device='cpu',
+             per_user=False):
     """Mean Recall@K and NDCG@K over users with >= 1 held-out item.
     score_fn(users LongTensor [B]) -> scores [B, n_items] on `device`.
-    train, heldout: scipy CSR [n_users, n_items]."""
+    train, heldout: scipy CSR [n_users, n_items].
+    per_user=True: returns (means, users [n], {metric: [n] numpy values}) instead."""
     users = np.flatnonzero(np.diff(heldout.indptr))        # skip users without held-out items
     if len(users) == 0:
         raise D.DataError('evaluate: no user has a held-out item in this split (empty val/test '
                          'matrix?); check the split files')
+    check_item_count(heldout.shape[1], ks)
     sums = {f'{m}@{k}': 0.0 for k in ks for m in ('recall', 'ndcg')}
+    values = {name: [] for name in sums}                                       # per_user
     for s in range(0, len(users), batch_users):
         u = users[s:s + batch_users]
         scores = score_fn(torch.from_numpy(u).to(device)).float()             # [B, I]
@@ -64,7 +78,37 @@ def evaluate(score_fn, train, heldout, ks=(10, 20), batch_users=1024, device='cp
         n_g = torch.from_numpy(np.diff(ho.indptr)).float().to(device)          # |G_u|
         for name, v in recall_ndcg(topk, g, n_g, ks).items():
             sums[name] += v.sum().item()
-    return {name: v / len(users) for name, v in sums.items()}
+            if per_user:
+                values[name].append(v.cpu().numpy())
+    means = {name: v / len(users) for name, v in sums.items()}
+    if per_user:
+        return means, users, {name: np.concatenate(v) for name, v in values.items()}
+    return means
+
+
+def by_activity(train, users, values, n_groups=4):
+    """Recall@20 and NDCG@20 per user group, the groups being the quartiles (n_groups
+    quantiles) of the users' numbers of train interactions (the ProEx paper's Fig. 12 view).
+    users [n] and values {metric: [n]} as evaluate(..., per_user=True) returns them.
+    Returns a list of {'train_items': [lo, hi], 'users': n, 'recall@20', 'ndcg@20'}."""
+    n_train = np.diff(train.indptr)[users]                                     # [n]
+    edges = np.quantile(n_train, np.linspace(0, 1, n_groups + 1))
+    group = np.clip(np.searchsorted(edges, n_train, side='right') - 1, 0, n_groups - 1)
+    out = []
+    for q in range(n_groups):
+        m = group == q
+        out.append({'train_items': [int(n_train[m].min()), int(n_train[m].max())] if m.any() else None,
+                    'users': int(m.sum()), **{k: float(values[k][m].mean()) if m.any() else None
+                                              for k in ('recall@20', 'ndcg@20')}})
+    return out
+
+
+def check_item_count(n_items, ks):
+    """Top-K needs at least K items to rank."""
+    if n_items < max(ks):
+        raise D.DataError(f'the dataset has {n_items} items, fewer than K = {max(ks)} of '
+                          f'Recall/NDCG@{max(ks)}; the protocol needs at least {max(ks)} items: '
+                          f'use a larger dataset')
 
 
 class EarlyStopping:
@@ -82,6 +126,70 @@ class EarlyStopping:
         return epoch - self.best_epoch >= self.patience
 
 
+class Diverged(D.DataError):
+    """Training produced a non-finite loss; the result file says so and the run fails."""
+
+
+# ---------------------------------------------------------------- argparse types
+# argparse reports an ArgumentTypeError as one line, "prog: error: argument --flag: msg".
+
+def int_range(lo, hi=None):
+    """argparse type: an integer in [lo, hi] (no upper bound when hi is None)."""
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer, got {s!r}')
+        if v < lo or (hi is not None and v > hi):
+            want = f'>= {lo}' if hi is None else f'in [{lo}, {hi}]'
+            raise argparse.ArgumentTypeError(f'must be an integer {want}, got {v}')
+        return v
+    return parse
+
+
+def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
+    """argparse type: a finite float in the interval from lo to hi (open ends as asked)."""
+    def parse(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected a number, got {s!r}')
+        ok = math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) \
+            and (hi is None or (v < hi if hi_open else v <= hi))
+        if not ok:
+            if hi is None:
+                want = f'> {lo}' if lo_open else f'>= {lo}'
+            else:
+                want = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f'must be a finite number {want}, got {s}')
+        return v
+    return parse
+
+
+def out_file(s):
+    """argparse type for --out: a file name in a folder that exists and is writable, so a
+    run never trains to the end and then fails to save its result."""
+    path = Path(s)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f'{s} is a folder; give a file name such as '
+                                         f'{path / "result.json"}')
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f'folder {folder} does not exist; create it first '
+                                         f'(mkdir -p {folder}) or write elsewhere')
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f'folder {folder} is not writable; write elsewhere')
+    return s
+
+
+def device_name(s):
+    """argparse type for --device: auto, cpu, cuda, cuda:N or mps (availability is checked
+    by pick_device)."""
+    if not re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', s):
+        raise argparse.ArgumentTypeError(f'expected cpu, cuda, cuda:N, mps or auto, got {s!r}')
+    return s
+
+
 def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=1):
     """Flags every model file shares: data, device, seed, protocol and output."""
     p.add_argument('--dataset', default='synthetic', help='book (Amazon-Book), yelp, steam, ml100k, '
@@ -89,17 +197,24 @@ def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=1):
                    '(default: synthetic)')
     p.add_argument('--data-dir', default=None, help='data root holding <dataset>/trn_mat.pkl '
                    '(default: $PROEX_DATA, else ./data)')
-    p.add_argument('--seed', type=int, default=2023, help='random seed (default 2023)')
-    p.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto (default: auto)')
-    p.add_argument('--epochs', type=int, default=epochs, help=f'maximum epochs (default {epochs})')
-    p.add_argument('--patience', type=int, default=20, help='stop after this many epochs '
+    p.add_argument('--seed', type=int_range(0, 2**32 - 1), default=2023,
+                   help='random seed (default 2023)')
+    p.add_argument('--device', type=device_name, default='auto',
+                   help='cpu, cuda, cuda:N, mps or auto (default: auto)')
+    p.add_argument('--epochs', type=int_range(1), default=epochs,
+                   help=f'maximum epochs (default {epochs})')
+    p.add_argument('--patience', type=int_range(1), default=20, help='stop after this many epochs '
                    'without a strict improvement of validation Recall@20 (default 20)')
-    p.add_argument('--eval-every', type=int, default=eval_every,
+    p.add_argument('--eval-every', type=int_range(1), default=eval_every,
                    help=f'validate every N epochs (default {eval_every})')
-    p.add_argument('--lr', type=float, default=lr, help=f'Adam learning rate (default {lr})')
-    p.add_argument('--batch', type=int, default=batch, help=f'batch size (default {batch})')
-    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default 0: torch default)')
-    p.add_argument('--out', default=None, help='write a JSON result (config, history, test) here')
+    p.add_argument('--lr', type=float_range(0, lo_open=True), default=lr,
+                   help=f'Adam learning rate (default {lr})')
+    p.add_argument('--batch', type=int_range(1), default=batch, help=f'batch size (default {batch})')
+    p.add_argument('--threads', type=int_range(0), default=0,
+                   help='torch CPU threads (default 0: torch default; seeded runs are '
+                        'bit-identical only with 1)')
+    p.add_argument('--out', type=out_file, default=None,
+                   help='write a JSON result (config, history, test) here; the folder must exist')
     return p
 
 
@@ -123,24 +238,35 @@ def pick_device(name):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if name.startswith('cuda') and not torch.cuda.is_available():
         raise SystemExit(f'error: --device {name} but CUDA is not available; use --device cpu')
+    if name.startswith('cuda:') and int(name[5:]) >= torch.cuda.device_count():
+        raise SystemExit(f'error: --device {name} but this machine has '
+                         f'{torch.cuda.device_count()} CUDA device(s); use cuda:0 .. '
+                         f'cuda:{torch.cuda.device_count() - 1}')
+    if name == 'mps' and not torch.backends.mps.is_available():
+        raise SystemExit('error: --device mps but MPS is not available; use --device cpu')
     return torch.device(name)
 
 
 def fit(model, train_epoch, make_score_fn, data, args, device):
-    """The protocol every model runs (REFERENCE section 2-3):
+    """The protocol every model runs (paper appendix A.3; RLMRec's trainer):
       1. train one epoch: train_epoch(epoch) -> mean loss (a float);
       2. every `eval_every` epochs, validation Recall@20 with make_score_fn() -> score_fn;
-      3. stop after `patience` epochs without strict improvement; keep the best parameters;
+      3. stop after `patience` epochs without strict improvement (or at --epochs, or at a
+         non-finite loss); keep the best parameters;
       4. evaluate the test split once, with the best parameters.
-    Prints one line per epoch, writes the result dict to --out (if given) and returns it."""
+    Prints one line per epoch and why it stopped, writes the result dict to --out (if given)
+    and returns it. A non-finite loss raises Diverged after the result is written."""
+    t_start, code = time.time(), git_state()
+    check_item_count(data.train.shape[1], (10, 20))      # before training, not at the first eval
     stop, history = EarlyStopping(args.patience), []
+    reason, detail, epoch = 'max epochs', f'reached --epochs {args.epochs}', 0
     for epoch in range(1, args.epochs + 1):
         t0 = time.time()
         model.train()
         loss = train_epoch(epoch)
         if not np.isfinite(loss):
-            print(f'epoch {epoch}: loss is {loss}; stopping, keeping the best epoch so far '
-                  f'({stop.best_epoch}). Lower --lr or check the inputs.')
+            reason, detail = 'non-finite loss', (f'the loss was {loss} at epoch {epoch}; lower '
+                                                 f'--lr (or the loss weights) or check the inputs')
             break
         rec = {'epoch': epoch, 'loss': loss, 'train_s': time.time() - t0}
         if epoch % args.eval_every == 0:
@@ -156,23 +282,59 @@ def fit(model, train_epoch, make_score_fn, data, args, device):
               f"{rec['train_s']:.2f}s train{eval_txt}", flush=True)
         history.append(rec)
         if epoch % args.eval_every == 0 and done:
+            reason, detail = 'patience', (f'no strict improvement of validation R@20 for '
+                                          f'{args.patience} epochs after epoch {stop.best_epoch}')
             break
+    print(f'stopped at epoch {epoch} ({reason}): {detail}')
     if stop.best_state is not None:
         model.load_state_dict(stop.best_state)
     model.eval()
-    t1 = time.time()
-    test = evaluate(make_score_fn(), data.train, data.test, ks=(10, 20), device=device)
+    test = test_s = by_group = None
+    if reason != 'non-finite loss' or stop.best_state is not None:  # never test a diverged model
+        t1 = time.time()
+        test, users, values = evaluate(make_score_fn(), data.train, data.test, ks=(10, 20),
+                                       device=device, per_user=True)
+        by_group = by_activity(data.train, users, values)                 # Fig. 12 view
+        test_s = time.time() - t1
     chosen = (f'best epoch {stop.best_epoch} (val R@20 {stop.best:.4f})' if stop.best_epoch else
               'no validation ran (--epochs below --eval-every): the last parameters')
-    print(f"{chosen} | test "
-          + ' '.join(f'{k} {v:.4f}' for k, v in test.items()) + f' | {time.time() - t1:.2f}s')
+    if test is not None:
+        print(f"{chosen} | test "
+              + ' '.join(f'{k} {v:.4f}' for k, v in test.items()) + f' | {test_s:.2f}s')
     result = {'config': vars(args), 'dataset': data.summary(), 'device': str(device),
             'torch_threads': torch.get_num_threads(), 'history': history,
             'best_epoch': stop.best_epoch, 'best_val_recall20': stop.best, 'test': test,
             'sec_per_epoch': statistics.median([h['train_s'] for h in history]) if history else None,
-            'sec_per_eval': statistics.median([h['eval_s'] for h in history if 'eval_s' in h] or [0])}
+            'sec_per_eval': statistics.median([h['eval_s'] for h in history if 'eval_s' in h] or [0]),
+            'stop_reason': reason, 'stop_epoch': epoch, 'stop_detail': detail,
+            'test_by_activity': by_group, 'test_eval_s': test_s, 'wall_s': time.time() - t_start,  # fit: train + validate + test
+            'versions': versions(), 'git': code, 'argv': list(sys.argv)}
     write_result(result, getattr(args, 'out', None))
+    if reason == 'non-finite loss':
+        saved = f' (result written to {args.out})' if getattr(args, 'out', None) else ''
+        raise Diverged(f'training diverged: {detail}{saved}')
     return result
+
+
+def versions():
+    """The library versions a result depends on."""
+    return {'python': platform.python_version(), 'torch': torch.__version__,
+            'numpy': np.__version__, 'scipy': scipy.__version__}
+
+
+def git_state(folder=Path(__file__).resolve().parent):
+    """{'commit': HEAD of the code's repository, 'dirty': tracked files modified}, or None
+    outside git (or without git installed)."""
+    try:
+        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=folder, capture_output=True,
+                              text=True, timeout=20)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                                cwd=folder, capture_output=True, text=True, timeout=20)
+        return {'commit': head.stdout.strip(), 'dirty': bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def write_result(result, path):
@@ -189,7 +351,7 @@ def seed_all(seed):
 
 
 if __name__ == '__main__':  # a tiny self-check on a hand-worked case
-    argparse.ArgumentParser(description='Hand-worked check of Recall/NDCG.').parse_args()
+    argparse.ArgumentParser(description='Hand-worked check of Recall/NDCG.', allow_abbrev=False).parse_args()
     topk = torch.tensor([[3, 1, 0]])
     g = torch.tensor([[True, False, False, True]])           # G_u = {0, 3}
     m = recall_ndcg(topk, g, torch.tensor([2.0]), ks=(3,))

@@ -20,9 +20,9 @@ import torch.nn as nn
 import data as D
 import proex_core as P
 from eval import add_train_args, fit, start_run
-from lightgcn import bpr_loss, l2_reg  # the same BPR and L2 as LightGCN (REFERENCE section 3)
+from lightgcn import bpr_loss, l2_reg  # the same BPR and L2 as LightGCN (RLMRec)
 
-# official per-dataset defaults (REFERENCE section 4; RLMRec gccf.yml); other datasets: book's
+# official per-dataset defaults (RLMRec gccf.yml); other datasets: book's
 DATASET_DEFAULTS = {
     'book':  dict(layers=2, reg=1e-6),
     'yelp':  dict(layers=2, reg=1e-6),
@@ -52,13 +52,18 @@ class GCCF(nn.Module):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from eval import float_range, int_range  # argparse types: a bad value is one error line
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p)
-    p.add_argument('--dim', type=int, default=32, help='embedding size d of each layer (default '
+    p.add_argument('--dim', type=int_range(1), default=32,
+                   help='embedding size d of each layer (default '
                    '32; the final vectors have (L+1) d)')
-    p.add_argument('--layers', type=int, default=None, help='propagation layers L (default: per '
+    p.add_argument('--layers', type=int_range(0), default=None,
+                   help='propagation layers L (default: per '
                    'dataset, 2 for book/yelp/steam)')
-    p.add_argument('--reg', type=float, default=None, help='L2 weight on all parameters (default 1e-6)')
+    p.add_argument('--reg', type=float_range(0), default=None,
+                   help='L2 weight on all parameters (default 1e-6)')
     P.add_proex_args(p)
     args = P.resolve_proex_args(p.parse_args(argv))
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
@@ -72,7 +77,7 @@ def main(args):
     A_self = D.norm_adj(data.train, self_loops=True, device=device)     # (D+I)^-1/2 (A+I) (D+I)^-1/2
     model = GCCF(data.n_users, data.n_items, args.dim, args.layers).to(device)
     # Eq. 6: profiles are mapped to the concatenated size (L+1) d, the size they are added to
-    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, model.out_dim).to(device) if args.proex else None
+    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, model.out_dim, args.profile_dim).to(device) if args.proex else None
     params = list(model.parameters()) + (list(prof.parameters()) if prof else [])
     opt = torch.optim.Adam(params, lr=args.lr)
 
@@ -91,8 +96,8 @@ def main(args):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, n = total + loss.item(), n + 1
-        return total / n
+            total, n = total + loss.detach(), n + 1                    # no device sync per batch
+        return float(total) / n
 
     def make_score_fn():
         with torch.no_grad():

@@ -227,8 +227,8 @@ def diffusion_loss(denoiser, diffusion, x_start, t, noise):
 
 
 def multinomial_nll(logits, x):
-    """-sum_i x_i log softmax(logits)_i, mean over the batch (Mult-VAE's likelihood)."""
-    return -(F.log_softmax(logits, dim=-1) * x).sum(-1).mean()
+    """-sum_i x_i log softmax(logits)_i per user (Mult-VAE's likelihood). [B, I] x 2 -> [B]."""
+    return -(F.log_softmax(logits, dim=-1) * x).sum(-1)
 
 
 def kl_to_prior(mu, logvar):
@@ -265,21 +265,26 @@ def dims(s):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from eval import float_range, int_range  # argparse types: a bad value is one error line
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p, lr=5e-4, batch=400, eval_every=5)  # --lr: the AE's AdamW (official lr1);
     # the official L-DiffRec validates every 5 epochs
-    p.add_argument('--lr-denoiser', type=float, default=1e-4,
+    p.add_argument('--lr-denoiser', type=float_range(0, lo_open=True), default=1e-4,
                    help="the denoiser's AdamW learning rate (official lr2, default 1e-4)")
-    p.add_argument('--latent-dim', type=int, default=300,
+    p.add_argument('--latent-dim', type=int_range(1), default=300,
                    help='latent size d of the autoencoder (official in_dims [300])')
     p.add_argument('--mlp-dims', type=dims, default=[300],
                    help="denoiser hidden sizes, comma-separated, mirrored as DiffRec's "
                         "(default 300; paper grid for DiffRec's MLP: 200,600 or 1000)")
-    p.add_argument('--emb-size', type=int, default=10, help='timestep embedding size (default 10)')
-    p.add_argument('--dropout', type=float, default=0.1, help='dropout on the input row (default 0.1)')
-    p.add_argument('--mlp-dropout', type=float, default=0.5,
+    p.add_argument('--emb-size', type=int_range(1), default=10,
+                   help='timestep embedding size (default 10)')
+    p.add_argument('--dropout', type=float_range(0, 1, hi_open=True), default=0.1,
+                   help='dropout on the input row (default 0.1)')
+    p.add_argument('--mlp-dropout', type=float_range(0, 1, hi_open=True), default=0.5,
                    help="dropout on the denoiser's input x_t (official default 0.5)")
-    p.add_argument('--steps', type=int, default=None, help='diffusion steps T (paper grid 5, 40, '
+    p.add_argument('--steps', type=int_range(1), default=None,
+                   help='diffusion steps T (paper grid 5, 40, '
                    '100; default per dataset, book 5)')
     p.add_argument('--noise-scale', type=float, default=None, help='noise scale s of the linear-var '
                    'schedule (paper grid 1e-5..1e-2; default per dataset, book 1e-2)')
@@ -287,15 +292,16 @@ def parse_args(argv=None):
                    '5e-4, 1e-3, 5e-3; default per dataset, book 5e-3)')
     p.add_argument('--noise-max', type=float, default=None, help='a_max of the schedule (paper grid '
                    '5e-3, 1e-2; default per dataset, book 1e-2)')
-    p.add_argument('--lamda', type=float, default=0.05, help='weight of the diffusion loss against '
+    p.add_argument('--lamda', type=float_range(0), default=0.05,
+                   help='weight of the diffusion loss against '
                    'the reconstruction (official name and amazon value 0.05)')
-    p.add_argument('--anneal-cap', type=float, default=0.005,
+    p.add_argument('--anneal-cap', type=float_range(0), default=0.005,
                    help='lamda decays to this floor (official 0.005)')
-    p.add_argument('--anneal-steps', type=int, default=500,
+    p.add_argument('--anneal-steps', type=int_range(0), default=500,
                    help='epochs over which lamda decays (official 500; 0: constant lamda)')
-    p.add_argument('--vae-anneal-cap', type=float, default=0.3,
+    p.add_argument('--vae-anneal-cap', type=float_range(0), default=0.3,
                    help='final weight of the KL term of the base model (official 0.3)')
-    p.add_argument('--vae-anneal-steps', type=int, default=200,
+    p.add_argument('--vae-anneal-steps', type=int_range(0), default=200,
                    help='batches over which the KL weight grows from 0 (official 200)')
     P.add_proex_args(p, generative=True, lambda1=0.3)  # Eq. 11 carries the KL: the base's final weight 0.3
     args = P.resolve_proex_args(p.parse_args(argv), generative=True)
@@ -305,6 +311,8 @@ def parse_args(argv=None):
     if not (args.steps >= 1 and 0 < args.noise_scale * args.noise_min < args.noise_scale
             * args.noise_max < 1):
         p.error('need --steps >= 1 and 0 < noise-scale * noise-min < noise-scale * noise-max < 1')
+    if min(args.mlp_dims) < 1:
+        p.error(f'argument --mlp-dims: every size must be >= 1, got {args.mlp_dims}')
     return args
 
 
@@ -314,7 +322,8 @@ def main(args):
     denoiser = Denoiser(args.latent_dim, args.mlp_dims, args.emb_size, args.mlp_dropout).to(device)
     diffusion = GaussianDiffusion(args.steps, args.noise_scale, args.noise_min, args.noise_max, device)
     sampler = ImportanceSampler(args.steps)
-    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.latent_dim).to(device) \
+    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.latent_dim,
+                              profile_dim=args.profile_dim).to(device) \
         if args.proex else None
     # two AdamW as the official code (weight decay 0); the profile mapping joins the encoder's
     ae_params = list(ae.parameters()) + (list(agg.parameters()) if agg else [])
@@ -331,15 +340,15 @@ def main(args):
             t, pt = sampler.sample_timesteps(len(users), device)             # [B], T p_t [B]
             noise = torch.randn_like(mu)                                     # [B, d]
 
-            def nll_fn(z):  # the L-DiffRec loss of this batch given the latent z [B, d]
+            def nll_fn(z):  # the L-DiffRec loss of each user given the latent z [B, d] -> [B]
                 loss_t, pred_xstart = diffusion_loss(denoiser, diffusion, z, t, noise)  # [B]
                 sampler.update(t, loss_t)
-                elbo = (loss_t / pt).mean()                                  # importance-weighted
-                return lamda * elbo + multinomial_nll(ae.decode(pred_xstart), x_drop)
+                elbo = loss_t / pt                                           # importance-weighted
+                return lamda * elbo + multinomial_nll(ae.decode(pred_xstart), x_drop)  # [B]
 
             if agg is None:
                 z = P.reparameterize(mu, logvar.exp())                       # z ~ q(z|x), [B, d]
-                loss = nll_fn(z) + anneal * kl_to_prior(mu, logvar)
+                loss = nll_fn(z).mean() + anneal * kl_to_prior(mu, logvar)
             else:  # Alg. 1: Eq. 11 (weight lambda1) replaces anneal * KL; see the notes below
                 mu_k, var_k = agg(users.to(device))                          # [K, B, d], Eq. 6
                 loss, _ = P.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k,
@@ -349,8 +358,8 @@ def main(args):
             loss.backward()
             opt_ae.step()
             opt_dn.step()
-            total += loss.item()
-        return total / n_batches
+            total += loss.detach()                                          # no sync per batch
+        return float(total) / n_batches
 
     def make_score_fn():
         def score_fn(users):
@@ -374,6 +383,12 @@ def main(args):
 #    base's final KL weight 0.3, held constant (no annealing);
 #  * the profile aggregator (Eq. 6) is trained by the autoencoder's optimizer (lr --lr);
 #  * inference (Alg. 2): z = mu + mean_k mu_k, then the same noise-free reverse process.
+#  * as in multvae.py, the paper's wording is followed where the authors' DMRec code (the
+#    closest released generative code, BlueGhostYi/ProRec) differs: Eq. 6 averages the profile
+#    vectors of the user's train items (DMRec sums over the items left after input dropout);
+#    Eq. 12 adds a sample of each environment's Gaussian to the sampled z (DMRec adds means and
+#    log-variances, then samples); Eq. 11 aligns the base posterior to the environment's
+#    Gaussian (DMRec aligns the fused Gaussian to the LLM one).
 
 if __name__ == '__main__':
     args = parse_args()

@@ -20,7 +20,7 @@ import data as D
 import proex_core as P
 from eval import add_train_args, fit, start_run
 
-# official per-dataset defaults (REFERENCE section 4; RLMRec configs); other datasets: book's
+# official per-dataset defaults (RLMRec lightgcn.yml); other datasets: book's
 DATASET_DEFAULTS = {
     'book':  dict(layers=3, reg=1e-6, keep_rate=0.8),
     'yelp':  dict(layers=3, reg=1e-6, keep_rate=0.8),
@@ -65,13 +65,18 @@ def l2_reg(module):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from eval import float_range, int_range  # argparse types: a bad value is one error line
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p)
-    p.add_argument('--dim', type=int, default=32, help='embedding size d (default 32)')
-    p.add_argument('--layers', type=int, default=None, help='propagation layers L (default: per '
+    p.add_argument('--dim', type=int_range(1), default=32, help='embedding size d (default 32)')
+    p.add_argument('--layers', type=int_range(0), default=None,
+                   help='propagation layers L (default: per '
                    'dataset, book/yelp 3, steam 2)')
-    p.add_argument('--reg', type=float, default=None, help='L2 weight on all parameters (default 1e-6)')
-    p.add_argument('--keep-rate', type=float, default=None, help='edge-dropout keep probability '
+    p.add_argument('--reg', type=float_range(0), default=None,
+                   help='L2 weight on all parameters (default 1e-6)')
+    p.add_argument('--keep-rate', type=float_range(0, 1, lo_open=True), default=None,
+                   help='edge-dropout keep probability '
                    'during training (default 0.8; 1 = no dropout)')
     p.add_argument('--skip-layer0', action='store_true', help='final = sum of layers 1..L '
                    '(released ProEx-LightGCN; set by --released)')
@@ -82,6 +87,9 @@ def parse_args(argv=None):
             setattr(args, k, v)
     if args.proex and args.released:  # released ProEx-LightGCN: layers 1..L, no edge dropout
         args.skip_layer0, args.keep_rate = True, 1.0
+    if args.skip_layer0 and args.layers == 0:
+        p.error('argument --layers: layers 1..L with L = 0 is no layer at all; '
+                'use --layers >= 1 with --skip-layer0 / --released')
     return args
 
 
@@ -90,7 +98,7 @@ def main(args):
     A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
     perm = D.transpose_perm(A)
     model = LightGCN(data.n_users, data.n_items, args.dim, args.layers, args.skip_layer0).to(device)
-    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim).to(device) if args.proex else None
+    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim, args.profile_dim).to(device) if args.proex else None
     params = list(model.parameters()) + (list(prof.parameters()) if prof else [])
     opt = torch.optim.Adam(params, lr=args.lr)
 
@@ -109,8 +117,8 @@ def main(args):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, n = total + loss.item(), n + 1
-        return total / n
+            total, n = total + loss.detach(), n + 1                    # no device sync per batch
+        return float(total) / n
 
     def make_score_fn():
         with torch.no_grad():

@@ -7,7 +7,7 @@
 Model: a user's binary train row x_u [I] is encoded to q(z_u | x_u) = N(mu, diag(sigma^2)) by
 an MLP I-600-(2x200) with tanh, and decoded by an MLP 200-600-I with tanh to logits over all
 items, pi(z_u) = softmax(logits). Loss = multinomial NLL -sum_i x_ui log pi_i(z_u) plus
-KL(q || N(0, I)), both means over the batch, KL weight 1 (no annealing, REFERENCE section 4).
+KL(q || N(0, I)), both means over the batch, KL weight --kl-weight, default 1 as the authors' DMRec code (no annealing).
 Dropout on the raw binary row (no L2 normalisation of the input). Prediction: logits of mu.
 With --proex, the K profiles of the user and its items are mapped to Gaussians (Eq. 6),
 mixed into environments (Eq. 9), added to the sampled z (Eq. 12), and the KL term becomes
@@ -24,7 +24,7 @@ import data as D
 import proex_core as P
 from eval import add_train_args, fit, start_run
 
-# official per-dataset defaults (REFERENCE section 4); other datasets: book's
+# official per-dataset defaults (RLMRec / DMRec configs); other datasets: book's
 DATASET_DEFAULTS = {
     'book':  dict(dropout=0.3),
     'yelp':  dict(dropout=0.3),
@@ -62,8 +62,8 @@ def reparameterize(mu, logvar):
 
 
 def multinomial_nll(logits, x):
-    """-sum_i x_ui log softmax(logits)_i, mean over the batch. [B, I] x 2 -> scalar."""
-    return -(F.log_softmax(logits, dim=-1) * x).sum(-1).mean()
+    """-sum_i x_ui log softmax(logits)_i, one value per user. [B, I] x 2 -> [B]."""
+    return -(F.log_softmax(logits, dim=-1) * x).sum(-1)
 
 
 def kl_to_prior(mu, logvar):
@@ -72,15 +72,28 @@ def kl_to_prior(mu, logvar):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from eval import float_range, int_range  # argparse types: a bad value is one error line
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p, batch=1024)
-    p.add_argument('--dim', type=int, default=200, help='latent size d (default 200)')
-    p.add_argument('--hidden', type=int, default=600, help='hidden layer size of encoder and '
+    p.add_argument('--dim', type=int_range(1), default=200, help='latent size d (default 200)')
+    p.add_argument('--hidden', type=int_range(1), default=600,
+                   help='hidden layer size of encoder and '
                    'decoder (default 600)')
-    p.add_argument('--dropout', type=float, default=None, help='dropout probability on the input '
+    p.add_argument('--dropout', type=float_range(0, 1, hi_open=True), default=None,
+                   help='dropout probability on the input '
                    'row (default: per dataset, book/yelp 0.3, steam 0.2)')
+    p.add_argument('--kl-weight', type=float_range(0), default=1.0, help="base model: weight of "
+                   "KL(q || N(0, I)) (default 1 as DMRec's code; the paper tunes this 'decay "
+                   "coefficient' in [0.1, 0.9]; vae_cf anneals it to 0.2). With --proex the KL "
+                   "to the prior is the beta part of Eq. 11, weight lambda1 * beta, and this "
+                   "flag is unused")
     P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
     args = P.resolve_proex_args(p.parse_args(argv), generative=True)
+    if args.proex and args.kl_weight != 1.0:  # the flag would silently do nothing
+        raise SystemExit('error: argument --kl-weight: weights the base model\'s KL; with --proex '
+                         'the KL to the prior weighs lambda1 * beta (Eq. 11): set --lambda1 and '
+                         '--beta instead')
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -90,7 +103,8 @@ def parse_args(argv=None):
 def main(args):
     device, rng, data = start_run(args)
     model = MultVAE(data.n_items, args.hidden, args.dim, args.dropout).to(device)
-    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600).to(device) \
+    agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600,
+                              profile_dim=args.profile_dim).to(device) \
         if args.proex else None
     params = list(model.parameters()) + (list(agg.parameters()) if agg else [])
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -102,8 +116,8 @@ def main(args):
             mu, logvar = model.encode(x)                                   # [B, d] each
             if agg is None:
                 z = reparameterize(mu, logvar)                             # [B, d]
-                loss = multinomial_nll(model.decode(z), x) + kl_to_prior(mu, logvar)
-            else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (beta = lambda1 = 1: the base KL)
+                loss = multinomial_nll(model.decode(z), x).mean() + args.kl_weight * kl_to_prior(mu, logvar)
+            else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (prior weight lambda1 * beta)
                 mu_k, var_k = agg(u.to(device))                            # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
                     lambda z: multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
@@ -111,8 +125,8 @@ def main(args):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, n = total + loss.item(), n + 1
-        return total / n
+            total, n = total + loss.detach(), n + 1                    # no device sync per batch
+        return float(total) / n
 
     def make_score_fn():
         def score(users):                                                  # no dropout: eval()
@@ -126,6 +140,15 @@ def main(args):
     return fit(model if agg is None else nn.ModuleList([model, agg]),
                 train_epoch, make_score_fn, data, args, device)
 
+
+# Where --proex follows the paper's wording rather than the authors' DMRec code (the closest
+# released generative code, BlueGhostYi/ProRec), each a choice the paper's text allows:
+#  * Eq. 6's input: the MEAN of the profile vectors of the user's train items plus the user's
+#    own (proex_core.aggregate_profiles); DMRec SUMS over the items left after input dropout;
+#  * Eq. 12's fusion: a sample of each environment's Gaussian added to the sampled z; DMRec
+#    adds the means and the log-variances of the two Gaussians and samples once;
+#  * Eq. 11's alignment: KL(q(z_u | x_u) || N(mu~^e, sigma~^e^2)) of the base posterior to the
+#    environment, plus beta * KL(q || N(0, I)); DMRec aligns the fused Gaussian to the LLM one.
 
 if __name__ == '__main__':
     args = parse_args()

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 import data as D
 import proex_core as P
 from eval import add_train_args, fit, start_run
-from lightgcn import bpr_loss, l2_reg  # the same BPR and L2 as LightGCN (REFERENCE section 3)
+from lightgcn import bpr_loss, l2_reg  # the same BPR and L2 as LightGCN (RLMRec)
 
-# official per-dataset defaults (REFERENCE section 4; RLMRec simgcl.yml); other datasets: book's
+# official per-dataset defaults (RLMRec simgcl.yml); other datasets: book's
 DATASET_DEFAULTS = {
     'book':  dict(layers=3, reg=1e-5, cl=0.1, cl_tau=0.2, eps=0.9),
     'yelp':  dict(layers=3, reg=1e-5, cl=0.1, cl_tau=0.2, eps=0.9),
@@ -59,17 +59,51 @@ class SimGCL(nn.Module):
         return z[:self.n_users], z[self.n_users:]                   # z_u [U, d], z_i [I, d]
 
 
-def info_nce(z1, z2, ids, tau):
+def info_nce(z1, z2, ids, tau, chunk=128):
     """SimGCL's contrastive term for the batch entities `ids` [B] (users, or positive items),
     mean over the B rows: -log( exp(z1_b . z2_b / tau) / sum_n exp(z1_b . z2_n / tau) ), the
     sum over ALL N entities of view 2, all vectors L2-normalised. z1, z2: [N, d] views 1, 2.
-    Written as a cross-entropy whose target is the entity itself (z2_b is row ids_b of z2).
     A repeated id gives the same term: computed once and weighted by its count (exact)."""
     uniq, count = torch.unique(ids, return_counts=True)             # [n], [n]
     q = F.normalize(z1[uniq], dim=1) / tau                          # [n, d]
-    logits = q @ F.normalize(z2, dim=1).T                           # [n, N]
-    per_id = F.cross_entropy(logits, uniq, reduction='none')       # [n]
-    return (per_id * count).sum() / ids.numel()
+    keys = F.normalize(z2, dim=1)                                   # [N, d]
+    weight = count.to(q.dtype) / ids.numel()                        # [n], sums to 1
+    return ChunkedCrossEntropy.apply(q, keys, uniq, weight, chunk)
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """sum_r weight_r * -log softmax(q_r . keys^T)[target_r], q [n, d], keys [N, d].
+    The same value and gradients as F.cross_entropy(q @ keys.T, target, reduction='none')
+    weighted, but computed `chunk` rows at a time, with the gradients formed in the forward
+    pass (d loss / d logits = weight * (softmax - onehot)): the [n, N] logits never exist
+    whole. On a CPU at Amazon-Book's size (n ~ 3,000 batch entities, N ~ 10,000) the whole
+    [n, N] matrix and its softmax, 130 MB each, made SimGCL's epoch ~30x LightGCN's."""
+
+    @staticmethod
+    def forward(ctx, q, keys, target, weight, chunk):
+        loss, grad_q, grad_keys = q.new_zeros(()), torch.empty_like(q), torch.zeros_like(keys)
+        for s in range(0, q.shape[0], chunk):
+            rows = torch.arange(s, min(s + chunk, q.shape[0]), device=q.device)  # [c]
+            logits = q[rows] @ keys.T                               # [c, N]
+            at = torch.arange(len(rows), device=q.device)
+            positive = logits[at, target[rows]]                     # [c]
+            top = logits.amax(dim=1, keepdim=True)                  # [c, 1], for stability
+            p = logits.sub_(top).exp_()                             # in place, [c, N]
+            norm = p.sum(dim=1, keepdim=True)                       # [c, 1]
+            lse = top[:, 0] + norm[:, 0].log()                      # logsumexp, [c]
+            loss = loss + (weight[rows] * (lse - positive)).sum()
+            p.div_(norm)                                            # softmax
+            p[at, target[rows]] -= 1.0                              # softmax - onehot
+            p.mul_(weight[rows, None])                              # d loss / d logits
+            grad_q[rows] = p @ keys                                 # [c, d]
+            grad_keys.addmm_(p.T, q[rows])                          # [N, d]
+        ctx.save_for_backward(grad_q, grad_keys)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_q, grad_keys = ctx.saved_tensors
+        return grad_out * grad_q, grad_out * grad_keys, None, None, None
 
 
 def cl_loss(model, A, eps, tau, u, i):
@@ -80,16 +114,23 @@ def cl_loss(model, A, eps, tau, u, i):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from eval import float_range, int_range  # argparse types: a bad value is one error line
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p)
-    p.add_argument('--dim', type=int, default=32, help='embedding size d (default 32)')
-    p.add_argument('--layers', type=int, default=None, help='propagation layers L (default 3)')
-    p.add_argument('--reg', type=float, default=None, help='L2 weight on all parameters (default 1e-5)')
-    p.add_argument('--cl', type=float, default=None, help='weight of the contrastive InfoNCE term '
+    p.add_argument('--dim', type=int_range(1), default=32, help='embedding size d (default 32)')
+    p.add_argument('--layers', type=int_range(0), default=None,
+                   help='propagation layers L (default 3)')
+    p.add_argument('--reg', type=float_range(0), default=None,
+                   help='L2 weight on all parameters (default 1e-5)')
+    p.add_argument('--cl', type=float_range(0), default=None,
+                   help='weight of the contrastive InfoNCE term '
                    '(default 0.1)')
-    p.add_argument('--cl-tau', type=float, default=None, help='temperature of the contrastive '
+    p.add_argument('--cl-tau', type=float_range(0, lo_open=True), default=None,
+                   help='temperature of the contrastive '
                    'InfoNCE (default: book/yelp 0.2, steam 0.5); --tau is ProEx\'s')
-    p.add_argument('--eps', type=float, default=None, help='norm of the noise added per row and '
+    p.add_argument('--eps', type=float_range(0), default=None,
+                   help='norm of the noise added per row and '
                    'layer in the noisy views (default: book/yelp 0.9, steam 0.2)')
     P.add_proex_args(p)
     args = P.resolve_proex_args(p.parse_args(argv))
@@ -103,7 +144,7 @@ def main(args):
     device, rng, data = start_run(args)
     A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
     model = SimGCL(data.n_users, data.n_items, args.dim, args.layers).to(device)
-    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim).to(device) if args.proex else None
+    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim, args.profile_dim).to(device) if args.proex else None
     params = list(model.parameters()) + (list(prof.parameters()) if prof else [])
     opt = torch.optim.Adam(params, lr=args.lr)
 
@@ -123,8 +164,8 @@ def main(args):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, n = total + loss.item(), n + 1
-        return total / n
+            total, n = total + loss.detach(), n + 1                    # no device sync per batch
+        return float(total) / n
 
     def make_score_fn():
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Base rows of Table 1 on Amazon-Book (paper protocol, REFERENCE sections 2-4).
+"""Base rows of Table 1 on Amazon-Book (paper protocol: full ranking, early stopping on validation R@20).
 
     python bench/book.py --model lightgcn [--seeds 2023] [--data-dir ../shared/datasets]
 
@@ -23,7 +23,7 @@ PAPER = {  # Table 1, Amazon-Book, base rows (mean of 10 seeds): R@10 R@20 N@10 
     'simgcl': (.0992, .1512, .0749, .0919), 'multvae': (.0976, .1472, .0752, .0916),
     'ldiffrec': (.1048, .1495, .0844, .0990), 'cvga': (.1030, .1522, .0799, .0960),
 }
-# the released RLMRec framework on this 2-core CPU (REFERENCE section 9), LightGCN on book
+# the released RLMRec framework on this 2-core CPU (measured here), LightGCN on book
 REFERENCE_SECONDS = {'train_epoch': 3.03, 'validation': 3.77}
 
 

@@ -39,6 +39,53 @@ def comparisons():
                   f"{s['best_val_recall20_mean']:.4f} | {s['best_epochs']} |")
 
 
+def stops(r, arm):
+    """Final runs of an arm that early stopping ended before epoch 30 (a plateau stop)."""
+    return sum(v['stop_reason'] == 'patience' and v['stop_epoch'] < 30
+               for k, v in r['runs'].items() if k.startswith(f'final|{arm}|'))
+
+
+def protocol():
+    """bench/reproduce.py files: tuned on validation, 10 paired seeds, paired t-test."""
+    files = sorted(R.glob('protocol_*.json'))
+    rows = []
+    for f in files:
+        r = json.loads(f.read_text())
+        if 'summary' not in r:
+            continue
+        s, n = r['summary'], r['summary']['recall@20']['base']['n']
+        fmt = lambda m, arm: f"{s[m][arm]['mean']:.4f} ± {s[m][arm]['std']:.4f}"
+        rows.append(f"| {r['model']} | {r['dataset']} | {n} | `{r['chosen']['base']}` | {fmt('recall@20', 'base')} | "
+                    f"`{r['chosen']['proex']}` | {fmt('recall@20', 'proex')} | {s['recall@20']['p_paired_t']:.3g} | "
+                    f"{fmt('ndcg@20', 'base')} | {fmt('ndcg@20', 'proex')} | {s['ndcg@20']['p_paired_t']:.3g} | "
+                    f"{stops(r, 'base')} / {stops(r, 'proex')} |")
+    if not rows:
+        return
+    print('\nBase vs ProEx, each arm tuned on validation R@20 with the same budget, then the chosen '
+          'configuration with paired seeds 1..n; test mean ± std, paired t-test p; plateau stops = '
+          'runs stopped before epoch 30 (`bench/reproduce.py`, files `protocol_*.json`):\n')
+    print('| model | data | seeds | base config | base R@20 | ProEx config | ProEx R@20 | p | '
+          'base N@20 | ProEx N@20 | p | plateau stops base / ProEx |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+    print('\n'.join(rows))
+    for f in files:
+        r = json.loads(f.read_text())
+        tune = {k.split('|')[1] + ' ' + k.split('|')[2]: v['best_val_recall20']
+                for k, v in r['runs'].items() if k.startswith('tune|')}
+        print(f"\n`{f.name}` validation R@20 of every tuned configuration (seed {r['runs'] and next(iter(r['runs'])).split('|')[-1]}): "
+              + ', '.join(f'`{k.strip()}` {v:.4f}' for k, v in tune.items()))
+        s = r.get('summary', {})
+        if s.get('by_activity'):
+            b, p = s['by_activity']['base'], s['by_activity']['proex']
+            print('Test R@20 by quartile of train interactions (base → ProEx): '
+                  + ', '.join(f"{g['train_items'][0]}-{g['train_items'][1]} items {g['recall@20']:.4f} → {h['recall@20']:.4f}"
+                              for g, h in zip(b, p) if g['recall@20'] is not None))
+        if s.get('views_recall@20'):
+            print('ProEx with one profile view (test R@20, mean of the first seeds): '
+                  + ', '.join(f"view {k} {v['mean']:.4f} ± {v['std']:.4f} (n={v['n']})"
+                              for k, v in s['views_recall@20'].items()))
+
+
 def timing():
     f = R / 'timing.json'
     if not f.exists():
@@ -64,5 +111,6 @@ def timing():
 
 if __name__ == '__main__':
     book()
+    protocol()
     comparisons()
     timing()

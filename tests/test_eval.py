@@ -1,5 +1,5 @@
 """Tests of eval.py: Recall@K / NDCG@K against a brute-force reference that implements
-REFERENCE section 2 literally (plain Python, one user at a time), hand-computed cases for
+the RLMRec metric definitions literally (plain Python, one user at a time), hand-computed cases for
 each protocol rule, batching, CUDA, and EarlyStopping.
 Run: python -m pytest -q tests/test_eval.py
 """
@@ -19,7 +19,7 @@ import eval as E
 # ---------------------------------------------------------------- the reference
 
 def reference_metrics(scores, train, heldout, ks):
-    """REFERENCE section 2, literally: rank all items by score, train items removed;
+    """The RLMRec metrics, literally: rank all items by score, train items removed;
     Recall@K = hits / |G_u|; NDCG@K = DCG / IDCG with IDCG over min(K, |G_u|);
     users with no held-out item are skipped. scores: numpy [U, I]."""
     sums = {f'{m}@{k}': 0.0 for k in ks for m in ('recall', 'ndcg')}

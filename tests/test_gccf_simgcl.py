@@ -84,24 +84,36 @@ def test_simgcl_noisy_view_noise_feeds_next_layer():
     assert torch.allclose(torch.cat([z_u, z_i]), E0 + E1 + E2, atol=1e-6)
 
 
-def test_simgcl_info_nce_equals_loop():
+@pytest.mark.parametrize('chunk', [256, 2])                              # one chunk, or three
+def test_simgcl_info_nce_equals_loop(chunk):
     torch.manual_seed(4)
     z1 = torch.randn(5, 3, requires_grad=True)                             # view 1, all entities
     z2 = torch.randn(5, 3, requires_grad=True)                             # view 2, all entities
     ids = torch.tensor([0, 3, 3, 1, 4, 3])                                 # batch with repeats
     tau = 0.2
-    got = simgcl.info_nce(z1, z2, ids, tau)
+    got = 3.0 * simgcl.info_nce(z1, z2, ids, tau, chunk=chunk)             # an outer weight too
     n1, n2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     terms = []
     for b in ids.tolist():                                                 # one term per batch row
         num = torch.exp(n1[b] @ n2[b] / tau)
         den = sum(torch.exp(n1[b] @ n2[n] / tau) for n in range(5))       # over ALL of view 2
         terms.append(-torch.log(num / den))
-    expected = torch.stack(terms).mean()
+    expected = 3.0 * torch.stack(terms).mean()
     assert torch.allclose(got, expected, atol=1e-5)
     g_got = torch.autograd.grad(got, [z1, z2])
     g_exp = torch.autograd.grad(expected, [z1, z2])
     for a, b in zip(g_got, g_exp):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_simgcl_chunked_cross_entropy_matches_torch():
+    torch.manual_seed(5)
+    q, keys = torch.randn(7, 4, requires_grad=True), torch.randn(11, 4, requires_grad=True)
+    target, weight = torch.tensor([0, 3, 10, 3, 5, 6, 1]), torch.rand(7)
+    got = simgcl.ChunkedCrossEntropy.apply(q, keys, target, weight, 3)
+    want = (weight * F.cross_entropy(q @ keys.T, target, reduction='none')).sum()
+    assert torch.allclose(got, want, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(got, [q, keys]), torch.autograd.grad(want, [q, keys])):
         assert torch.allclose(a, b, atol=1e-5)
 
 

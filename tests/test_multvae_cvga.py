@@ -139,3 +139,10 @@ def test_eq11_with_beta_1_is_the_base_kl(mod):
 def test_cvga_kl_weight_flag():
     assert not cvga.parse_args([]).kl_over_batch      # paper's ELBO by default
     assert cvga.parse_args(['--kl-over-batch']).kl_over_batch
+
+
+@pytest.mark.parametrize('mod', [multvae, cvga])
+def test_kl_weight_is_the_base_knob_only(mod):
+    assert mod.parse_args(['--kl-weight', '0.2']).kl_weight == 0.2
+    with pytest.raises(SystemExit):  # with --proex the prior weight is lambda1 * beta
+        mod.parse_args(['--proex', '--kl-weight', '0.2'])
