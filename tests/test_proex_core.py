@@ -499,3 +499,21 @@ def test_select_profiles():
     for bad in ('4', '0,0', '-1'):
         with pytest.raises(ValueError):
             pc.select_profiles(bad, 4)
+
+
+def test_stack_views_pca_keeps_the_leading_directions():
+    torch.manual_seed(21)
+    basis = torch.linalg.qr(torch.randn(12, 12))[0]  # orthonormal directions of the text space
+    scale = torch.tensor([5.0, 3.0] + [0.01] * 10)  # two strong directions, ten weak ones
+    views = [(torch.randn(40, 12) * scale) @ basis.T + 1.0 for _ in range(3)]  # K = 3, n = 40
+    full = pc.stack_views(views)
+    assert full.shape == (3, 40, 12) and torch.equal(full[1], views[1])
+    low = pc.stack_views(views, profile_dim=2)  # [K, n, 2]
+    assert low.shape == (3, 40, 2)
+    centred = full.reshape(-1, 12) - full.reshape(-1, 12).mean(0)
+    # the projection keeps almost all of the variance, and distances between profile vectors
+    assert low.reshape(-1, 2).var(0).sum() / centred.var(0).sum() > 0.99
+    d_full = torch.cdist(centred[:20], centred[:20])
+    d_low = torch.cdist(low.reshape(-1, 2)[:20], low.reshape(-1, 2)[:20])
+    assert torch.allclose(d_full, d_low, atol=0.2)
+    assert low.reshape(-1, 2).var(0)[0] > low.reshape(-1, 2).var(0)[1]  # leading direction first
