@@ -1134,10 +1134,11 @@ PERMANENT_FIX = {  # HTTP status -> what the user can do about it
 }
 
 
-def request(session, ep, method, route, parse, step, **kwargs):
+def request(session, ep, method, route, parse, step, refused=None, **kwargs):
     """{method} {base_url}/{route} -> parse(response). Retries 408/409/429, 5xx, network errors and
-    bodies parse() rejects; other 4xx raise Rejected; failures that will not go away (no connection,
-    401/403/404, 429 insufficient_quota) stop the run after FAIL_FAST in a row (Fatal)."""
+    bodies parse() rejects; other 4xx, and answers refused(status, message) marks, raise Rejected;
+    failures that will not go away (no connection, 401/403/404, 429 insufficient_quota) stop the run
+    after FAIL_FAST in a row (Fatal)."""
     url = f'{ep.base_url}/{route}'
     headers = {'Authorization': f'Bearer {ep.api_key}'} if ep.api_key else {}
     reason = ''
@@ -1154,6 +1155,8 @@ def request(session, ep, method, route, parse, step, **kwargs):
                 delay = min(delay, FAIL_FAST_DELAY)
         else:
             status, message = r.status_code, error_message(r)
+            if refused and status != 200 and refused(status, message):
+                raise Rejected(redact(f'{step}: HTTP {status} from {url}: {message}', ep.api_key))
             if status == 200:
                 try:
                     result = parse(r)
@@ -1257,6 +1260,12 @@ def chat_payload(model, turn, response_format):
     return payload
 
 
+def refuses_format(status, message):
+    """A server's answer that says it does not take a schema in response_format: 400, 422 or a 5xx
+    (llama-cpp-python answers its validation error with 500) whose message names it."""
+    return (status in (400, 422) or status >= 500) and re.search(r'response_format|schema', message) is not None
+
+
 def weaker_format(ep):
     """The response_format to try after the server refused ep.response_format."""
     return 'json_object_schema' if ep.response_format == 'json_schema' else 'json_object' if ep.json_mode else None
@@ -1273,15 +1282,17 @@ def chat_fields(body):
 
 def chat(session, ep, model, turn, step, usage):
     """One chat completion -> (reply text, finish_reason) (OpenAI wire format). A server that refuses
-    the schema's response_format (HTTP 400 or 422) is asked in the next weaker form from then on."""
+    the schema's response_format (refuses_format) is asked in the next weaker form from then on."""
     response_format = ep.response_format
+    schema_sent = response_format in ('json_schema', 'json_object_schema')
     try:
         text, finish_reason, body_usage = request(session, ep, 'POST', 'chat/completions',
                                                   lambda r: chat_fields(r.json()), step,
+                                                  refused=refuses_format if schema_sent else None,
                                                   json=chat_payload(model, turn, response_format))
     except Rejected as e:
-        if response_format not in ('json_schema', 'json_object_schema') or not re.search(r'HTTP 4(00|22)', str(e)):
-            raise
+        if not schema_sent or not re.search(r'response_format|schema', str(e)):
+            raise  # refused for another reason (a too long input, ...)
         with ep.lock:
             if ep.response_format == response_format:
                 ep.response_format = weaker_format(ep)

@@ -110,11 +110,11 @@ class FakeOpenAI:
     Like small local models and llama.cpp: needs_schema=True answers off-format ({"name": "Lena"})
     unless the request carries a schema (response_format json_schema, or json_object with a schema as
     llama-cpp-python takes it), then fills that schema in (as constrained decoding does);
-    schema_400=True refuses json_schema with HTTP 400 (as llama-cpp-python does, with 422); token_level=True returns one
+    schema_400=status refuses json_schema with that HTTP status (llama-cpp-python: 500); token_level=True returns one
     vector per token (two tokens, both the text's vector, so their mean is the text's vector)."""
 
     def __init__(self, dim=16, delay=0.0, literal=False, fault_rate=0.0, seed=0, max_input_chars=None,
-                 needs_schema=False, schema_400=False, token_level=False, api_key=API_KEY):
+                 needs_schema=False, schema_400=0, token_level=False, api_key=API_KEY):
         self.dim, self.delay, self.literal, self.max_input_chars = dim, delay, literal, max_input_chars
         self.needs_schema, self.schema_400, self.token_level, self.api_key = needs_schema, schema_400, token_level, api_key
         self.fault_rate, self.rng = fault_rate, random.Random(seed)
@@ -232,7 +232,8 @@ class FakeOpenAI:
             reply = literal_reply(system, user) if self.literal else chat_reply(step_of(system), system, user)
             schema = schema_of(body.get('response_format'))
             if (body.get('response_format') or {}).get('type') == 'json_schema' and self.schema_400:
-                return 400, {'error': {'message': "'response_format.type' must be 'json_object' or 'text'"}}, None
+                return self.schema_400, {'error': {'message': "1 validation error: ('body', 'response_format', "
+                                                              "'type'): Input should be 'text' or 'json_object'"}}, None
             if self.needs_schema:
                 reply = schema_reply(schema, user) if schema else json.dumps({'name': 'Lena'})
             reply = {'not_json': 'Sure! Here are the profiles you asked for, in prose.',

@@ -48,7 +48,7 @@ def test_json_schema_lets_a_format_blind_model_complete(tmp_path, capsys):
 
 
 def test_json_schema_refused_falls_back_once(tmp_path, reference, capfd):
-    s = FakeOpenAI(dim=DIM, schema_400=True)
+    s = FakeOpenAI(dim=DIM, schema_400=400)
     try:
         folder = make_dataset(tmp_path)
         assert profiles.main(flags(s, tmp_path, '--json-schema', '--concurrency', '1')) == 0
@@ -60,14 +60,14 @@ def test_json_schema_refused_falls_back_once(tmp_path, reference, capfd):
 
 
 def test_json_schema_refused_then_the_llama_cpp_python_form(tmp_path, capfd):
-    s = FakeOpenAI(dim=DIM, needs_schema=True, schema_400=True)
+    s = FakeOpenAI(dim=DIM, needs_schema=True, schema_400=500)  # llama-cpp-python: a 500, not retried
     try:
         make_dataset(tmp_path)
         assert profiles.main(flags(s, tmp_path, '--side', 'user', '--json-schema', '--concurrency', '1')) == 0
     finally:
         s.close()
     formats = [(r['response_format'], r['status']) for r in s.requests('chat')]
-    assert formats[0] == ('json_schema', 400) and set(formats[1:]) == {('json_object', 200)}
+    assert formats[0] == ('json_schema', 500) and set(formats[1:]) == {('json_object', 200)}
     assert len(formats) == 1 + 3 * 6  # no re-ask: the schema still constrains the reply
 
 
