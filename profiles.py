@@ -280,13 +280,14 @@ class Fatal(Exception):
 
 
 def parse_reply(text):
-    """The JSON object in a reply (a ```json fence, text around it, a <think> block are tolerated)."""
+    """The JSON object in a reply (a ```json fence, text around it, a <think> block, raw line breaks
+    inside strings are tolerated)."""
     text = re.sub(r'<think>.*?</think>', '', text, flags=re.S)
     start, end = text.find('{'), text.rfind('}')
     if start < 0 or end < start:
         raise BadReply('it is not a JSON object')
     try:
-        obj = json.loads(text[start:end + 1])
+        obj = json.loads(text[start:end + 1], strict=False)  # line breaks inside strings are fine
     except ValueError:
         raise BadReply('it is not valid JSON') from None
     if not isinstance(obj, dict):

@@ -23,8 +23,9 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
 from openai_server import LlamaServer, smollm2_gguf  # noqa: E402
 
 
-def ml100k_slice(src, dst, n_users, n_items):
-    """The n_items most popular items, the n_users users with the most interactions among them."""
+def ml100k_slice(src, dst, n_users, n_items, op_chars):
+    """The n_items most popular items, the n_users users with the most interactions among them;
+    their OPs cut to op_chars characters (0: whole)."""
     mats = {name: pickle.load(open(os.path.join(src, f'{name}_mat.pkl'), 'rb')).tocsr() for name in ('trn', 'val', 'tst')}
     total = sum(mats.values())
     items = np.sort(np.argsort(-total.getnnz(axis=0), kind='stable')[:n_items])
@@ -36,7 +37,7 @@ def ml100k_slice(src, dst, n_users, n_items):
     for p, keep in (('usr', users), ('itm', items)):
         texts = json.load(open(os.path.join(src, f'{p}_prf.json')))
         with open(os.path.join(dst, f'{p}_prf.json'), 'w') as f:
-            json.dump([texts[i] for i in keep], f)
+            json.dump([texts[i][:op_chars or None] for i in keep], f)
     return {name: int(m[users][:, items].nnz) for name, m in mats.items()}
 
 
@@ -47,11 +48,12 @@ def main():
     ap.add_argument('--users', type=int, default=20)
     ap.add_argument('--items', type=int, default=20)
     ap.add_argument('--epochs', type=int, default=3)
+    ap.add_argument('--op-chars', type=int, default=0, help='cut the OPs to this many characters (0: whole)')
     ap.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results', 'profiles_local.json'))
     args = ap.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     folder = os.path.join(args.work, 'ml100k_local')
-    interactions = ml100k_slice(os.path.join(args.data_dir, 'ml100k'), folder, args.users, args.items)
+    interactions = ml100k_slice(os.path.join(args.data_dir, 'ml100k'), folder, args.users, args.items, args.op_chars)
     t0 = time.time()
     llama = LlamaServer(smollm2_gguf(), log_path=os.path.join(args.work, 'llama_server.log'))
     start_s = time.time() - t0
@@ -77,7 +79,7 @@ def main():
         commit=subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
         command=' '.join([sys.executable.rsplit('/', 1)[-1], *sys.argv]), profiles_command=' '.join(cmd[1:]),
         machine=f'{os.uname().machine}, {os.cpu_count()} cores', model=os.path.basename(smollm2_gguf()),
-        users=args.users, items=args.items, interactions=interactions, server_start_s=round(start_s, 1),
+        users=args.users, items=args.items, op_chars=args.op_chars, interactions=interactions, server_start_s=round(start_s, 1),
         exit_status=proc.returncode, seconds=round(seconds, 1), seconds_per_entity=round(seconds / n, 1),
         chat_calls=chat_calls, reasks=chat_calls - 3 * n,  # OPs given: F2, F3, F4 once each without re-asks
         fallbacks=re.findall(r'\n  fallback (.*)', proc.stdout), warnings=re.findall(r'warning: (.*)', proc.stderr),

@@ -53,6 +53,10 @@ def check(step, obj, k=4):
     return profiles.check_reply(step, obj, profiles.step_schema('user', step, k), {'op': 'op'})
 
 
+def test_parser_takes_line_breaks_inside_strings():
+    assert profiles.parse_reply('{"summarization": "two\nlines", "reasoning": "r"}')['summarization'] == 'two\nlines'
+
+
 def test_parser_takes_a_string_for_a_list_and_a_list_of_one_for_a_string():
     assert check('F3', {'latent_preferences': 'quiet evenings'}) == ['quiet evenings']
     assert check('F2', {'positive': 'x', 'negative': []}) == {'positive': ['x'], 'negative': []}
