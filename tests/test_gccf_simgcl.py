@@ -128,9 +128,11 @@ def test_simgcl_defaults_per_dataset():
 # ---------------------------------------------------------------- CLI and short runs
 
 @pytest.mark.parametrize('module', [gccf, simgcl])
-def test_unknown_flag_fails(module):
+def test_flag_prefix_is_not_taken_for_the_flag(module, capsys):
+    """allow_abbrev is off: --epoch is refused, not read as --epochs."""
     with pytest.raises(SystemExit):
-        module.parse_args(['--no-such-flag'])
+        module.parse_args(['--epoch', '1'])
+    assert 'unrecognized arguments: --epoch' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('module, epochs', [(gccf, 30), (simgcl, 5)])
