@@ -52,6 +52,9 @@ def main():
                    '--profile-dim 64 on the 1536-d views (default lightgcn)')
     p.add_argument('--wide-epochs', type=int, default=3, help='epochs per measurement on the '
                    '1536-d views (first dropped; default 3: a CPU ProEx epoch there takes ~40 s)')
+    p.add_argument('--book-models', default=None, help='models timed on book (default: --models)')
+    p.add_argument('--wide-models', default=None, help='models timed on the 1536-d views '
+                   '(default: --models)')
     p.add_argument('--device', default='cpu', help='cpu or cuda (default cpu)')
     p.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'timing.json'))
     a = p.parse_args()
@@ -60,7 +63,7 @@ def main():
               f'{torch.get_num_threads()} torch threads')
     out = {'machine': device, 'device': a.device, 'command': ' '.join(sys.argv),
            'torch': torch.__version__, 'reference_seconds': REFERENCE_SECONDS, 'book': {}, 'proex_cost': {}}
-    for m in ([] if a.skip_book else a.models.split(',')):
+    for m in ([] if a.skip_book else (a.book_models or a.models).split(',')):
         out['book'][m] = measure(m, 'book', a.data_dir, a.epochs, f'--device {a.device}')
         Path(a.out).write_text(json.dumps(out, indent=1))
     if 'lightgcn' in out['book']:
@@ -70,10 +73,11 @@ def main():
             'validation': REFERENCE_SECONDS['validation'] / lg['sec_per_eval']}
     for ds in ([] if a.skip_proex else a.cost_datasets.split(',')):
         epochs = a.wide_epochs if ds.endswith('1536') else a.epochs
-        for m in a.models.split(','):
+        wide = ds.endswith('1536')
+        for m in (a.wide_models or a.models).split(',') if wide else a.models.split(','):
             base = measure(m, ds, a.data_dir, epochs, f'--device {a.device}')
             variants = {'': '--proex'}
-            if ds.endswith('1536') and m in a.reduced_models.split(','):
+            if wide and m in a.reduced_models.split(','):
                 variants[' --profile-dim 64'] = '--proex --profile-dim 64'
             for label, flags in variants.items():
                 proex = measure(m, ds, a.data_dir, epochs, f'{flags} --device {a.device}')
