@@ -62,7 +62,7 @@ def test_killed_batch_run_resumes_from_the_recorded_batches(server, tmp_path, re
     folder = make_dataset(tmp_path)
     journal = os.path.join(folder, 'usr_prf_journal.jsonl')
     cmd = [sys.executable, os.path.join(ROOT, 'profiles.py'), *flags(server, tmp_path, '--batch-api',
-                                                                     '--poll-every', '0.5')]
+                                                                     '--poll-every', '0.25')]
     env = dict(os.environ, OPENAI_API_KEY=API_KEY)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 30
