@@ -45,6 +45,10 @@ def stops(r, arm):
                for k, v in r['runs'].items() if k.startswith(f'final|{arm}|'))
 
 
+def tune_seeds(r):
+    return {k.split('|')[-1] for k in r['runs'] if k.startswith('tune|')}
+
+
 def protocol():
     """bench/reproduce.py files: tuned on validation, 10 paired seeds, paired t-test."""
     files = sorted(R.glob('protocol_*.json'))
@@ -72,8 +76,9 @@ def protocol():
         r = json.loads(f.read_text())
         tune = {k.split('|')[1] + ' ' + k.split('|')[2]: v['best_val_recall20']
                 for k, v in r['runs'].items() if k.startswith('tune|')}
-        print(f"\n`{f.name}` validation R@20 of every tuned configuration (seed {r['runs'] and next(iter(r['runs'])).split('|')[-1]}): "
-              + ', '.join(f'`{k.strip()}` {v:.4f}' for k, v in tune.items()))
+        print(f"\n`{f.name}`:", f"validation R@20 of every tuned configuration (seed "
+              f"{next(iter(tune_seeds(r)))}): " + ', '.join(f'`{k.strip()}` {v:.4f}' for k, v in tune.items())
+              if tune else 'no tuning (one configuration per arm).')
         s = r.get('summary', {})
         if s.get('by_activity'):
             b, p = s['by_activity']['base'], s['by_activity']['proex']
