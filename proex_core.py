@@ -208,13 +208,16 @@ def env_variance(env_losses, unbiased_var=False, var_of_means=False):
     return env_losses.var(dim=0, correction=correction).mean()  # [B] -> scalar
 
 
-def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False, var_of_means=False):
+def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False, var_of_means=False,
+                    var_e=None):
     """Eq. 14: sum_e L^e + lambda2 L_reg + lambda3 Var_e(L^e), with L^e the batch mean of the
-    per-row environment losses. env_losses: [E, B] (a 1-D [E] is read as one row each)."""
+    per-row environment losses. env_losses: [E, B] (a 1-D [E] is read as one row each).
+    var_e: Var_e(L^e) when the caller has it already (env_variance with the same flags)."""
     if env_losses.dim() == 1:
         env_losses = env_losses[:, None]  # [E] -> [E, 1]
-    return (env_losses.mean(dim=1).sum() + lambda2 * l_reg
-            + lambda3 * env_variance(env_losses, unbiased_var, var_of_means))
+    if var_e is None:
+        var_e = env_variance(env_losses, unbiased_var, var_of_means)
+    return env_losses.mean(dim=1).sum() + lambda2 * l_reg + lambda3 * var_e
 
 
 def bpr_rows(z_u, z_i, z_j):
@@ -270,15 +273,15 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambd
     else:
         l_reg = contrastive_reg(c_u, tau) + contrastive_reg(c_i, tau)  # Eq. 7
     # 5) total (Eq. 14)
-    total = proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var, var_of_means)
-    return total, summary(rec, align, l_reg, env_losses, unbiased_var, var_of_means)
+    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)
+    return total, summary(rec, align, l_reg, var_e)
 
 
-def summary(rec, align, l_reg, env_losses, unbiased_var, var_of_means):
-    """The unweighted parts of Eq. 14 as detached tensors (no device sync)."""
-    with torch.no_grad():
-        return {'rec': rec.mean(dim=1).sum(), 'align': align.mean(dim=1).sum(), 'reg': l_reg.detach(),
-                'var': env_variance(env_losses, unbiased_var, var_of_means)}
+def summary(rec, align, l_reg, var_e):
+    """The unweighted parts of Eq. 14 as detached tensors (no device sync). rec, align: [E, B]."""
+    return {'rec': rec.detach().mean(dim=1).sum(), 'align': align.detach().mean(dim=1).sum(),
+            'reg': l_reg.detach(), 'var': var_e.detach()}
 
 
 def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lambda1,
@@ -313,8 +316,9 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
     env_losses = rec + lambda1 * align  # Eq. 13, L^e per user, [E, B]
     # 3) Eq. 7 over the K profile means (deterministic: no sampling noise in L_reg)
     l_reg = contrastive_reg(mu_k, tau)
-    total = proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var, var_of_means)  # Eq. 14
-    return total, summary(rec, align, l_reg, env_losses, unbiased_var, var_of_means)
+    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)  # Eq. 14
+    return total, summary(rec, align, l_reg, var_e)
 
 
 # ----------------------------------------------------------------------------
