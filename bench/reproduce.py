@@ -11,7 +11,9 @@ Steps, one result file:
             arms, so the runs pair up); mean +- std of test R@20 / N@20, a paired t-test
             (scipy.stats.ttest_rel) per metric, the runs that stopped before epoch 30 (a
             plateau stop), and test R@20 per quartile of train interactions (Fig. 12);
-  3. views  (--views) ProEx's chosen configuration with each single profile view
+  3. ablations (--ablations) ProEx's chosen configuration with each Fig. 6 switch (--no-var,
+            --no-reg, --no-align, --no-mixing), --ablation-seeds seeds, paired with ProEx's seeds;
+  4. views  (--views) ProEx's chosen configuration with each single profile view
             (--profiles k), --view-seeds seeds each, beside all views (Fig. 4(b)).
 Both arms use the model file's early-stopping rule (validation R@20 every --eval-every
 epochs, patience 20). Every run stores its command line and the git commit plus a hash of
@@ -46,15 +48,21 @@ GRIDS = {
     'multvae': {'base': ['--kl-weight 0.2', '--kl-weight 0.5', '--kl-weight 1'],
                 'proex': ['--proex --lambda1 1 --beta 0.2', '--proex --lambda1 1 --beta 0.5',
                           '--proex --lambda1 1 --beta 1']},
-    # paper defaults, one configuration per arm, the base's knob matched where it matters
-    'gccf': {'base': [''], 'proex': ['--proex']},
-    'simgcl': {'base': [''], 'proex': ['--proex']},
+    'gccf': {'base': ['--reg 1e-6', '--reg 1e-5', '--reg 1e-4'],
+             'proex': ['--proex', '--proex --lambda2 0.1', '--proex --envs 2 --alpha 0.3']},
+    'simgcl': {'base': ['--cl 0.05', '--cl 0.1', '--cl 0.2'],
+               'proex': ['--proex', '--proex --lambda2 0.1', '--proex --envs 2 --alpha 0.3']},
     # CVGA: batches of 128 users (1024 would be one step per epoch on ml100k's 943 users)
-    'cvga': {'base': ['--kl-weight 0.5 --batch 128'], 'proex': ['--proex --lambda1 1 --beta 0.5 --batch 128']},
+    'cvga': {'base': ['--kl-weight 0.2 --batch 128', '--kl-weight 0.5 --batch 128', '--kl-weight 1 --batch 128'],
+             'proex': ['--proex --lambda1 1 --beta 0.2 --batch 128', '--proex --lambda1 1 --beta 0.5 --batch 128',
+                       '--proex --lambda1 1 --beta 1 --batch 128']},
     # L-DiffRec: patience 100 in both arms (both sit on a plateau for tens of epochs)
     'ldiffrec': {'base': ['--vae-anneal-cap 0.15 --patience 100'],
                  'proex': ['--proex --lambda1 0.3 --beta 0.5 --patience 100']},
 }
+# Fig. 6 ablations, each added to ProEx's chosen configuration (one the model file refuses
+# because it would change nothing, e.g. --no-align at lambda1 = 0, is recorded as skipped)
+ABLATIONS = ['--no-var', '--no-reg', '--no-align', '--no-mixing']
 SOURCES = ['data.py', 'eval.py', 'proex_core.py']
 
 
@@ -90,11 +98,12 @@ def run(mod, argv, store, key, version):
     return keep
 
 
-def paired(a_runs, b_runs, metric):
+def paired(a_runs, b_runs, metric, names=('base', 'proex')):
+    """Mean +- std of each arm, the difference b - a, and a paired t-test over the seeds."""
     a = [r['test'][metric] for r in a_runs]
     b = [r['test'][metric] for r in b_runs]
     p = stats.ttest_rel(b, a).pvalue if len(a) > 1 else None
-    return {'base': mean_std(a), 'proex': mean_std(b), 'diff': statistics.mean(b) - statistics.mean(a),
+    return {names[0]: mean_std(a), names[1]: mean_std(b), 'diff': statistics.mean(b) - statistics.mean(a),
             'p_paired_t': None if p is None or np.isnan(p) else float(p)}
 
 
@@ -128,6 +137,11 @@ def main():
     p.add_argument('--views', action='store_true', help='also ProEx with each single view (Fig. 4b)')
     p.add_argument('--view-seeds', type=int, default=3, help='seeds per single-view run (default 3)')
     p.add_argument('--view-list', default='0,1,2,3', help='the single views of --views (default 0,1,2,3)')
+    p.add_argument('--ablations', action='store_true', help="also ProEx's chosen configuration "
+                   'with each Fig. 6 ablation switch')
+    p.add_argument('--ablation-seeds', type=int, default=5, help='seeds per ablation (default 5)')
+    p.add_argument('--base-config', help='no tuning of the base arm: these flags (e.g. "--kl-weight 0.2")')
+    p.add_argument('--proex-config', help='no tuning of the ProEx arm: these flags (e.g. "--proex --beta 1")')
     p.add_argument('--defaults', action='store_true', help='no tuning: each arm at the model '
                    "file's defaults (base '', ProEx '--proex')")
     p.add_argument('--threads', type=int, default=1, help='torch threads per run (default 1)')
@@ -137,7 +151,13 @@ def main():
     a = p.parse_args()
     mod = importlib.import_module(a.model)
     version = code_version(a.model)
-    grids = {'base': [''], 'proex': ['--proex']} if a.defaults else GRIDS[a.model]
+    grids = {'base': [''], 'proex': ['--proex']} if a.defaults else dict(GRIDS[a.model])
+    for arm, cfg in (('base', a.base_config), ('proex', a.proex_config)):
+        if cfg is not None:
+            grids[arm] = [cfg]
+    if (a.ablations and a.ablation_seeds > a.seeds) or (a.views and a.view_seeds > a.seeds):
+        raise SystemExit('error: --ablation-seeds and --view-seeds pair with the final seeds; '
+                         'they must not exceed --seeds')
     store = {'runs': {}}
     if Path(a.out).exists():
         store = json.loads(Path(a.out).read_text())
@@ -181,7 +201,24 @@ def main():
     store['summary']['plateau_stops'] = {arm: plateau_stops(runs) for arm, runs in final.items()}
     store['summary']['by_activity'] = {arm: by_activity(runs) for arm, runs in final.items()}
     save()
-    # 3) single views (Fig. 4b)
+    # 3) Fig. 6 ablations, paired with ProEx's final runs of the same seeds
+    if a.ablations:
+        n = a.ablation_seeds
+        ablations = {}
+        for flag in ABLATIONS:
+            try:
+                mod.parse_args(common + chosen['proex'].split() + [flag])
+            except SystemExit:
+                ablations[flag] = f'skipped: {chosen["proex"]!r} already runs without it'
+                continue
+            runs = [run(mod, common + chosen['proex'].split() + [flag, '--seed', str(s)], store,
+                        f'ablation|{flag}|{s}', version) for s in range(1, n + 1)]
+            save()
+            ablations[flag] = {m: paired(final['proex'][:n], runs, m, ('proex', 'ablation'))
+                               for m in ('recall@20', 'ndcg@20')}
+        store['summary']['ablations'] = ablations
+        save()
+    # 4) single views (Fig. 4b)
     if a.views:
         views = {}
         for k in a.view_list.split(','):
