@@ -2,15 +2,17 @@
 Leveraging Large Language Model with Profile Extrapolation for Recommendation").
 
 What this file holds, top to bottom:
-  1. where datasets live (`--data-dir`, else $PROEX_DATA, else ./data) and the
-     download of the public RLMRec archive (book / yelp / steam);
-  2. a safe loader for the official pickles (`*_mat.pkl`, `*_emb_np*.pkl`);
-  3. `load_dataset`: the three splits plus the K profile-embedding views per side,
-     checked for shape and finiteness, with errors that name the file and the fix;
+  1. `Dataset` and `load_dataset` (what every model calls): the three splits plus the
+     K profile-embedding views per side, checked for shape and finiteness, with errors
+     that name the file and the fix;
+  2. BPR batches (one uniform negative per training interaction, re-drawn every epoch),
+     and the user batches and dense rows of the generative models;
+  3. the normalised bipartite adjacency as a torch sparse CSR tensor, and a sparse
+     product whose backward reuses a precomputed transpose (fast on CPU);
   4. `synthetic`: an offline dataset with planted structure and K = 4 profile views;
-  5. BPR batches (one uniform negative per training interaction, re-drawn every epoch);
-  6. the normalised bipartite adjacency as a torch sparse CSR tensor, and a sparse
-     product whose backward reuses a precomputed transpose (fast on CPU).
+  5. where datasets live (`--data-dir`, else $PROEX_DATA, else ./data) and the
+     download of the public RLMRec archive (book / yelp / steam);
+  6. a safe loader for the official pickles (`*_mat.pkl`, `*_emb_np*.pkl`).
 
     python data.py --dataset ml100k --data-dir ../shared/datasets   # prints a summary
 """
@@ -44,7 +46,349 @@ class DataError(Exception):
 
 
 # ---------------------------------------------------------------------------
-# 1. data root and download
+# 1. the dataset: splits + K profile views per side
+# ---------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    name: str
+    train: sp.csr_matrix          # [n_users, n_items] binary
+    val: sp.csr_matrix
+    test: sp.csr_matrix
+    usr_prf: list = field(default_factory=list)  # K arrays [n_users, d_s] (view 0 = OP)
+    itm_prf: list = field(default_factory=list)  # K arrays [n_items, d_s]
+
+    @property
+    def n_users(self):
+        return self.train.shape[0]
+
+    @property
+    def n_items(self):
+        return self.train.shape[1]
+
+    def summary(self):
+        k = len(self.usr_prf)
+        views = f', K={k} profile views of dim {self.usr_prf[0].shape[1]}' if k else ', no profiles'
+        return (f'{self.name}: {self.n_users} users, {self.n_items} items, train/val/test '
+                f'{self.train.nnz}/{self.val.nnz}/{self.test.nnz}{views}')
+
+
+def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, download_ok=True):
+    """Load a dataset by name. profiles=True also loads the K profile views per side
+    (an error lists what is missing). Any folder under the data root loads by its name."""
+    if name == 'synthetic':
+        return select_views(make_synthetic(seed), views)
+    if name in ('synthetic-book', 'synthetic-book-1536'):  # Amazon-Book's size (11,000 x 9,332,
+        # ~120k train) for cost benchmarks; -1536: views as wide as text-embedding-ada-002's
+        d_s = 1536 if name.endswith('1536') else 64
+        return select_views(make_synthetic(seed, n_users=11000, n_items=9332, per_user=18, d_s=d_s),
+                            views)
+    root = data_root(data_dir)
+    folder = root / FOLDERS.get(name, name)
+    splits = [folder / f'{s}_mat.pkl' for s in SPLITS]
+    check_splits_together(folder, splits)
+    fetched = False
+    if not splits[0].exists():
+        if name in ('book', 'yelp', 'steam') and download_ok:
+            print(f'{folder} has no trn_mat.pkl: fetching the RLMRec archive into {root}')
+            fetch_rlmrec(root, url=RLMREC_URL)  # the constant as it is now, not at import
+            fetched = True
+        if not splits[0].exists():
+            why = (f' (the archive {RLMREC_URL} has no complete {folder.name}/ with '
+                   f'{", ".join(f.name for f in splits)})' if fetched else '')
+            raise DataError(f'{splits[0]} not found{why}; pass --data-dir (or set '
+                            f'PROEX_DATA) to the folder that holds {folder.name}/, or use '
+                            f'--dataset synthetic for an offline run')
+    train, val, test = (load_matrix(f) for f in splits)
+    if train.nnz == 0:
+        raise DataError(f'{splits[0]}: no interactions (shape {train.shape}), nothing to train '
+                        f'on; regenerate the split')
+    for s, m in (('val', val), ('tst', test)):
+        if m.shape != train.shape:
+            raise DataError(f'{folder / (s + "_mat.pkl")}: shape {m.shape} differs from '
+                            f'trn_mat.pkl {train.shape}; all splits must index the same '
+                            f'users and items')
+    data = Dataset(name, train, val, test)
+    if profiles:  # name every missing file of both sides in one error
+        check_profile_files(profile_files(folder, 'usr', views) + profile_files(folder, 'itm', views))
+        data.usr_prf = load_profiles(folder, 'usr', train.shape[0], views)
+        data.itm_prf = load_profiles(folder, 'itm', train.shape[1], views)
+        n_u, n_i = len(data.usr_prf), len(data.itm_prf)
+        if n_u != n_i:  # view k of users is mixed with view k of items (Eq. 8)
+            short = 'itm' if n_i < n_u else 'usr'
+            raise DataError(f'{folder}: {n_u} user views but {n_i} item views; view k of one '
+                            f'side is paired with view k of the other, so add '
+                            f'{emb_files(folder, short, max(n_u, n_i))[min(n_u, n_i)]} or use '
+                            f'the common views with --profiles '
+                            f'{",".join(map(str, range(min(n_u, n_i))))}')
+        if data.usr_prf[0].shape[1] != data.itm_prf[0].shape[1]:
+            raise DataError(f'{folder}: user and item embeddings differ in width; embed both '
+                            f'sides with the same model')
+    return data
+
+
+def check_splits_together(folder, splits):
+    """trn/val/tst come together: a folder with some but not all of them is an error that
+    names the missing files (it would otherwise look loadable and block the download)."""
+    have = [f.exists() for f in splits]
+    if any(have) and not all(have):
+        missing = ', '.join(str(f) for f, h in zip(splits, have) if not h)
+        raise DataError(f'{folder} holds only part of a dataset, missing: {missing}; add them, '
+                        f'or remove the split files left there (book/yelp/steam are then '
+                        f'downloaded again)')
+
+
+def load_matrix(path):
+    m = safe_load(path)
+    if not sp.issparse(m) or m.ndim != 2:
+        raise DataError(f'{path}: expected a 2-D scipy.sparse matrix, got {type(m).__name__}; '
+                        f'the file must be a pickled scipy.sparse (users x items) matrix')
+    m = sp.csr_matrix(m)
+    if not np.isfinite(m.data).all():
+        raise DataError(f'{path}: contains NaN or infinite values; regenerate the split')
+    m = sp.csr_matrix(m != 0, dtype=np.float32)  # binarise: a non-zero is an interaction
+    m.sort_indices()
+    return m
+
+
+def emb_files(folder, side, K=None):
+    """Official names: usr_emb_np.pkl (OP), usr_emb_np_1.pkl, ... (NPs); likewise itm_."""
+    names = [f'{side}_emb_np.pkl'] + [f'{side}_emb_np_{k}.pkl' for k in range(1, (K or 99))]
+    if K is None:  # as many views as exist, consecutively from the OP
+        n = 0
+        while n < len(names) and (Path(folder) / names[n]).exists():
+            n += 1
+        names = names[:max(n, 1)]
+    return [Path(folder) / n for n in names]
+
+
+def profile_files(folder, side, views=None):
+    """The embedding files of one side: views = list of view indices (0 = OP, k = NP #k),
+    None = all present."""
+    if views is None:
+        return emb_files(folder, side)
+    files = emb_files(folder, side, K=max(views) + 1)
+    return [files[v] for v in views]
+
+
+def check_profile_files(files):
+    """A DataError listing every missing file (pass both sides' files at once)."""
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise DataError(
+            'ProEx needs the profile embeddings, missing: ' + ', '.join(missing) + '.\n'
+            'Get them (1) from the ProEx release (Google Drive folders linked from the '
+            'BlueGhostYi/ProRec README) into that folder, or (2) generate them with '
+            '`python profiles.py --dataset <name> ...` against a chat-completions endpoint.')
+
+
+def load_profiles(folder, side, n_rows, views=None):
+    """K profile-embedding views of one side, each [n_rows, d_s] float32.
+    views: list of view indices to keep (0 = OP, k = NP #k), None = all present."""
+    files = profile_files(folder, side, views)
+    check_profile_files(files)
+    out = []
+    for f in files:
+        a = safe_load(f)
+        if not isinstance(a, np.ndarray) or a.ndim != 2:
+            raise DataError(f'{f}: expected a 2-D numpy array [n, d_s], got '
+                            f'{type(a).__name__} {getattr(a, "shape", "")}')
+        if a.shape[0] != n_rows:
+            raise DataError(f'{f}: has {a.shape[0]} rows but the interaction matrices have '
+                            f'{n_rows} {side == "usr" and "users" or "items"}; the embeddings '
+                            f'belong to another split or dataset: regenerate them for this one')
+        if not np.isfinite(a).all():
+            raise DataError(f'{f}: contains NaN or infinite values; regenerate those rows')
+        with np.errstate(over='ignore'):
+            a32 = a.astype(np.float32)
+        if not np.isfinite(a32).all():  # e.g. 1e300 in float64 is inf in float32
+            raise DataError(f'{f}: values beyond the float32 range (largest magnitude '
+                            f'{np.abs(a).max():.3g}); the models train in float32: rescale or '
+                            f'regenerate the embeddings')
+        out.append(a32)
+    if len({a.shape[1] for a in out}) > 1:
+        raise DataError(f'{folder}: {side} views have different widths '
+                        f'{[a.shape[1] for a in out]}; embed every view with one model')
+    return out
+
+
+def select_views(data, views):
+    """Keep profile views `views` (list of indices, 0 = OP) of an already loaded dataset."""
+    if views is None:
+        return data
+    K = len(data.usr_prf)
+    if max(views) >= K:
+        raise DataError(f'{data.name}: asked for views {views} but only {K} exist')
+    return Dataset(data.name, data.train, data.val, data.test,
+                   [data.usr_prf[v] for v in views], [data.itm_prf[v] for v in views])
+
+
+def parse_views(spec):
+    """--profiles: 'all' -> None (every view present), '0,3' -> [0, 3] (0 = OP, k = NP #k)."""
+    if spec is None or spec == 'all':
+        return None
+    try:
+        views = [int(v) for v in spec.split(',')]
+    except ValueError:
+        raise SystemExit(f"error: --profiles {spec!r}: expected 'all' or indices like '0,3'")
+    if min(views) < 0 or len(set(views)) != len(views):
+        raise SystemExit(f'error: --profiles {spec!r}: need distinct indices >= 0')
+    return views
+
+
+# ---------------------------------------------------------------------------
+# 2. BPR training batches
+# ---------------------------------------------------------------------------
+def sample_negatives(train, users, rng):
+    """One item per row of `users`, uniform over all items, rejected only against the
+    user's train items (vectorised: redraw just the rejected entries)."""
+    n_items = train.shape[1]
+    full = np.flatnonzero(np.diff(train.indptr) >= n_items)  # no item left to draw
+    if np.isin(users, full).any():
+        raise DataError(f'users {full[:10].tolist()} have every item in train, so no negative '
+                        f'exists for them; drop them from the dataset')
+    neg = rng.integers(0, n_items, size=len(users))
+    todo = np.arange(len(users))
+    while len(todo):
+        bad = _in_train(train, users[todo], neg[todo])
+        todo = todo[bad]
+        neg[todo] = rng.integers(0, n_items, size=len(todo))
+    return neg
+
+
+def _in_train(train, users, items):
+    """Boolean [n]: is (users[n], items[n]) a train interaction?"""
+    if not train.has_sorted_indices:  # the binary search below needs sorted rows
+        train = train.sorted_indices()
+    keys = users.astype(np.int64) * train.shape[1] + items
+    coo_keys = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr)) \
+        * train.shape[1] + train.indices
+    pos = np.searchsorted(coo_keys, keys)
+    return coo_keys[np.minimum(pos, len(coo_keys) - 1)] == keys
+
+
+def bpr_batches(train, batch_size, rng):
+    """One epoch of (users, pos, neg) LongTensor batches over all train interactions in
+    random order; negatives are drawn anew on every call (i.e. every epoch)."""
+    users = np.repeat(np.arange(train.shape[0]), np.diff(train.indptr))
+    pos = train.indices.astype(np.int64)
+    order = rng.permutation(len(users))
+    users, pos = users[order], pos[order]
+    neg = sample_negatives(train, users, rng)
+    for s in range(0, len(users), batch_size):
+        yield (torch.from_numpy(users[s:s + batch_size]), torch.from_numpy(pos[s:s + batch_size]),
+               torch.from_numpy(neg[s:s + batch_size]))
+
+
+def user_batches(n_users, batch_size, rng):
+    """Shuffled user-id batches for the generative models (batches of users)."""
+    order = torch.from_numpy(rng.permutation(n_users))
+    return [order[s:s + batch_size] for s in range(0, n_users, batch_size)]
+
+
+def dense_rows(mat, users, device='cpu'):
+    """Rows `users` of a scipy CSR matrix as a dense float tensor [B, n_items]."""
+    return torch.from_numpy(mat[users.numpy()].toarray()).to(device)
+
+
+# ---------------------------------------------------------------------------
+# 3. the normalised bipartite adjacency and a sparse product with a fast backward
+# ---------------------------------------------------------------------------
+def norm_adj(train, self_loops=False, device='cpu'):
+    """A = [[0, R], [R^T, 0]] of size (U+I)^2.
+    self_loops=False: A_hat = D^-1/2 A D^-1/2 (LightGCN, SimGCL); zero-degree rows -> 0.
+    self_loops=True:  (D+I)^-1/2 (A+I) (D+I)^-1/2 (GCCF).
+    Returns a torch sparse CSR tensor (symmetric, so it is its own transpose)."""
+    U, I = train.shape
+    R = sp.csr_matrix(train, dtype=np.float32)
+    A = sp.bmat([[None, R], [R.T, None]], format='csr', dtype=np.float32)
+    if self_loops:
+        A = A + sp.identity(U + I, dtype=np.float32, format='csr')
+    deg = np.asarray(A.sum(1)).ravel()
+    d = np.zeros_like(deg)
+    d[deg > 0] = deg[deg > 0] ** -0.5
+    A_hat = sp.diags(d) @ A @ sp.diags(d)
+    return to_torch_csr(sp.csr_matrix(A_hat, dtype=np.float32), device)
+
+
+def to_torch_csr(m, device='cpu'):
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    return torch.sparse_csr_tensor(torch.from_numpy(m.indptr).long(), torch.from_numpy(m.indices).long(),
+                                   torch.from_numpy(m.data), size=m.shape,
+                                   check_invariants=False).to(device)
+
+
+def transpose_perm(A):
+    """For a CSR tensor A with a symmetric pattern: the permutation p of its values such
+    that A^T = CSR(same crow/col, values[p]). Lets a masked copy of A (edge dropout)
+    be transposed by indexing, without building a new matrix."""
+    crow, col = A.crow_indices().cpu().numpy(), A.col_indices().cpu().numpy()
+    row = np.repeat(np.arange(len(crow) - 1), np.diff(crow))
+    key_t = col.astype(np.int64) * A.shape[0] + row          # (col,row) of each entry
+    key = row.astype(np.int64) * A.shape[0] + col            # sorted: CSR order
+    return torch.from_numpy(np.searchsorted(key, key_t)).to(A.device)
+
+
+def with_values(A, values):
+    """A CSR tensor with A's pattern and new values."""
+    return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values, size=A.shape,
+                                   check_invariants=False)
+
+
+class SpMM(torch.autograd.Function):
+    """y = A @ X with backward dX = A^T @ dy computed from a given A^T. torch's own
+    backward of a sparse product is the slow part of a CPU epoch (measured on a 2-core CPU);
+    for the symmetric A_hat, A^T is A itself."""
+
+    @staticmethod
+    def forward(ctx, A, A_t, X):
+        ctx.A_t = A_t
+        return A @ X
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None, None, ctx.A_t @ dy
+
+
+def spmm(A, X, A_t=None):
+    """A @ X, differentiable in X; pass A_t when A is not symmetric."""
+    return SpMM.apply(A, A if A_t is None else A_t, X)
+
+
+# ---------------------------------------------------------------------------
+# 4. synthetic: planted structure, K = 4 views of different quality
+# ---------------------------------------------------------------------------
+def make_synthetic(seed=2023, n_users=3000, n_items=2000, r=16, per_user=20, d_s=64):
+    """Users and items carry latent factors [*, r]; each user interacts with `per_user`
+    items drawn by softmax(user . item) plus popularity, split 3:1:1 per user.
+    Profile views: three informative ones (a fixed random projection of the latent
+    factors plus noise of std 0.5, 1.0, 2.0) and one misleading view (the projection
+    of a random other entity's factors). Generated in well under 2 s."""
+    rng = np.random.default_rng(seed)
+    P = rng.normal(size=(n_users, r)).astype(np.float32)                 # user factors
+    Q = rng.normal(size=(n_items, r)).astype(np.float32)                 # item factors
+    pop = rng.normal(scale=1.0, size=n_items).astype(np.float32)         # item popularity
+    logits = P @ Q.T / np.sqrt(r) * 3.0 + pop                            # [U, I]
+    gumbel = -np.log(-np.log(rng.uniform(size=logits.shape).astype(np.float32) + 1e-12) + 1e-12)
+    items = np.argpartition(-(logits + gumbel), per_user, axis=1)[:, :per_user]  # sample w/o repl.
+    perm = rng.permuted(np.tile(np.arange(per_user), (n_users, 1)), axis=1)
+    part = np.where(perm < per_user * 3 // 5, 0, np.where(perm < per_user * 4 // 5, 1, 2))
+    rows = np.repeat(np.arange(n_users), per_user)
+    mats = [sp.csr_matrix((np.ones(int((part == s).sum()), np.float32),
+                           (rows[part.ravel() == s], items.ravel()[part.ravel() == s])),
+                          shape=(n_users, n_items)) for s in range(3)]
+    W = (rng.normal(size=(r, d_s)) / np.sqrt(r)).astype(np.float32)     # "text encoder"
+
+    def views(F):
+        out = [F @ W + rng.normal(scale=s, size=(len(F), d_s)).astype(np.float32)
+               for s in (0.5, 1.0, 2.0)]
+        out.append(F[rng.permutation(len(F))] @ W)                        # misleading view
+        return out
+    return Dataset('synthetic', *mats, usr_prf=views(P), itm_prf=views(Q))
+
+
+# ---------------------------------------------------------------------------
+# 5. data root and download
 # ---------------------------------------------------------------------------
 def data_root(data_dir=None):
     """--data-dir, else the environment variable PROEX_DATA, else ./data."""
@@ -153,7 +497,7 @@ def _move_complete_split(src, target):
 
 
 # ---------------------------------------------------------------------------
-# 2. a pickle loader that only builds sparse matrices, arrays and containers
+# 6. a pickle loader that only builds sparse matrices, arrays and containers
 # ---------------------------------------------------------------------------
 class _SafeUnpickler(pickle.Unpickler):
     """pickle runs code on load; allow only what the official files contain."""
@@ -186,348 +530,6 @@ def safe_load(path):
     except Exception as e:
         raise DataError(f'{path}: not a valid data pickle ({type(e).__name__}: {e}); '
                         f're-download it or regenerate it') from e
-
-
-# ---------------------------------------------------------------------------
-# 3. the dataset: splits + K profile views per side
-# ---------------------------------------------------------------------------
-@dataclass
-class Dataset:
-    name: str
-    train: sp.csr_matrix          # [n_users, n_items] binary
-    val: sp.csr_matrix
-    test: sp.csr_matrix
-    usr_prf: list = field(default_factory=list)  # K arrays [n_users, d_s] (view 0 = OP)
-    itm_prf: list = field(default_factory=list)  # K arrays [n_items, d_s]
-
-    @property
-    def n_users(self):
-        return self.train.shape[0]
-
-    @property
-    def n_items(self):
-        return self.train.shape[1]
-
-    def summary(self):
-        k = len(self.usr_prf)
-        views = f', K={k} profile views of dim {self.usr_prf[0].shape[1]}' if k else ', no profiles'
-        return (f'{self.name}: {self.n_users} users, {self.n_items} items, train/val/test '
-                f'{self.train.nnz}/{self.val.nnz}/{self.test.nnz}{views}')
-
-
-def load_matrix(path):
-    m = safe_load(path)
-    if not sp.issparse(m) or m.ndim != 2:
-        raise DataError(f'{path}: expected a 2-D scipy.sparse matrix, got {type(m).__name__}; '
-                        f'the file must be a pickled scipy.sparse (users x items) matrix')
-    m = sp.csr_matrix(m)
-    if not np.isfinite(m.data).all():
-        raise DataError(f'{path}: contains NaN or infinite values; regenerate the split')
-    m = sp.csr_matrix(m != 0, dtype=np.float32)  # binarise: a non-zero is an interaction
-    m.sort_indices()
-    return m
-
-
-def emb_files(folder, side, K=None):
-    """Official names: usr_emb_np.pkl (OP), usr_emb_np_1.pkl, ... (NPs); likewise itm_."""
-    names = [f'{side}_emb_np.pkl'] + [f'{side}_emb_np_{k}.pkl' for k in range(1, (K or 99))]
-    if K is None:  # as many views as exist, consecutively from the OP
-        n = 0
-        while n < len(names) and (Path(folder) / names[n]).exists():
-            n += 1
-        names = names[:max(n, 1)]
-    return [Path(folder) / n for n in names]
-
-
-def profile_files(folder, side, views=None):
-    """The embedding files of one side: views = list of view indices (0 = OP, k = NP #k),
-    None = all present."""
-    if views is None:
-        return emb_files(folder, side)
-    files = emb_files(folder, side, K=max(views) + 1)
-    return [files[v] for v in views]
-
-
-def check_profile_files(files):
-    """A DataError listing every missing file (pass both sides' files at once)."""
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        raise DataError(
-            'ProEx needs the profile embeddings, missing: ' + ', '.join(missing) + '.\n'
-            'Get them (1) from the ProEx release (Google Drive folders linked from the '
-            'BlueGhostYi/ProRec README) into that folder, or (2) generate them with '
-            '`python profiles.py --dataset <name> ...` against a chat-completions endpoint.')
-
-
-def load_profiles(folder, side, n_rows, views=None):
-    """K profile-embedding views of one side, each [n_rows, d_s] float32.
-    views: list of view indices to keep (0 = OP, k = NP #k), None = all present."""
-    files = profile_files(folder, side, views)
-    check_profile_files(files)
-    out = []
-    for f in files:
-        a = safe_load(f)
-        if not isinstance(a, np.ndarray) or a.ndim != 2:
-            raise DataError(f'{f}: expected a 2-D numpy array [n, d_s], got '
-                            f'{type(a).__name__} {getattr(a, "shape", "")}')
-        if a.shape[0] != n_rows:
-            raise DataError(f'{f}: has {a.shape[0]} rows but the interaction matrices have '
-                            f'{n_rows} {side == "usr" and "users" or "items"}; the embeddings '
-                            f'belong to another split or dataset: regenerate them for this one')
-        if not np.isfinite(a).all():
-            raise DataError(f'{f}: contains NaN or infinite values; regenerate those rows')
-        with np.errstate(over='ignore'):
-            a32 = a.astype(np.float32)
-        if not np.isfinite(a32).all():  # e.g. 1e300 in float64 is inf in float32
-            raise DataError(f'{f}: values beyond the float32 range (largest magnitude '
-                            f'{np.abs(a).max():.3g}); the models train in float32: rescale or '
-                            f'regenerate the embeddings')
-        out.append(a32)
-    if len({a.shape[1] for a in out}) > 1:
-        raise DataError(f'{folder}: {side} views have different widths '
-                        f'{[a.shape[1] for a in out]}; embed every view with one model')
-    return out
-
-
-def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, download_ok=True):
-    """Load a dataset by name. profiles=True also loads the K profile views per side
-    (an error lists what is missing). Any folder under the data root loads by its name."""
-    if name == 'synthetic':
-        return select_views(make_synthetic(seed), views)
-    if name in ('synthetic-book', 'synthetic-book-1536'):  # Amazon-Book's size (11,000 x 9,332,
-        # ~120k train) for cost benchmarks; -1536: views as wide as text-embedding-ada-002's
-        d_s = 1536 if name.endswith('1536') else 64
-        return select_views(make_synthetic(seed, n_users=11000, n_items=9332, per_user=18, d_s=d_s),
-                            views)
-    root = data_root(data_dir)
-    folder = root / FOLDERS.get(name, name)
-    splits = [folder / f'{s}_mat.pkl' for s in SPLITS]
-    check_splits_together(folder, splits)
-    fetched = False
-    if not splits[0].exists():
-        if name in ('book', 'yelp', 'steam') and download_ok:
-            print(f'{folder} has no trn_mat.pkl: fetching the RLMRec archive into {root}')
-            fetch_rlmrec(root, url=RLMREC_URL)  # the constant as it is now, not at import
-            fetched = True
-        if not splits[0].exists():
-            why = (f' (the archive {RLMREC_URL} has no complete {folder.name}/ with '
-                   f'{", ".join(f.name for f in splits)})' if fetched else '')
-            raise DataError(f'{splits[0]} not found{why}; pass --data-dir (or set '
-                            f'PROEX_DATA) to the folder that holds {folder.name}/, or use '
-                            f'--dataset synthetic for an offline run')
-    train, val, test = (load_matrix(f) for f in splits)
-    if train.nnz == 0:
-        raise DataError(f'{splits[0]}: no interactions (shape {train.shape}), nothing to train '
-                        f'on; regenerate the split')
-    for s, m in (('val', val), ('tst', test)):
-        if m.shape != train.shape:
-            raise DataError(f'{folder / (s + "_mat.pkl")}: shape {m.shape} differs from '
-                            f'trn_mat.pkl {train.shape}; all splits must index the same '
-                            f'users and items')
-    data = Dataset(name, train, val, test)
-    if profiles:  # name every missing file of both sides in one error
-        check_profile_files(profile_files(folder, 'usr', views) + profile_files(folder, 'itm', views))
-        data.usr_prf = load_profiles(folder, 'usr', train.shape[0], views)
-        data.itm_prf = load_profiles(folder, 'itm', train.shape[1], views)
-        n_u, n_i = len(data.usr_prf), len(data.itm_prf)
-        if n_u != n_i:  # view k of users is mixed with view k of items (Eq. 8)
-            short = 'itm' if n_i < n_u else 'usr'
-            raise DataError(f'{folder}: {n_u} user views but {n_i} item views; view k of one '
-                            f'side is paired with view k of the other, so add '
-                            f'{emb_files(folder, short, max(n_u, n_i))[min(n_u, n_i)]} or use '
-                            f'the common views with --profiles '
-                            f'{",".join(map(str, range(min(n_u, n_i))))}')
-        if data.usr_prf[0].shape[1] != data.itm_prf[0].shape[1]:
-            raise DataError(f'{folder}: user and item embeddings differ in width; embed both '
-                            f'sides with the same model')
-    return data
-
-
-def check_splits_together(folder, splits):
-    """trn/val/tst come together: a folder with some but not all of them is an error that
-    names the missing files (it would otherwise look loadable and block the download)."""
-    have = [f.exists() for f in splits]
-    if any(have) and not all(have):
-        missing = ', '.join(str(f) for f, h in zip(splits, have) if not h)
-        raise DataError(f'{folder} holds only part of a dataset, missing: {missing}; add them, '
-                        f'or remove the split files left there (book/yelp/steam are then '
-                        f'downloaded again)')
-
-
-def parse_views(spec):
-    """--profiles: 'all' -> None (every view present), '0,3' -> [0, 3] (0 = OP, k = NP #k)."""
-    if spec is None or spec == 'all':
-        return None
-    try:
-        views = [int(v) for v in spec.split(',')]
-    except ValueError:
-        raise SystemExit(f"error: --profiles {spec!r}: expected 'all' or indices like '0,3'")
-    if min(views) < 0 or len(set(views)) != len(views):
-        raise SystemExit(f'error: --profiles {spec!r}: need distinct indices >= 0')
-    return views
-
-
-def select_views(data, views):
-    """Keep profile views `views` (list of indices, 0 = OP) of an already loaded dataset."""
-    if views is None:
-        return data
-    K = len(data.usr_prf)
-    if max(views) >= K:
-        raise DataError(f'{data.name}: asked for views {views} but only {K} exist')
-    return Dataset(data.name, data.train, data.val, data.test,
-                   [data.usr_prf[v] for v in views], [data.itm_prf[v] for v in views])
-
-
-# ---------------------------------------------------------------------------
-# 4. synthetic: planted structure, K = 4 views of different quality
-# ---------------------------------------------------------------------------
-def make_synthetic(seed=2023, n_users=3000, n_items=2000, r=16, per_user=20, d_s=64):
-    """Users and items carry latent factors [*, r]; each user interacts with `per_user`
-    items drawn by softmax(user . item) plus popularity, split 3:1:1 per user.
-    Profile views: three informative ones (a fixed random projection of the latent
-    factors plus noise of std 0.5, 1.0, 2.0) and one misleading view (the projection
-    of a random other entity's factors). Generated in well under 2 s."""
-    rng = np.random.default_rng(seed)
-    P = rng.normal(size=(n_users, r)).astype(np.float32)                 # user factors
-    Q = rng.normal(size=(n_items, r)).astype(np.float32)                 # item factors
-    pop = rng.normal(scale=1.0, size=n_items).astype(np.float32)         # item popularity
-    logits = P @ Q.T / np.sqrt(r) * 3.0 + pop                            # [U, I]
-    gumbel = -np.log(-np.log(rng.uniform(size=logits.shape).astype(np.float32) + 1e-12) + 1e-12)
-    items = np.argpartition(-(logits + gumbel), per_user, axis=1)[:, :per_user]  # sample w/o repl.
-    perm = rng.permuted(np.tile(np.arange(per_user), (n_users, 1)), axis=1)
-    part = np.where(perm < per_user * 3 // 5, 0, np.where(perm < per_user * 4 // 5, 1, 2))
-    rows = np.repeat(np.arange(n_users), per_user)
-    mats = [sp.csr_matrix((np.ones(int((part == s).sum()), np.float32),
-                           (rows[part.ravel() == s], items.ravel()[part.ravel() == s])),
-                          shape=(n_users, n_items)) for s in range(3)]
-    W = (rng.normal(size=(r, d_s)) / np.sqrt(r)).astype(np.float32)     # "text encoder"
-
-    def views(F):
-        out = [F @ W + rng.normal(scale=s, size=(len(F), d_s)).astype(np.float32)
-               for s in (0.5, 1.0, 2.0)]
-        out.append(F[rng.permutation(len(F))] @ W)                        # misleading view
-        return out
-    return Dataset('synthetic', *mats, usr_prf=views(P), itm_prf=views(Q))
-
-
-# ---------------------------------------------------------------------------
-# 5. BPR training batches
-# ---------------------------------------------------------------------------
-def sample_negatives(train, users, rng):
-    """One item per row of `users`, uniform over all items, rejected only against the
-    user's train items (vectorised: redraw just the rejected entries)."""
-    n_items = train.shape[1]
-    full = np.flatnonzero(np.diff(train.indptr) >= n_items)  # no item left to draw
-    if np.isin(users, full).any():
-        raise DataError(f'users {full[:10].tolist()} have every item in train, so no negative '
-                        f'exists for them; drop them from the dataset')
-    neg = rng.integers(0, n_items, size=len(users))
-    todo = np.arange(len(users))
-    while len(todo):
-        bad = _in_train(train, users[todo], neg[todo])
-        todo = todo[bad]
-        neg[todo] = rng.integers(0, n_items, size=len(todo))
-    return neg
-
-
-def _in_train(train, users, items):
-    """Boolean [n]: is (users[n], items[n]) a train interaction?"""
-    if not train.has_sorted_indices:  # the binary search below needs sorted rows
-        train = train.sorted_indices()
-    keys = users.astype(np.int64) * train.shape[1] + items
-    coo_keys = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr)) \
-        * train.shape[1] + train.indices
-    pos = np.searchsorted(coo_keys, keys)
-    return coo_keys[np.minimum(pos, len(coo_keys) - 1)] == keys
-
-
-def bpr_batches(train, batch_size, rng):
-    """One epoch of (users, pos, neg) LongTensor batches over all train interactions in
-    random order; negatives are drawn anew on every call (i.e. every epoch)."""
-    users = np.repeat(np.arange(train.shape[0]), np.diff(train.indptr))
-    pos = train.indices.astype(np.int64)
-    order = rng.permutation(len(users))
-    users, pos = users[order], pos[order]
-    neg = sample_negatives(train, users, rng)
-    for s in range(0, len(users), batch_size):
-        yield (torch.from_numpy(users[s:s + batch_size]), torch.from_numpy(pos[s:s + batch_size]),
-               torch.from_numpy(neg[s:s + batch_size]))
-
-
-def user_batches(n_users, batch_size, rng):
-    """Shuffled user-id batches for the generative models (batches of users)."""
-    order = torch.from_numpy(rng.permutation(n_users))
-    return [order[s:s + batch_size] for s in range(0, n_users, batch_size)]
-
-
-def dense_rows(mat, users, device='cpu'):
-    """Rows `users` of a scipy CSR matrix as a dense float tensor [B, n_items]."""
-    return torch.from_numpy(mat[users.numpy()].toarray()).to(device)
-
-
-# ---------------------------------------------------------------------------
-# 6. the normalised bipartite adjacency and a sparse product with a fast backward
-# ---------------------------------------------------------------------------
-def norm_adj(train, self_loops=False, device='cpu'):
-    """A = [[0, R], [R^T, 0]] of size (U+I)^2.
-    self_loops=False: A_hat = D^-1/2 A D^-1/2 (LightGCN, SimGCL); zero-degree rows -> 0.
-    self_loops=True:  (D+I)^-1/2 (A+I) (D+I)^-1/2 (GCCF).
-    Returns a torch sparse CSR tensor (symmetric, so it is its own transpose)."""
-    U, I = train.shape
-    R = sp.csr_matrix(train, dtype=np.float32)
-    A = sp.bmat([[None, R], [R.T, None]], format='csr', dtype=np.float32)
-    if self_loops:
-        A = A + sp.identity(U + I, dtype=np.float32, format='csr')
-    deg = np.asarray(A.sum(1)).ravel()
-    d = np.zeros_like(deg)
-    d[deg > 0] = deg[deg > 0] ** -0.5
-    A_hat = sp.diags(d) @ A @ sp.diags(d)
-    return to_torch_csr(sp.csr_matrix(A_hat, dtype=np.float32), device)
-
-
-def to_torch_csr(m, device='cpu'):
-    m = sp.csr_matrix(m)
-    m.sort_indices()
-    return torch.sparse_csr_tensor(torch.from_numpy(m.indptr).long(), torch.from_numpy(m.indices).long(),
-                                   torch.from_numpy(m.data), size=m.shape,
-                                   check_invariants=False).to(device)
-
-
-def transpose_perm(A):
-    """For a CSR tensor A with a symmetric pattern: the permutation p of its values such
-    that A^T = CSR(same crow/col, values[p]). Lets a masked copy of A (edge dropout)
-    be transposed by indexing, without building a new matrix."""
-    crow, col = A.crow_indices().cpu().numpy(), A.col_indices().cpu().numpy()
-    row = np.repeat(np.arange(len(crow) - 1), np.diff(crow))
-    key_t = col.astype(np.int64) * A.shape[0] + row          # (col,row) of each entry
-    key = row.astype(np.int64) * A.shape[0] + col            # sorted: CSR order
-    return torch.from_numpy(np.searchsorted(key, key_t)).to(A.device)
-
-
-def with_values(A, values):
-    """A CSR tensor with A's pattern and new values."""
-    return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values, size=A.shape,
-                                   check_invariants=False)
-
-
-class SpMM(torch.autograd.Function):
-    """y = A @ X with backward dX = A^T @ dy computed from a given A^T. torch's own
-    backward of a sparse product is the slow part of a CPU epoch (measured on a 2-core CPU);
-    for the symmetric A_hat, A^T is A itself."""
-
-    @staticmethod
-    def forward(ctx, A, A_t, X):
-        ctx.A_t = A_t
-        return A @ X
-
-    @staticmethod
-    def backward(ctx, dy):
-        return None, None, ctx.A_t @ dy
-
-
-def spmm(A, X, A_t=None):
-    """A @ X, differentiable in X; pass A_t when A is not symmetric."""
-    return SpMM.apply(A, A if A_t is None else A_t, X)
 
 
 if __name__ == '__main__':
