@@ -324,9 +324,28 @@ def check_schema(obj, schema):
             for key, spec in schema['properties'].items()}
 
 
+def copied_placeholder(fields, schema):
+    """The first <placeholder> of the format shown_format prints for this schema that the reply's
+    fields repeat (anywhere in a text, numbered or not, any case), or None."""
+    shown = [s for v in json.loads(shown_format(schema)).values() for s in (v if isinstance(v, list) else [v])]
+    names = {re.sub(r'\s+\d+$', '', s[1:-1]) for s in shown}  # '<new profile 2>' -> 'new profile'
+    pattern = re.compile(r'<\s*(?:%s)(?:\s+\d+)?\s*>' % '|'.join(r'\s+'.join(map(re.escape, n.split()))
+                                                              for n in sorted(names)), re.I)
+    for value in fields.values():
+        for text in value if isinstance(value, list) else [value]:
+            found = pattern.search(text)
+            if found:
+                return found.group(0)
+    return None
+
+
 def check_reply(step, obj, schema, state):
-    """A step's result from its reply: the schema's fields, then what a schema cannot say."""
+    """A step's result from its reply: the schema's fields, then what a schema cannot say
+    (a copied placeholder of the shown format is no answer)."""
     fields = check_schema(obj, schema)
+    copied = copied_placeholder(fields, schema)
+    if copied:
+        raise BadReply(f'it repeats the placeholder {copied} of the format instead of text of your own')
     if step == 'F1':
         return fields['summarization']
     if step == 'F2':

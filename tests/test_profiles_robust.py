@@ -28,13 +28,16 @@ def load(folder, name):
 
 @pytest.mark.parametrize('k', [2, 4, 6])
 @pytest.mark.parametrize('side', ['user', 'item'])
-def test_every_shown_format_is_valid_json_and_passes_its_check(side, k):
+def test_every_shown_format_is_valid_json_with_its_fields_but_no_answer(side, k):
     for step in ('F1', 'F2', 'F3', 'F4'):
         shown = profiles.system_prompt(side, step, k).rsplit('\n', 1)[-1]
         obj = json.loads(shown)  # raises if the format is not JSON
-        value = profiles.check_reply(step, obj, profiles.step_schema(side, step, k), {'op': 'the original profile'})
+        schema = profiles.step_schema(side, step, k)
+        fields = profiles.check_schema(obj, schema)  # the fields the schema asks for ...
         if step == 'F4':
-            assert len(value) == k - 1
+            assert len(fields['profiles']) == k - 1
+        with pytest.raises(profiles.BadReply, match='placeholder <'):  # ... but placeholders, not an answer
+            profiles.check_reply(step, obj, schema, {'op': 'the original profile'})
 
 
 def test_server_that_copies_the_shown_format_completes(tmp_path):
@@ -74,6 +77,72 @@ def test_prompts_follow_the_paper():
     everything = ' '.join(profiles.system_prompt(side, step, 4) for side in ('user', 'item')
                           for step in ('F1', 'F2', 'F3', 'F4'))
     assert 'second person' not in everything and 'only what the profile supports' not in everything
+
+
+def test_placeholder_copies_are_found_numbered_cased_or_inside_a_text():
+    with pytest.raises(profiles.BadReply, match='placeholder <new profile 1>'):
+        check('F4', {'profiles': ['<new profile 1>', '<new profile 2>', '<new profile 3>']})
+    for copied in ('<New Profile 7>', 'A fan of quiet films. <new  profile>', '< new profile 2 >'):
+        with pytest.raises(profiles.BadReply, match='placeholder'):
+            check('F4', {'profiles': ['a', 'b', copied]})
+    with pytest.raises(profiles.BadReply, match='placeholder <at most two sentences>'):
+        check('F1', {'summarization': 'a profile', 'reasoning': '<at most two sentences>'})
+    with pytest.raises(profiles.BadReply, match='placeholder <aspect>'):
+        check('F2', {'positive': ['comedies'], 'negative': ['<aspect>']})
+    # angle brackets that are no placeholder of the step's own format are text
+    assert check('F4', {'profiles': ['<<OP 1>> a', '<aspect> b', 'new profile 1 c']}) == \
+        ['<<OP 1>> a', '<aspect> b', 'new profile 1 c']
+
+
+class PlaceholderServer(FakeOpenAI):
+    """The loopback server, where fault kind 'placeholder' answers a chat request with the format its
+    system prompt shows, copied as it stands (what small models do)."""
+
+    def answer(self, route, body, fault):
+        if fault and fault['kind'] == 'placeholder':
+            shown = body['messages'][0]['content'].rstrip().rsplit('\n', 1)[-1]
+            usage = {'prompt_tokens': 10, 'completion_tokens': 5, 'total_tokens': 15}
+            return 200, {'object': 'chat.completion', 'model': body['model'], 'usage': usage,
+                         'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': shown},
+                                      'finish_reason': 'stop'}]}, None
+        return super().answer(route, body, fault)
+
+
+def test_placeholder_reply_is_asked_again_and_the_next_reply_is_used(tmp_path, reference):
+    s = PlaceholderServer(dim=DIM)
+    try:
+        folder = make_dataset(tmp_path)
+        s.fault('placeholder', 'chat', times=1, step='F4', match='<<u003>>')
+        s.fault('placeholder', 'chat', times=1, step='F2', match='<<i001>>')
+        assert profiles.main(flags(s, tmp_path, '--max-reasks', '1')) == 0
+    finally:
+        s.close()
+    assert all(f['times'] == 0 for f in s.faults)
+    for match, step in (('<<u003>>', 'F4'), ('<<i001>>', 'F2')):
+        asked = [r for r in s.requests('chat') if r['step'] == step and match in r['text']]
+        assert [r['n_messages'] for r in asked] == [2, 4]  # the placeholder reply, then the re-ask
+    assert read_outputs(folder) == reference  # the reply after the re-ask is used, as without the copy
+    records = journal_records(os.path.join(folder, 'usr_prf_journal.jsonl'))
+    assert [r['usage']['chat_calls'] for r in records if r['id'] == 3] == [4]
+    assert all(r['status'] == 'done' for r in records)
+
+
+def test_server_that_always_answers_placeholders_ends_in_the_fallback(tmp_path, capsys):
+    s = PlaceholderServer(dim=DIM)
+    try:
+        folder = make_dataset(tmp_path)
+        s.fault('placeholder', 'chat', times=-1, step='F4', match='<<u002>>')
+        assert profiles.main(flags(s, tmp_path, '--side', 'user', '--max-reasks', '2')) == 3
+    finally:
+        s.close()
+    asked = [r for r in s.requests('chat') if r['step'] == 'F4' and '<<u002>>' in r['text']]
+    assert [r['n_messages'] for r in asked] == [2, 4, 4]  # first try and the two re-asks
+    ops = load(folder, 'usr_prf.json')
+    nps = [load(folder, f'usr_prf_{k}.json') for k in (1, 2, 3)]
+    assert all(t[2] == ops[2] for t in nps)  # the NPs of user 2 fall back to its OP
+    assert not any('<new profile' in t[i] for t in nps for i in range(6))
+    assert 'fallback user 2: F4: no usable reply in 3 tries, last: it repeats the placeholder <new profile 1>' \
+        in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- fallbacks
