@@ -5,18 +5,21 @@
 Trains `<model>.py` with its book defaults (early stop on validation Recall@20,
 patience 20, test once with the best parameters) for each seed, and writes
 bench/results/<model>_book.json: every run's full result (history, seconds per epoch
-and per evaluation), the mean over seeds, and the paper's row for comparison.
+and per evaluation), the mean over seeds, and the paper's row for comparison, with the git
+commit (and whether tracked files were modified) and the command line.
 """
 import argparse
 import importlib
 import json
 import os
+import shlex
 import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from eval import git_state  # noqa: E402
 
 PAPER = {  # Table 1, Amazon-Book, base rows (mean of 10 seeds): R@10 R@20 N@10 N@20
     'gccf': (.0872, .1343, .0653, .0807), 'lightgcn': (.0915, .1411, .0694, .0856),
@@ -36,6 +39,7 @@ def main():
     p.add_argument('--extra', default='', help='extra flags passed to the model, e.g. "--threads 2"')
     p.add_argument('--out', default=None, help='default: bench/results/<model>_book.json')
     a = p.parse_args()
+    code = git_state()  # the code that runs, taken before the first run
     mod = importlib.import_module(a.model)
     runs = []
     for seed in [int(s) for s in a.seeds.split(',')]:
@@ -45,7 +49,8 @@ def main():
     mean = {k: statistics.mean(r['test'][k] for r in runs) for k in keys}
     sec_epoch = statistics.median(r['sec_per_epoch'] for r in runs)
     sec_eval = statistics.median(r['sec_per_eval'] for r in runs)
-    out = {'model': a.model, 'dataset': 'book', 'seeds': a.seeds, 'extra': a.extra, 'test_mean': mean,
+    out = {'model': a.model, 'dataset': 'book', 'seeds': a.seeds, 'extra': a.extra, 'git': code,
+           'command': shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv]), 'test_mean': mean,
            'paper': dict(zip(keys, PAPER[a.model])), 'sec_per_epoch': sec_epoch,
            'sec_per_eval': sec_eval, 'best_epochs': [r['best_epoch'] for r in runs], 'runs': runs}
     if a.model == 'lightgcn':

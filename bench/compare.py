@@ -6,12 +6,15 @@
 A variant is a name from VARIANTS (or `name=flags` for your own, e.g. "l2=--proex --lambda2 0.1").
 Every run trains with early stopping on validation Recall@20 and tests once with the best
 parameters; the result file keeps every run (history included), so the validation curves
-behind each mean can be plotted. Seeds default to 2023,2024,2025.
+behind each mean can be plotted. Seeds default to 2023,2024,2025. Each cell records the git
+commit (and whether tracked files were modified) and the command line that produced it: a
+resumed file can hold cells of several invocations.
 """
 import argparse
 import importlib
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from eval import git_state  # noqa: E402
 
 VARIANTS = {  # paper Fig. 6 ablations are relative to --proex
     'base': '', 'proex': '--proex', 'released': '--proex --released',
@@ -51,7 +55,10 @@ def main():
     a = p.parse_args()
     variants = dict(v.split('=', 1) if '=' in v else (v, VARIANTS[v]) for v in a.variants.split(','))
     seeds = [int(s) for s in a.seeds.split(',')]
-    out = {'dataset': a.dataset, 'seeds': seeds, 'variants': variants, 'extra': a.extra, 'results': {}}
+    # the code that runs (commit, tracked files modified) and this command line, before the first run
+    code, command = git_state(), shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])
+    out = {'dataset': a.dataset, 'seeds': seeds, 'variants': variants, 'extra': a.extra,
+           'git': code, 'command': command, 'results': {}}  # the invocation that wrote last
     if Path(a.out).exists():  # resume: keep finished cells
         out['results'] = json.loads(Path(a.out).read_text()).get('results', {})
     for m in a.models.split(','):
@@ -65,7 +72,7 @@ def main():
                 argv = ['--dataset', a.dataset, '--data-dir', a.data_dir, '--seed', str(s)]
                 runs.append(mod.main(mod.parse_args(argv + flags.split() + a.extra.split())))
             out['results'][key] = {'flags': flags, 'summary': summarise(runs), 'runs': runs,
-                                   'wall_s': time.time() - t0}
+                                   'wall_s': time.time() - t0, 'git': code, 'command': command}
             Path(a.out).write_text(json.dumps(out, indent=1))  # after every cell: nothing lost
             s = out['results'][key]['summary']
             print(f"== {key}: R@20 {s['recall@20']['mean']:.4f} +- {s['recall@20']['std']:.4f}"

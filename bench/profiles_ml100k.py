@@ -7,7 +7,8 @@ all requests: 429, 500, a cut JSON body, a TCP reset mid-body, a reply that is n
 by max_tokens, a reply without usage, a missing embedding. Outputs go to --work (never the repo).
 
 Run: python bench/profiles_ml100k.py --data-dir ../shared/datasets --epochs 3
-Writes bench/results/profiles_ml100k.json (git commit and command line included).
+Writes bench/results/profiles_ml100k.json (git commit, whether tracked files were modified, and
+the command line included).
 """
 import argparse
 import json
@@ -21,6 +22,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+from eval import git_state  # noqa: E402
 from openai_server import API_KEY, FakeOpenAI  # noqa: E402
 
 
@@ -44,6 +46,7 @@ def main():
     ap.add_argument('--epochs', type=int, default=3, help='LightGCN + ProEx epochs on the result')
     ap.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results', 'profiles_ml100k.json'))
     args = ap.parse_args()
+    code = git_state()  # commit and dirty flag of the code that runs, taken at the start
 
     src = os.path.join(args.data_dir, 'ml100k')
     folder = os.path.join(args.work, 'ml100k')
@@ -85,7 +88,7 @@ def main():
     trained = json.load(open(train_out)) if t_status == 0 else t_output[-2000:]
 
     result = dict(
-        commit=subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        git=code,
         command=' '.join([sys.executable.rsplit('/', 1)[-1], *sys.argv]), profiles_command=' '.join(cmd[1:]),
         machine=f'{os.uname().machine}, {os.cpu_count()} cores', fault_rate=args.fault_rate, dim=args.dim,
         entities=sum(n.values()), first_run=first, retry_fallbacks_run=retry, file_bytes=sizes,

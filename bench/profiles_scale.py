@@ -7,7 +7,8 @@ on it as a child process: it streams the journal, writes the K-1 text files and 
 pickles and the cosine report, and sends no request. Reports the child's peak memory, its time and
 the sizes on disk. Scratch files go to --work (about 2.7 GB at the defaults; deleted at the end).
 
-Run: python bench/profiles_scale.py --data-dir ../shared/datasets   (writes bench/results/profiles_scale.json)
+Run: python bench/profiles_scale.py --data-dir ../shared/datasets   (writes bench/results/profiles_scale.json,
+git commit, whether tracked files were modified, and the command line included)
 """
 import argparse
 import json
@@ -23,6 +24,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import profiles  # noqa: E402
+from eval import git_state  # noqa: E402
 
 
 def text(rng, chars):
@@ -90,6 +92,7 @@ def main():
     ap.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', os.path.join(ROOT, '..', 'shared', 'datasets')))
     ap.add_argument('--out', default=os.path.join(ROOT, 'bench', 'results', 'profiles_scale.json'))
     args = ap.parse_args()
+    code = git_state()  # commit and dirty flag of the code that runs, taken at the start
     peaks = running_peaks([int(x) for x in args.limits.split(',')], args.dim, args.data_dir, args.work)
     folder = os.path.join(args.work, 'scale')
     shutil.rmtree(args.work, ignore_errors=True)
@@ -104,7 +107,7 @@ def main():
     peak = max(int(x) for x in re.findall(r'peak memory (\d+) MB', proc.stdout))  # the child's own VmHWM
     sizes = {name: os.path.getsize(os.path.join(folder, name)) for name in sorted(os.listdir(folder))}
     result = dict(
-        commit=subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        git=code,
         command=' '.join([sys.executable.rsplit('/', 1)[-1], *sys.argv]), profiles_command=' '.join(flags),
         machine=f'{os.uname().machine}, {os.cpu_count()} cores', n=args.n, K=4, dim=args.dim,
         op_chars=args.op_chars, build_seconds=round(built, 1), exit_status=proc.returncode,

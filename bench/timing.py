@@ -8,8 +8,8 @@
    (synthetic at Amazon-Book's size, K = 4 views of 64-d: book itself has no profile files
    here), `ml100k` (the real K = 4 views of 384-d) and `synthetic-book-1536` (the paper's
    width, text-embedding-ada-002), the last also with `--profile-dim 64` (--reduced-models).
-Writes bench/results/timing.json (the device named; --out for another file). Run it with
-nothing else on the machine.
+Writes bench/results/timing.json (the device, the git commit and the command line named; --out
+for another file). Run it with nothing else on the machine.
 """
 import argparse
 import importlib
@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from book import RLMREC_SECONDS  # HKUDS/RLMRec's framework, LightGCN, book, this CPU
+from eval import git_state  # noqa: E402
 
 
 def measure(model, dataset, data_dir, epochs, flags=''):
@@ -61,7 +62,7 @@ def main():
     device = (torch.cuda.get_device_name(0) if a.device.startswith('cuda') else
               f'CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
               f'{torch.get_num_threads()} torch threads')
-    out = {'machine': device, 'device': a.device, 'command': ' '.join(sys.argv),
+    out = {'machine': device, 'device': a.device, 'command': ' '.join(sys.argv), 'git': git_state(),
            'torch': torch.__version__, 'rlmrec_seconds': RLMREC_SECONDS, 'book': {}, 'proex_cost': {}}
     for m in ([] if a.skip_book else (a.book_models or a.models).split(',')):
         out['book'][m] = measure(m, 'book', a.data_dir, a.epochs, f'--device {a.device}')
