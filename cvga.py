@@ -19,6 +19,7 @@ term becomes the alignment of Eq. 11 inside Eq. 14 (proex_core.py); prediction a
 of the K profile means to mu (Alg. 2).
 """
 import argparse
+import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,8 +28,7 @@ import torch.nn as nn
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, start_run
-from multvae import kl_to_prior, multinomial_nll, reparameterize  # the same VAE loss pieces
+from eval import TrainLog, add_train_args, start_run
 
 # per-dataset defaults: dropout as Mult-VAE (RLMRec configs); other datasets: book's
 DATASET_DEFAULTS = {
@@ -100,29 +100,34 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device, rng, data = start_run(args)
+    device, rng = start_run(args)                                        # device, threads, seeds
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=D.parse_views(args.profiles), seed=args.seed)
     R_hat = normalized_R(data.train)                                       # scipy CSR [U, I]
     model = CVGA(data.n_items, args.dim, args.dropout).to(device)
     agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600,
                               profile_dim=args.profile_dim).to(device) \
         if args.proex else None
-    params = list(model.parameters()) + (list(agg.parameters()) if agg else [])
-    opt = torch.optim.Adam(params, lr=args.lr)
+    modules = nn.ModuleList([model] + ([agg] if agg else []))
+    opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
     def train_epoch(epoch):
+        modules.train()
         total, n = 0.0, 0
         for u in D.user_batches(data.n_users, args.batch, rng):
             x = D.dense_rows(data.train, u, device)                        # [B, I] binary
             mu, logvar = model.encode(D.dense_rows(R_hat, u, device))      # [B, d] each
             if agg is None:
-                z = reparameterize(mu, logvar)                             # [B, d]
+                z = P.reparameterize(mu, logvar)                           # [B, d]
                 kl_weight = args.kl_weight / (len(u) if args.kl_over_batch else 1)  # official: 1/B
-                loss = multinomial_nll(model.decode(z), x).mean() + kl_weight * kl_to_prior(mu, logvar)
+                loss = P.multinomial_nll(model.decode(z), x).mean() + kl_weight * P.kl_to_prior(mu, logvar)
             else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (prior weight lambda1 * beta)
                 mu_k, var_k = agg(u.to(device))                            # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
-                    lambda z: multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
-                    **P.generative_kwargs(args))
+                    lambda z: P.multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
+                    envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
+                    lambda1=args.lambda1, lambda2=args.lambda2, lambda3=args.lambda3,
+                    **P.switches(args, generative=True))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -130,6 +135,7 @@ def main(args):
         return float(total) / n
 
     def make_score_fn():
+        modules.eval()
         def score(users):                                                  # no dropout: eval()
             z, _ = model.encode(D.dense_rows(R_hat, users.cpu(), device))  # z = mu, [B, d]
             if agg is not None:                                            # Alg. 2: + the mean
@@ -137,8 +143,16 @@ def main(args):
             return model.decode(z)                                         # [B, I]
         return score
 
-    return fit(model if agg is None else nn.ModuleList([model, agg]),
-                train_epoch, make_score_fn, data, args, device)
+    # the protocol: validate every --eval-every epochs, stop after --patience epochs without a
+    # better validation Recall@20, test once with the best parameters (eval.TrainLog)
+    log = TrainLog(args, data, device)
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.time()
+        loss = train_epoch(epoch)
+        validate = make_score_fn if epoch % args.eval_every == 0 else None
+        if log.epoch(epoch, loss, time.time() - t0, modules, validate):
+            break
+    return log.test(modules, make_score_fn)
 
 
 # Where --proex follows the paper's wording rather than the authors' DMRec code (the closest

@@ -4,8 +4,9 @@
   recall_ndcg   Recall@K and NDCG@K of one batch of ranked lists (pure function)
   evaluate      all users of a split, batched so memory stays bounded, CPU or CUDA
   EarlyStopping validation Recall@20, strict improvement, keeps the best parameters
-  fit           the loop every model file runs: train an epoch, validate, stop, test once
-  add_train_args / pick_device / write_result   the CLI and output pieces they share
+  TrainLog      around each model file's epoch loop: progress line, validation, early
+                stopping, why it stopped, the test split once, the result file
+  add_train_args / start_run / write_result   the CLI, device/seed and output pieces they share
   int_range / float_range / out_file / device_name   argparse types that refuse bad values
                 with one `error:` line naming the flag (used by every model's parse_args)
 
@@ -219,18 +220,12 @@ def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=1):
 
 
 def start_run(args):
-    """The first steps of every model's main(): device, CPU threads, seeds, the dataset
-    (with its profile views when --proex), and one echo of the resolved configuration.
-    Returns (device, numpy Generator for the samplers, data.Dataset)."""
+    """The first steps of every model's main(): the device, the CPU threads and the seeds.
+    Returns (device, a numpy Generator for the samplers)."""
     device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rng = seed_all(args.seed)
-    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
-                          views=D.parse_views(args.profiles), seed=args.seed)
-    print(data.summary())
-    print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
-    return device, rng, data
+    return device, seed_all(args.seed)
 
 
 def pick_device(name):
@@ -247,73 +242,93 @@ def pick_device(name):
     return torch.device(name)
 
 
-def fit(model, train_epoch, make_score_fn, data, args, device):
-    """The protocol every model runs (paper appendix A.3; RLMRec's trainer):
-      1. train one epoch: train_epoch(epoch) -> mean loss (a float);
-      2. every `eval_every` epochs, validation Recall@20 with make_score_fn() -> score_fn;
-      3. stop after `patience` epochs without strict improvement (or at --epochs, or at a
-         non-finite loss); keep the best parameters;
-      4. evaluate the test split once, with the best parameters.
-    Prints one line per epoch and why it stopped, writes the result dict to --out (if given)
-    and returns it. A non-finite loss raises Diverged after the result is written."""
-    t_start, code = time.time(), git_state()
-    check_item_count(data.train.shape[1], (10, 20))      # before training, not at the first eval
-    stop, history = EarlyStopping(args.patience), []
-    reason, detail, epoch = 'max epochs', f'reached --epochs {args.epochs}', 0
-    for epoch in range(1, args.epochs + 1):
-        t0 = time.time()
-        model.train()
-        loss = train_epoch(epoch)
+class TrainLog:
+    """The bookkeeping of the protocol around a model file's epoch loop (paper appendix A.3;
+    RLMRec's trainer), the loop itself stays in the model file:
+
+        log = TrainLog(args, data, device)
+        for epoch in range(1, args.epochs + 1):
+            t0 = time.time()
+            loss = train_epoch(epoch)
+            if log.epoch(epoch, loss, time.time() - t0, modules, make_score_fn if validate else None):
+                break
+        result = log.test(modules, make_score_fn)
+
+    epoch(): one history record and one progress line; validation Recall@20 when given a
+    make_score_fn; early stopping after `patience` epochs without a strict improvement,
+    keeping the best parameters; True when training should stop (patience spent, or a
+    non-finite loss). test(): the best parameters, the test split once (also per
+    activity quartile, Fig. 12), the result dict written to --out and returned; a non-finite
+    loss raises Diverged after the result is written."""
+
+    def __init__(self, args, data, device):
+        check_item_count(data.train.shape[1], (10, 20))  # before training, not at the first eval
+        self.args, self.data, self.device = args, data, device
+        self.t_start, self.code = time.time(), git_state()
+        self.stop, self.history, self.last = EarlyStopping(args.patience), [], 0
+        self.reason, self.detail = 'max epochs', f'reached --epochs {args.epochs}'
+        print(data.summary())
+        print('config:', ' '.join(f'{k}={v}' for k, v in vars(args).items()))
+
+    def epoch(self, epoch, loss, train_s, modules, make_score_fn=None):
+        self.last = epoch
         if not np.isfinite(loss):
-            reason, detail = 'non-finite loss', (f'the loss was {loss} at epoch {epoch}; lower '
-                                                 f'--lr (or the loss weights) or check the inputs')
-            break
-        rec = {'epoch': epoch, 'loss': loss, 'train_s': time.time() - t0}
-        if epoch % args.eval_every == 0:
+            self.reason, self.detail = 'non-finite loss', (
+                f'the loss was {loss} at epoch {epoch}; lower --lr (or the loss weights) or '
+                f'check the inputs')
+            return True
+        rec, stop, done = {'epoch': epoch, 'loss': loss, 'train_s': train_s}, self.stop, False
+        if make_score_fn is not None:                          # validation Recall@20
             t1 = time.time()
-            model.eval()
-            val = evaluate(make_score_fn(), data.train, data.val, ks=(20,), device=device)
+            modules.eval()
+            val = evaluate(make_score_fn(), self.data.train, self.data.val, ks=(20,),
+                           device=self.device)
             rec.update(val_recall20=val['recall@20'], eval_s=time.time() - t1)
-            done = stop.step(epoch, val['recall@20'], model)
+            done = stop.step(epoch, val['recall@20'], modules)
         val_txt = f"{rec['val_recall20']:.4f}" if 'eval_s' in rec else '  -   '  # not evaluated
         eval_txt = f" {rec['eval_s']:.2f}s eval" if 'eval_s' in rec else ''
         best_txt = f'{stop.best:.4f} @ {stop.best_epoch}' if stop.best_epoch else '-'
         print(f"epoch {epoch:4d} | loss {loss:.4f} | val R@20 {val_txt} | best {best_txt} | "
-              f"{rec['train_s']:.2f}s train{eval_txt}", flush=True)
-        history.append(rec)
-        if epoch % args.eval_every == 0 and done:
-            reason, detail = 'patience', (f'no strict improvement of validation R@20 for '
-                                          f'{args.patience} epochs after epoch {stop.best_epoch}')
-            break
-    print(f'stopped at epoch {epoch} ({reason}): {detail}')
-    if stop.best_state is not None:
-        model.load_state_dict(stop.best_state)
-    model.eval()
-    test = test_s = by_group = None
-    if reason != 'non-finite loss' or stop.best_state is not None:  # never test a diverged model
-        t1 = time.time()
-        test, users, values = evaluate(make_score_fn(), data.train, data.test, ks=(10, 20),
-                                       device=device, per_user=True)
-        by_group = by_activity(data.train, users, values)                 # Fig. 12 view
-        test_s = time.time() - t1
-    chosen = (f'best epoch {stop.best_epoch} (val R@20 {stop.best:.4f})' if stop.best_epoch else
-              'no validation ran (--epochs below --eval-every): the last parameters')
-    if test is not None:
-        print(f"{chosen} | test "
-              + ' '.join(f'{k} {v:.4f}' for k, v in test.items()) + f' | {test_s:.2f}s')
-    result = {'config': vars(args), 'dataset': data.summary(), 'device': str(device),
-            'torch_threads': torch.get_num_threads(), 'history': history,
-            'best_epoch': stop.best_epoch, 'best_val_recall20': stop.best, 'test': test,
-            'sec_per_epoch': statistics.median([h['train_s'] for h in history]) if history else None,
-            'sec_per_eval': statistics.median([h['eval_s'] for h in history if 'eval_s' in h] or [0]),
-            'stop_reason': reason, 'stop_epoch': epoch, 'stop_detail': detail,
-            'test_by_activity': by_group, 'test_eval_s': test_s, 'wall_s': time.time() - t_start,  # fit: train + validate + test
-            'versions': versions(), 'git': code, 'argv': list(sys.argv)}
-    write_result(result, getattr(args, 'out', None))
-    if reason == 'non-finite loss':
-        saved = f' (result written to {args.out})' if getattr(args, 'out', None) else ''
-        raise Diverged(f'training diverged: {detail}{saved}')
-    return result
+              f"{train_s:.2f}s train{eval_txt}", flush=True)
+        self.history.append(rec)
+        if done:
+            self.reason, self.detail = 'patience', (
+                f'no strict improvement of validation R@20 for {self.args.patience} epochs '
+                f'after epoch {stop.best_epoch}')
+        return done
+
+    def test(self, modules, make_score_fn):
+        args, data, stop, history = self.args, self.data, self.stop, self.history
+        print(f'stopped at epoch {self.last} ({self.reason}): {self.detail}')
+        if stop.best_state is not None:
+            modules.load_state_dict(stop.best_state)
+        modules.eval()
+        test = test_s = by_group = None
+        if self.reason != 'non-finite loss' or stop.best_state is not None:  # never a diverged model
+            t1 = time.time()
+            test, users, values = evaluate(make_score_fn(), data.train, data.test, ks=(10, 20),
+                                           device=self.device, per_user=True)
+            by_group = by_activity(data.train, users, values)                 # Fig. 12 view
+            test_s = time.time() - t1
+        chosen = (f'best epoch {stop.best_epoch} (val R@20 {stop.best:.4f})' if stop.best_epoch else
+                  'no validation ran (--epochs below --eval-every): the last parameters')
+        if test is not None:
+            print(f"{chosen} | test "
+                  + ' '.join(f'{k} {v:.4f}' for k, v in test.items()) + f' | {test_s:.2f}s')
+        result = {'config': vars(args), 'dataset': data.summary(), 'device': str(self.device),
+                  'torch_threads': torch.get_num_threads(), 'history': history,
+                  'best_epoch': stop.best_epoch, 'best_val_recall20': stop.best, 'test': test,
+                  'sec_per_epoch': statistics.median([h['train_s'] for h in history]) if history else None,
+                  'sec_per_eval': statistics.median([h['eval_s'] for h in history if 'eval_s' in h] or [0]),
+                  'stop_reason': self.reason, 'stop_epoch': self.last, 'stop_detail': self.detail,
+                  'test_by_activity': by_group, 'test_eval_s': test_s,
+                  'wall_s': time.time() - self.t_start,  # train + validate + test
+                  'versions': versions(), 'git': self.code, 'argv': list(sys.argv)}
+        write_result(result, getattr(args, 'out', None))
+        if self.reason == 'non-finite loss':
+            saved = f' (result written to {args.out})' if getattr(args, 'out', None) else ''
+            raise Diverged(f'training diverged: {self.detail}{saved}')
+        return result
 
 
 def versions():

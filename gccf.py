@@ -13,14 +13,14 @@ dropout. With --proex, the K mapped profiles (mapped to the concatenated size (L
 mixed into environments and added to z (Eq. 8, 12), and the loss is Eq. 14 (proex_core.py).
 """
 import argparse
+import time
 
 import torch
 import torch.nn as nn
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, start_run
-from lightgcn import bpr_loss, l2_reg  # the same BPR and L2 as LightGCN (RLMRec)
+from eval import TrainLog, add_train_args, start_run
 
 # official per-dataset defaults (RLMRec gccf.yml); other datasets: book's
 DATASET_DEFAULTS = {
@@ -73,26 +73,31 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device, rng, data = start_run(args)
+    device, rng = start_run(args)                                        # device, threads, seeds
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=D.parse_views(args.profiles), seed=args.seed)
     A_self = D.norm_adj(data.train, self_loops=True, device=device)     # (D+I)^-1/2 (A+I) (D+I)^-1/2
     model = GCCF(data.n_users, data.n_items, args.dim, args.layers).to(device)
     # Eq. 6: profiles are mapped to the concatenated size (L+1) d, the size they are added to
     prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, model.out_dim, args.profile_dim).to(device) if args.proex else None
-    params = list(model.parameters()) + (list(prof.parameters()) if prof else [])
-    opt = torch.optim.Adam(params, lr=args.lr)
+    modules = nn.ModuleList([model] + ([prof] if prof else []))
+    opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
     def train_epoch(epoch):
+        modules.train()
         total, n = 0.0, 0
         for u, i, j in D.bpr_batches(data.train, args.batch, rng):
             u, i, j = u.to(device), i.to(device), j.to(device)
             z_u, z_i = model.propagate(A_self)                           # [U, (L+1)d], [I, (L+1)d]
             if prof is None:
-                loss = bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * l2_reg(model)
+                loss = P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * P.l2_reg(model)
             else:                                                        # Alg. 1
                 c_u, c_i, c_j = prof.batch(u, i, j)                      # Eq. 6, [K, B, (L+1)d] each
-                loss, _ = P.discriminative_objective(z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u,
-                                                     pos_items=i, **P.objective_kwargs(args))
-                loss = loss + args.reg * (l2_reg(model) + l2_reg(prof))
+                loss, _ = P.discriminative_objective(                    # Eq. 8-14
+                    z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i,
+                    envs=args.envs, alpha=args.alpha, tau=args.tau, lambda1=args.lambda1,
+                    lambda2=args.lambda2, lambda3=args.lambda3, **P.switches(args))
+                loss = loss + args.reg * (P.l2_reg(model) + P.l2_reg(prof))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -100,14 +105,23 @@ def main(args):
         return float(total) / n
 
     def make_score_fn():
+        modules.eval()
         with torch.no_grad():
             z_u, z_i = model.propagate(A_self)
             if prof is not None:                                         # Alg. 2: + mean profile
                 z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 
-    return fit(model if prof is None else nn.ModuleList([model, prof]),
-                train_epoch, make_score_fn, data, args, device)
+    # the protocol: validate every --eval-every epochs, stop after --patience epochs without a
+    # better validation Recall@20, test once with the best parameters (eval.TrainLog)
+    log = TrainLog(args, data, device)
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.time()
+        loss = train_epoch(epoch)
+        validate = make_score_fn if epoch % args.eval_every == 0 else None
+        if log.epoch(epoch, loss, time.time() - t0, modules, validate):
+            break
+    return log.test(modules, make_score_fn)
 
 
 if __name__ == '__main__':

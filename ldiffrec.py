@@ -24,6 +24,7 @@ fused one (Eq. 12); the total is Eq. 14 (see proex_core.py). Inference: z = mu +
 """
 import argparse
 import math
+import time
 
 import torch
 import torch.nn as nn
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, start_run
+from eval import TrainLog, add_train_args, start_run
 
 # per-dataset defaults from the paper's grid (steps {5, 40, 100}, scale {1e-5..1e-2}, min
 # {5e-4, 1e-3, 5e-3}, max {5e-3, 1e-2}); other datasets: book's. Book: the grid point whose
@@ -226,16 +227,6 @@ def diffusion_loss(denoiser, diffusion, x_start, t, noise):
     return diffusion.loss_weight(t) * (pred_xstart - x_start).pow(2).mean(-1), pred_xstart
 
 
-def multinomial_nll(logits, x):
-    """-sum_i x_i log softmax(logits)_i per user (Mult-VAE's likelihood). [B, I] x 2 -> [B]."""
-    return -(F.log_softmax(logits, dim=-1) * x).sum(-1)
-
-
-def kl_to_prior(mu, logvar):
-    """KL(N(mu, exp(logvar)) || N(0, I)), summed over dims, mean over the batch."""
-    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1).mean()
-
-
 def loss_weights(args, epoch, step):
     """The official balance of the terms: lamda decays linearly per epoch from --lamda to
     --anneal-cap over --anneal-steps epochs; the KL weight grows linearly per batch from 0
@@ -317,7 +308,9 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device, rng, data = start_run(args)
+    device, rng = start_run(args)                                        # device, threads, seeds
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=D.parse_views(args.profiles), seed=args.seed)
     ae = AutoEncoder(data.n_items, args.latent_dim, args.dropout).to(device)
     denoiser = Denoiser(args.latent_dim, args.mlp_dims, args.emb_size, args.mlp_dropout).to(device)
     diffusion = GaussianDiffusion(args.steps, args.noise_scale, args.noise_min, args.noise_max, device)
@@ -330,8 +323,10 @@ def main(args):
     opt_ae = torch.optim.AdamW(ae_params, lr=args.lr, weight_decay=0.0)
     opt_dn = torch.optim.AdamW(denoiser.parameters(), lr=args.lr_denoiser, weight_decay=0.0)
     n_batches = math.ceil(data.n_users / args.batch)
+    modules = nn.ModuleList([ae, denoiser] + ([agg] if agg else []))
 
     def train_epoch(epoch):
+        modules.train()
         total = 0.0
         for b, users in enumerate(D.user_batches(data.n_users, args.batch, rng)):
             x = D.dense_rows(data.train, users, device)                      # [B, I]
@@ -344,15 +339,18 @@ def main(args):
                 loss_t, pred_xstart = diffusion_loss(denoiser, diffusion, z, t, noise)  # [B]
                 sampler.update(t, loss_t)
                 elbo = loss_t / pt                                           # importance-weighted
-                return lamda * elbo + multinomial_nll(ae.decode(pred_xstart), x_drop)  # [B]
+                return lamda * elbo + P.multinomial_nll(ae.decode(pred_xstart), x_drop)  # [B]
 
             if agg is None:
-                z = P.reparameterize(mu, logvar.exp())                       # z ~ q(z|x), [B, d]
-                loss = nll_fn(z).mean() + anneal * kl_to_prior(mu, logvar)
+                z = P.sample_gaussian(mu, logvar.exp())                       # z ~ q(z|x), [B, d]
+                loss = nll_fn(z).mean() + anneal * P.kl_to_prior(mu, logvar)
             else:  # Alg. 1: Eq. 11 (weight lambda1) replaces anneal * KL; see the notes below
                 mu_k, var_k = agg(users.to(device))                          # [K, B, d], Eq. 6
-                loss, _ = P.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k,
-                                                 **P.generative_kwargs(args))
+                loss, _ = P.generative_objective(                            # Eq. 9, 11, 12, 14
+                    nll_fn, mu, logvar.exp(), mu_k, var_k,
+                    envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
+                    lambda1=args.lambda1, lambda2=args.lambda2, lambda3=args.lambda3,
+                    **P.switches(args, generative=True))
             opt_ae.zero_grad()
             opt_dn.zero_grad()
             loss.backward()
@@ -362,13 +360,22 @@ def main(args):
         return float(total) / n_batches
 
     def make_score_fn():
+        modules.eval()
         def score_fn(users):
             x = D.dense_rows(data.train, users.cpu(), device)
             return predict(ae, denoiser, diffusion, x, agg, users)
         return score_fn
 
-    return fit(nn.ModuleList([ae, denoiser] + ([agg] if agg else [])),
-                train_epoch, make_score_fn, data, args, device)
+    # the protocol: validate every --eval-every epochs, stop after --patience epochs without a
+    # better validation Recall@20, test once with the best parameters (eval.TrainLog)
+    log = TrainLog(args, data, device)
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.time()
+        loss = train_epoch(epoch)
+        validate = make_score_fn if epoch % args.eval_every == 0 else None
+        if log.epoch(epoch, loss, time.time() - t0, modules, validate):
+            break
+    return log.test(modules, make_score_fn)
 
 
 # Notes on --proex (no released ProEx code for L-DiffRec; decisions taken here):

@@ -11,14 +11,14 @@ With --proex, the K mapped profiles of users and items are mixed into environmen
 added to z (Eq. 8, 12), and the loss is Eq. 14 (see proex_core.py).
 """
 import argparse
+import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, start_run
+from eval import TrainLog, add_train_args, start_run
 
 # official per-dataset defaults (RLMRec lightgcn.yml); other datasets: book's
 DATASET_DEFAULTS = {
@@ -54,16 +54,6 @@ def drop_edges(A, perm, keep_rate, generator=None):
     return D.with_values(A, vals), D.with_values(A, vals[perm])
 
 
-def bpr_loss(z_u, z_i, z_j):
-    """BPR = mean softplus(s_neg - s_pos), s = inner product."""
-    return F.softplus((z_u * z_j).sum(-1) - (z_u * z_i).sum(-1)).mean()
-
-
-def l2_reg(module):
-    """Sum of squared Frobenius norms of all parameters (full tables, RLMRec)."""
-    return sum(p.pow(2).sum() for p in module.parameters())
-
-
 def parse_args(argv=None):
     from eval import float_range, int_range  # argparse types: a bad value is one error line
     p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
@@ -94,26 +84,31 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device, rng, data = start_run(args)
+    device, rng = start_run(args)                                        # device, threads, seeds
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=D.parse_views(args.profiles), seed=args.seed)
     A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
     perm = D.transpose_perm(A)
     model = LightGCN(data.n_users, data.n_items, args.dim, args.layers, args.skip_layer0).to(device)
     prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim, args.profile_dim).to(device) if args.proex else None
-    params = list(model.parameters()) + (list(prof.parameters()) if prof else [])
-    opt = torch.optim.Adam(params, lr=args.lr)
+    modules = nn.ModuleList([model] + ([prof] if prof else []))
+    opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
     def train_epoch(epoch):
+        modules.train()
         total, n = 0.0, 0
         for u, i, j in D.bpr_batches(data.train, args.batch, rng):
             u, i, j = u.to(device), i.to(device), j.to(device)
             z_u, z_i = model.propagate(*drop_edges(A, perm, args.keep_rate))
             if prof is None:
-                loss = bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * l2_reg(model)
+                loss = P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * P.l2_reg(model)
             else:                                                        # Alg. 1
                 c_u, c_i, c_j = prof.batch(u, i, j)                      # Eq. 6, [K, B, d] each
-                loss, _ = P.discriminative_objective(z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u,
-                                                     pos_items=i, **P.objective_kwargs(args))
-                loss = loss + args.reg * (l2_reg(model) + l2_reg(prof))
+                loss, _ = P.discriminative_objective(                    # Eq. 8-14
+                    z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i,
+                    envs=args.envs, alpha=args.alpha, tau=args.tau, lambda1=args.lambda1,
+                    lambda2=args.lambda2, lambda3=args.lambda3, **P.switches(args))
+                loss = loss + args.reg * (P.l2_reg(model) + P.l2_reg(prof))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -121,14 +116,23 @@ def main(args):
         return float(total) / n
 
     def make_score_fn():
+        modules.eval()
         with torch.no_grad():
             z_u, z_i = model.propagate(A)                                # no dropout at inference
             if prof is not None:                                         # Alg. 2: + mean profile
                 z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 
-    return fit(model if prof is None else nn.ModuleList([model, prof]),
-                train_epoch, make_score_fn, data, args, device)
+    # the protocol: validate every --eval-every epochs, stop after --patience epochs without a
+    # better validation Recall@20, test once with the best parameters (eval.TrainLog)
+    log = TrainLog(args, data, device)
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.time()
+        loss = train_epoch(epoch)
+        validate = make_score_fn if epoch % args.eval_every == 0 else None
+        if log.epoch(epoch, loss, time.time() - t0, modules, validate):
+            break
+    return log.test(modules, make_score_fn)
 
 
 if __name__ == '__main__':

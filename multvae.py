@@ -15,14 +15,14 @@ the distribution alignment of Eq. 11 inside the objective of Eq. 14 (see proex_c
 prediction adds the mean of the K profile means to mu (Alg. 2).
 """
 import argparse
+import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, start_run
+from eval import TrainLog, add_train_args, start_run
 
 # official per-dataset defaults (RLMRec / DMRec configs); other datasets: book's
 DATASET_DEFAULTS = {
@@ -56,21 +56,6 @@ class MultVAE(nn.Module):
         return self.p(z)
 
 
-def reparameterize(mu, logvar):
-    """z = mu + sigma * eps, eps ~ N(0, I)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)            # [B, d]
-
-
-def multinomial_nll(logits, x):
-    """-sum_i x_ui log softmax(logits)_i, one value per user. [B, I] x 2 -> [B]."""
-    return -(F.log_softmax(logits, dim=-1) * x).sum(-1)
-
-
-def kl_to_prior(mu, logvar):
-    """KL(N(mu, diag(exp(logvar))) || N(0, I)), summed over d, mean over the batch."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1).mean()
-
-
 def parse_args(argv=None):
     from eval import float_range, int_range  # argparse types: a bad value is one error line
     p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
@@ -101,27 +86,33 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device, rng, data = start_run(args)
+    device, rng = start_run(args)                                        # device, threads, seeds
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=D.parse_views(args.profiles), seed=args.seed)
     model = MultVAE(data.n_items, args.hidden, args.dim, args.dropout).to(device)
     agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600,
                               profile_dim=args.profile_dim).to(device) \
         if args.proex else None
-    params = list(model.parameters()) + (list(agg.parameters()) if agg else [])
-    opt = torch.optim.Adam(params, lr=args.lr)
+    modules = nn.ModuleList([model] + ([agg] if agg else []))
+    opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
     def train_epoch(epoch):
+        modules.train()
         total, n = 0.0, 0
         for u in D.user_batches(data.n_users, args.batch, rng):
             x = D.dense_rows(data.train, u, device)                        # [B, I]
             mu, logvar = model.encode(x)                                   # [B, d] each
             if agg is None:
-                z = reparameterize(mu, logvar)                             # [B, d]
-                loss = multinomial_nll(model.decode(z), x).mean() + args.kl_weight * kl_to_prior(mu, logvar)
+                z = P.reparameterize(mu, logvar)                           # [B, d]
+                loss = (P.multinomial_nll(model.decode(z), x).mean()
+                        + args.kl_weight * P.kl_to_prior(mu, logvar))
             else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (prior weight lambda1 * beta)
                 mu_k, var_k = agg(u.to(device))                            # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
-                    lambda z: multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
-                    **P.generative_kwargs(args))
+                    lambda z: P.multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
+                    envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
+                    lambda1=args.lambda1, lambda2=args.lambda2, lambda3=args.lambda3,
+                    **P.switches(args, generative=True))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -129,6 +120,7 @@ def main(args):
         return float(total) / n
 
     def make_score_fn():
+        modules.eval()
         def score(users):                                                  # no dropout: eval()
             x = D.dense_rows(data.train, users.cpu(), device)              # [B, I]
             z, _ = model.encode(x)                                         # z = mu, [B, d]
@@ -137,8 +129,16 @@ def main(args):
             return model.decode(z)                                         # [B, I]
         return score
 
-    return fit(model if agg is None else nn.ModuleList([model, agg]),
-                train_epoch, make_score_fn, data, args, device)
+    # the protocol: validate every --eval-every epochs, stop after --patience epochs without a
+    # better validation Recall@20, test once with the best parameters (eval.TrainLog)
+    log = TrainLog(args, data, device)
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.time()
+        loss = train_epoch(epoch)
+        validate = make_score_fn if epoch % args.eval_every == 0 else None
+        if log.epoch(epoch, loss, time.time() - t0, modules, validate):
+            break
+    return log.test(modules, make_score_fn)
 
 
 # Where --proex follows the paper's wording rather than the authors' DMRec code (the closest

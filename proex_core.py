@@ -4,15 +4,18 @@ Paper: Zhang, Zhang, Wang, Chen, Yin. "ProEx: A Unified Framework Leveraging
 Large Language Model with Profile Extrapolation for Recommendation", KDD'26,
 arXiv 2512.00679. Sec. 2.3-2.4, Alg. 1 (training) and Alg. 2 (inference).
 
-This file holds, one function per idea:
+This file holds, one function per idea, in the paper's order:
   mappings f_psi (Eq. 6)           DirectMapping, AggregationMapping, aggregate_profiles
-  environments (Eq. 8-10)          dirichlet_weights, mix
+  the K views of all entities      stack_views, ProfileEncoder, ProfileAggregator (Eq. 5-6)
   contrastive regularisation (7)   contrastive_reg (paper), uniformity_reg (released code)
+  environments (Eq. 8-10)          dirichlet_weights, mix; mean_profile (Alg. 2)
   alignment (Eq. 11, 13)           info_nce_rows, kl_diag_gaussians, distribution_alignment
-  fusion and total (Eq. 12, 14)    reparameterize, env_variance (per row, Alg. 1), proex_objective
+  fusion (Eq. 12)                  sample_gaussian
+  the base models' losses (L_rec)  bpr_rows, bpr_loss, l2_reg, multinomial_nll, kl_to_prior,
+                                   reparameterize (the VAE's sample from mu and log-variance)
+  total (Eq. 14)                   env_variance (per row, Alg. 1), proex_objective
   one batch of Alg. 1              discriminative_objective, generative_objective
-  inference (Alg. 2)               mean_profile
-  shared command-line flags        add_proex_args, resolve_proex_args, select_profiles
+  shared command-line flags        add_proex_args, resolve_proex_args, switches
 
 Shapes: K profiles per entity, E environments, n (or B) entities, d model size,
 d_s text-embedding size. Where the released code (BlueGhostYi/ProRec,
@@ -70,255 +73,6 @@ def aggregate_profiles(x, c_items, c_users):
     n_items = x.sum(dim=1).clamp(min=1)  # [B]
     item_mean = torch.einsum('bi,kid->kbd', x, c_items) / n_items[None, :, None]  # [K, B, d_s]
     return item_mean + c_users  # [K, B, d_s]
-
-
-# ----------------------------------------------------------------------------
-# Environments (Eq. 8-10)
-
-def dirichlet_weights(E, K, alpha, n=None, rng=None, device=None):
-    """Eq. 10: theta^e ~ Dir(alpha, ..., alpha), one row per environment.
-    n=None: [E, K], one draw per environment shared by all entities (released code).
-    n given: [E, n, K], one draw per entity per environment (paper).
-    Drawn by `rng`, a numpy Generator (on a CPU about 2x faster than torch's sampler);
-    rng=None seeds one from torch's global RNG, so torch.manual_seed fixes the draws.
-    On a GPU with rng=None, torch draws on the device: no host work and copy per batch."""
-    size = (E,) if n is None else (E, n)
-    if rng is None and torch.device(device or 'cpu').type == 'cuda':
-        concentration = torch.full((K,), float(alpha), device=device)
-        return torch.distributions.Dirichlet(concentration).sample(size)  # [*size, K]
-    if rng is None:
-        rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,))))
-    theta = rng.dirichlet(np.full(K, float(alpha)), size=size)  # float64
-    return torch.from_numpy(theta).to(device=device, dtype=torch.float32)
-
-
-def mix(views, theta):
-    """Eq. 8 (and Eq. 9 for means and variances separately): the convex
-    combination c~^e = sum_k theta_k^e c_k in every environment.
-    views: [K, n, d], theta: [E, K] or [E, n, K] -> [E, n, d]."""
-    theta = theta.to(views.device, views.dtype)
-    if theta.dim() == 2:
-        return torch.einsum('ek,knd->end', theta, views)  # [E, n, d]
-    # per entity: a loop over the K (few) views accumulating theta_k [E, n, 1] * c_k [n, d]
-    # with addcmul, the weights laid out [K, E, n, 1] contiguously; on a CPU 1.5-2x faster,
-    # forward and backward, than a broadcast [K, E, n, d] product summed over K
-    theta = theta.permute(2, 0, 1).unsqueeze(-1).contiguous()  # [K, E, n, 1]
-    out = theta[0] * views[0]  # [E, n, d]
-    for t_k, c_k in zip(theta[1:], views[1:]):
-        out = torch.addcmul(out, t_k, c_k)  # out + theta_k * c_k
-    return out  # [E, n, d]
-
-
-def mean_profile(c):
-    """Alg. 2 (inference) and the 'w/o mixing' ablation: mean of the K mapped profiles."""
-    return c.mean(dim=0)  # [K, n, d] -> [n, d]
-
-
-# ----------------------------------------------------------------------------
-# Contrastive regularisation over the K profiles of one entity (Eq. 7)
-
-def contrastive_reg(views, tau=0.2):
-    """Eq. 7, as printed: L_reg = sum_k log(1 + exp(1/tau) sum_{k'!=k} exp(c_k.c_k'/tau)),
-    with L2-normalised vectors, averaged over the n entities. views: [K, n, d] -> scalar.
-    Computed as softplus(1/tau + logsumexp_{k'!=k}(c_k.c_k'/tau)), which cannot overflow.
-    (Note: the InfoNCE with positive c_k.c_k = 1 would give exp(-1/tau); the paper's
-    printed sign is kept. Both push the K profiles of an entity apart.)"""
-    K = views.shape[0]
-    if K == 1:
-        return views.sum() * 0.0  # empty sum over k' != k: log(1 + 0) = 0
-    gram = torch.einsum('knd,lnd->nkl', views, views)  # c_k.c_k' per entity, [n, K, K]
-    norm = gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).sqrt()  # |c_k|, [n, K]
-    logits = gram / (norm[:, :, None] * norm[:, None, :]) / tau  # of the L2-normalised c, [n, K, K]
-    self_pair = torch.eye(K, dtype=torch.bool, device=views.device)  # [K, K]
-    logits = logits.masked_fill(self_pair, float('-inf'))  # drop k' == k
-    per_k = F.softplus(1.0 / tau + torch.logsumexp(logits, dim=-1))  # Eq. 7, [n, K]
-    return per_k.sum(dim=1).mean()  # sum over k, mean over entities
-
-
-def uniformity_reg(views, tau=0.2):
-    """Released code's replacement for Eq. 7: for each profile k, the InfoNCE of the
-    normalised vectors against themselves over the n entities (positives on the
-    diagonal; info_nce below), SUMMED over k as the released code does. [K, n, d] -> scalar.
-    The released code adds 1e-5 inside the log; this is the exact form."""
-    return sum(info_nce(c_k, c_k, tau) for c_k in views)  # [n, d] per k, summed over k
-
-
-# ----------------------------------------------------------------------------
-# Alignment between the collaborative and the language space (Eq. 11, 13)
-
-def info_nce_rows(z, c, tau=0.2):
-    """Discriminative alignment (Eq. 11): InfoNCE between collaborative vectors z and mixed
-    profiles c of the same n entities, both L2-normalised; positives on the diagonal,
-    denominators over the n entities of c. [n, d], [n, d] -> [n], one loss per row."""
-    z, c = F.normalize(z, dim=-1), F.normalize(c, dim=-1)  # [n, d]
-    logits = z @ c.T / tau  # [n, n]
-    positives = torch.arange(z.shape[0], device=z.device)  # [n], the diagonal
-    return F.cross_entropy(logits, positives, reduction='none')  # -log softmax(logits_i)[i]
-
-
-def info_nce(z, c, tau=0.2):
-    """info_nce_rows averaged over the n rows: [n, d], [n, d] -> scalar."""
-    return info_nce_rows(z, c, tau).mean()
-
-
-def kl_diag_gaussians(mu_q, var_q, mu_p, var_p):
-    """Closed-form KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians,
-    summed over the last dim: [..., d] -> [...]."""
-    kl = torch.log(var_p / var_q) + (var_q + (mu_q - mu_p) ** 2) / var_p - 1.0  # [..., d]
-    return 0.5 * kl.sum(dim=-1)
-
-
-def distribution_alignment(mu, var, mu_env, var_env, beta):
-    """Eq. 11, generative alignment: w_u KL(q || N(mu~^e, var~^e)) + w_prior KL(q || N(0, I))
-    with w_u = 1 - beta, w_prior = beta, and q = N(mu, var) the base model's posterior.
-    With beta = 1 it is the usual VAE KL term. [B, d] x 4 -> [B], one value per user."""
-    kl_env = kl_diag_gaussians(mu, var, mu_env, var_env)  # [B]
-    kl_prior = kl_diag_gaussians(mu, var, torch.zeros_like(mu), torch.ones_like(var))  # [B]
-    return (1.0 - beta) * kl_env + beta * kl_prior  # Eq. 11, [B]
-
-
-def reparameterize(mu, var, generator=None):
-    """z = mu + sigma * eps, eps ~ N(0, I): a differentiable sample of N(mu, var)."""
-    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)  # [..., d]
-    return mu + var.sqrt() * eps
-
-
-# ----------------------------------------------------------------------------
-# The ProEx objective (Eq. 14)
-#
-# Alg. 1 (appendix A.1) loops over the users of a batch: for each one it draws the
-# environment weights (line 13), forms the environment losses L^e (line 16) and the total
-# with the variance over environments (line 18); gradients are averaged over the batch
-# (line 20). So the losses here are per ROW, [E, B] (a row is a BPR triple for the
-# discriminative models, a user for the generative ones), Var_e is taken per row and then
-# averaged. The released code (one draw per environment for the whole batch) instead takes
-# the variance of the E batch-mean losses: var_of_means=True. With per-row draws that
-# variance averages the per-row differences away (it is thousands of times smaller).
-
-def env_variance(env_losses, unbiased_var=False, var_of_means=False):
-    """Var_e(L^e) of Eq. 14 from per-row losses [E, B] -> scalar: population variance over
-    the E environments per row, mean over rows (Alg. 1, lines 16-20). unbiased_var: divide by
-    E - 1 (released torch.var); var_of_means: variance of the E batch means (released code).
-    0 when E == 1."""
-    if env_losses.shape[0] < 2:
-        return env_losses.sum() * 0.0  # one environment: nothing varies
-    correction = 1 if unbiased_var else 0
-    if var_of_means:
-        return env_losses.mean(dim=1).var(correction=correction)  # [E] -> scalar
-    return env_losses.var(dim=0, correction=correction).mean()  # [B] -> scalar
-
-
-def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False, var_of_means=False,
-                    var_e=None):
-    """Eq. 14: sum_e L^e + lambda2 L_reg + lambda3 Var_e(L^e), with L^e the batch mean of the
-    per-row environment losses. env_losses: [E, B] (a 1-D [E] is read as one row each).
-    var_e: Var_e(L^e) when the caller has it already (env_variance with the same flags)."""
-    if env_losses.dim() == 1:
-        env_losses = env_losses[:, None]  # [E] -> [E, 1]
-    if var_e is None:
-        var_e = env_variance(env_losses, unbiased_var, var_of_means)
-    return env_losses.mean(dim=1).sum() + lambda2 * l_reg + lambda3 * var_e
-
-
-def bpr_rows(z_u, z_i, z_j):
-    """BPR per triple, softplus(s_neg - s_pos) with s the inner product. [..., B, d] x 3 -> [..., B]."""
-    s_pos = (z_u * z_i).sum(dim=-1)  # [..., B]
-    s_neg = (z_u * z_j).sum(dim=-1)  # [..., B]
-    return F.softplus(s_neg - s_pos)
-
-
-def first_occurrences(ids):
-    """Row index of the first occurrence of each distinct id: [B] -> [n_unique]."""
-    uniq, inverse = torch.unique(ids, return_inverse=True)  # [U], [B]
-    rows = torch.arange(ids.numel(), device=ids.device)  # [B]
-    first = torch.full_like(uniq, ids.numel())
-    return first.scatter_reduce(0, inverse, rows, reduce='amin')  # [U]
-
-
-def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambda1,
-                             lambda2, lambda3, tau=0.2, shared_mixing=False, uniformity=False,
-                             unbiased_var=False, var_of_means=False, no_mixing=False, rng=None,
-                             users=None, pos_items=None):
-    """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
-    z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
-    c_u, c_i, c_j: [K, B, d] their K profiles, already mapped by DirectMapping.
-    users, pos_items: [B] ids, used only by uniformity=True to keep unique rows.
-    Returns (total, parts): parts = detached scalar tensors {'rec', 'align', 'reg', 'var'}
-    (unweighted; 'rec' and 'align' summed over environments), kept on the device so that
-    reading them is the caller's choice (float() waits for the device)."""
-    K, B = c_u.shape[0], c_u.shape[1]
-    # 1) environments: the mixed profiles of users, positives and negatives (Eq. 8-10)
-    if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
-        cu_e, ci_e, cj_e = (mean_profile(c)[None] for c in (c_u, c_i, c_j))  # 3 x [1, B, d]
-    elif shared_mixing:  # released code: one draw per environment for the whole batch
-        theta = dirichlet_weights(envs, K, alpha, None, rng, c_u.device)  # Eq. 10, [E, K]
-        cu_e, ci_e, cj_e = (mix(c, theta) for c in (c_u, c_i, c_j))  # Eq. 8, 3 x [E, B, d]
-    else:  # paper: one draw per entity (row of the batch) per environment
-        theta = dirichlet_weights(envs, K, alpha, 3 * B, rng, c_u.device)  # Eq. 10, [E, 3B, K]
-        cu_e, ci_e, cj_e = (mix(c, t) for c, t in zip((c_u, c_i, c_j), theta.split(B, dim=1)))  # Eq. 8
-    # 2) fusion by addition (Eq. 12) and the recommendation loss per environment and triple
-    rec = bpr_rows(z_u + cu_e, z_i + ci_e, z_j + cj_e)  # [E, B]
-    # 3) alignment per environment and row (Eq. 11); skipped when switched off
-    if lambda1 != 0:
-        align = torch.stack([info_nce_rows(z_u, cu, tau) + info_nce_rows(z_i, ci, tau)
-                             for cu, ci in zip(cu_e, ci_e)])  # [E, B]
-    else:
-        align = torch.zeros_like(rec)  # [E, B]
-    env_losses = rec + lambda1 * align  # Eq. 13, L^e per row, [E, B]
-    # 4) regularisation over each entity's K profiles (Eq. 7)
-    if uniformity:  # released code: uniformity over the unique batch users and positive items
-        u_rows = first_occurrences(users) if users is not None else slice(None)
-        i_rows = first_occurrences(pos_items) if pos_items is not None else slice(None)
-        l_reg = uniformity_reg(c_u[:, u_rows], tau) + uniformity_reg(c_i[:, i_rows], tau)
-    else:
-        l_reg = contrastive_reg(c_u, tau) + contrastive_reg(c_i, tau)  # Eq. 7
-    # 5) total (Eq. 14)
-    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
-    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)
-    return total, summary(rec, align, l_reg, var_e)
-
-
-def summary(rec, align, l_reg, var_e):
-    """The unweighted parts of Eq. 14 as detached tensors (no device sync). rec, align: [E, B]."""
-    return {'rec': rec.detach().mean(dim=1).sum(), 'align': align.detach().mean(dim=1).sum(),
-            'reg': l_reg.detach(), 'var': var_e.detach()}
-
-
-def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lambda1,
-                         lambda2, lambda3, tau=0.2, shared_mixing=False, unbiased_var=False,
-                         var_of_means=False, no_mixing=False, generator=None, rng=None):
-    """Alg. 1 for one batch of a generative model (Mult-VAE, L-DiffRec, CVGA).
-    nll_fn: z [B, d] -> [B] reconstruction loss of each user under the base model (no KL
-      term: the KL to the prior is the beta part of Eq. 11, so beta = 1 with lambda1 the
-      base's KL weight is the base VAE).
-    mu, var: [B, d] the base posterior q(z_u | x_u); mu_k, var_k: [K, B, d] from
-    AggregationMapping, one per profile. Returns (total, parts) as discriminative_objective.
-    generator, rng (tests): a torch Generator on mu's device for the Gaussian samples and a
-    numpy Generator for the Dirichlet draws; the model files use the global RNGs."""
-    B = mu.shape[0]
-    # 1) environments: mix means and variances separately (Eq. 9, 10)
-    if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
-        mu_env, var_env = mean_profile(mu_k)[None], mean_profile(var_k)[None]  # [1, B, d]
-    else:
-        n = None if shared_mixing else B  # shared_mixing: one draw per environment (released)
-        theta = dirichlet_weights(envs, mu_k.shape[0], alpha, n, rng, mu_k.device)  # Eq. 10
-        mu_env, var_env = mix(mu_k, theta), mix(var_k, theta)  # Eq. 9, [E, B, d]
-    # 2) one sample of the base posterior, shared by all environments so that
-    #    Var_e only sees what the environments change
-    z = reparameterize(mu, var, generator)  # [B, d]
-    rec, align = [], []
-    for m_e, v_e in zip(mu_env, var_env):
-        z_e = z + reparameterize(m_e, v_e, generator)  # Eq. 12 fusion by addition, [B, d]
-        rec.append(nll_fn(z_e))  # [B]
-        align.append(distribution_alignment(mu, var, m_e, v_e, beta)
-                     if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]
-    rec, align = torch.stack(rec), torch.stack(align)  # [E, B] each
-    env_losses = rec + lambda1 * align  # Eq. 13, L^e per user, [E, B]
-    # 3) Eq. 7 over the K profile means (deterministic: no sampling noise in L_reg)
-    l_reg = contrastive_reg(mu_k, tau)
-    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
-    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)  # Eq. 14
-    return total, summary(rec, align, l_reg, var_e)
 
 
 # ----------------------------------------------------------------------------
@@ -395,6 +149,291 @@ class ProfileAggregator(nn.Module):
     def forward(self, users):
         """users: [B] ids -> mu_k, var_k: [K, B, d] each (Eq. 6)."""
         return self.f_psi(self.c_agg.index_select(1, users))
+
+
+# ----------------------------------------------------------------------------
+# Contrastive regularisation over the K profiles of one entity (Eq. 7)
+
+def contrastive_reg(views, tau=0.2):
+    """Eq. 7, as printed: L_reg = sum_k log(1 + exp(1/tau) sum_{k'!=k} exp(c_k.c_k'/tau)),
+    with L2-normalised vectors, averaged over the n entities. views: [K, n, d] -> scalar.
+    Computed as softplus(1/tau + logsumexp_{k'!=k}(c_k.c_k'/tau)), which cannot overflow.
+    (Note: the InfoNCE with positive c_k.c_k = 1 would give exp(-1/tau); the paper's
+    printed sign is kept. Both push the K profiles of an entity apart.)"""
+    K = views.shape[0]
+    if K == 1:
+        return views.sum() * 0.0  # empty sum over k' != k: log(1 + 0) = 0
+    gram = torch.einsum('knd,lnd->nkl', views, views)  # c_k.c_k' per entity, [n, K, K]
+    norm = gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).sqrt()  # |c_k|, [n, K]
+    logits = gram / (norm[:, :, None] * norm[:, None, :]) / tau  # of the L2-normalised c, [n, K, K]
+    self_pair = torch.eye(K, dtype=torch.bool, device=views.device)  # [K, K]
+    logits = logits.masked_fill(self_pair, float('-inf'))  # drop k' == k
+    per_k = F.softplus(1.0 / tau + torch.logsumexp(logits, dim=-1))  # Eq. 7, [n, K]
+    return per_k.sum(dim=1).mean()  # sum over k, mean over entities
+
+
+def uniformity_reg(views, tau=0.2):
+    """Released code's replacement for Eq. 7: for each profile k, the InfoNCE of the
+    normalised vectors against themselves over the n entities (positives on the
+    diagonal; info_nce below), SUMMED over k as the released code does. [K, n, d] -> scalar.
+    The released code adds 1e-5 inside the log; this is the exact form."""
+    return sum(info_nce(c_k, c_k, tau) for c_k in views)  # [n, d] per k, summed over k
+
+
+# ----------------------------------------------------------------------------
+# Environments (Eq. 8-10)
+
+def dirichlet_weights(E, K, alpha, n=None, rng=None, device=None):
+    """Eq. 10: theta^e ~ Dir(alpha, ..., alpha), one row per environment.
+    n=None: [E, K], one draw per environment shared by all entities (released code).
+    n given: [E, n, K], one draw per entity per environment (paper).
+    Drawn by `rng`, a numpy Generator (on a CPU about 2x faster than torch's sampler);
+    rng=None seeds one from torch's global RNG, so torch.manual_seed fixes the draws.
+    On a GPU with rng=None, torch draws on the device: no host work and copy per batch."""
+    size = (E,) if n is None else (E, n)
+    if rng is None and torch.device(device or 'cpu').type == 'cuda':
+        concentration = torch.full((K,), float(alpha), device=device)
+        return torch.distributions.Dirichlet(concentration).sample(size)  # [*size, K]
+    if rng is None:
+        rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,))))
+    theta = rng.dirichlet(np.full(K, float(alpha)), size=size)  # float64
+    return torch.from_numpy(theta).to(device=device, dtype=torch.float32)
+
+
+def mix(views, theta):
+    """Eq. 8 (and Eq. 9 for means and variances separately): the convex
+    combination c~^e = sum_k theta_k^e c_k in every environment.
+    views: [K, n, d], theta: [E, K] or [E, n, K] -> [E, n, d]."""
+    theta = theta.to(views.device, views.dtype)
+    if theta.dim() == 2:
+        return torch.einsum('ek,knd->end', theta, views)  # [E, n, d]
+    # per entity: a loop over the K (few) views accumulating theta_k [E, n, 1] * c_k [n, d]
+    # with addcmul, the weights laid out [K, E, n, 1] contiguously; on a CPU 1.5-2x faster,
+    # forward and backward, than a broadcast [K, E, n, d] product summed over K
+    theta = theta.permute(2, 0, 1).unsqueeze(-1).contiguous()  # [K, E, n, 1]
+    out = theta[0] * views[0]  # [E, n, d]
+    for t_k, c_k in zip(theta[1:], views[1:]):
+        out = torch.addcmul(out, t_k, c_k)  # out + theta_k * c_k
+    return out  # [E, n, d]
+
+
+def mean_profile(c):
+    """Alg. 2 (inference) and the 'w/o mixing' ablation: mean of the K mapped profiles."""
+    return c.mean(dim=0)  # [K, n, d] -> [n, d]
+
+
+# ----------------------------------------------------------------------------
+# Alignment between the collaborative and the language space (L_align of Eq. 13:
+# contrastive for the discriminative models, the distribution matching of Eq. 11 for the
+# generative ones)
+
+def info_nce_rows(z, c, tau=0.2):
+    """Discriminative alignment (L_align of Eq. 13, Sec. 2.4): InfoNCE between collaborative
+    vectors z and mixed profiles c of the same n entities, both L2-normalised; positives on
+    the diagonal, denominators over the n entities of c. [n, d], [n, d] -> [n], one loss per row."""
+    z, c = F.normalize(z, dim=-1), F.normalize(c, dim=-1)  # [n, d]
+    logits = z @ c.T / tau  # [n, n]
+    positives = torch.arange(z.shape[0], device=z.device)  # [n], the diagonal
+    return F.cross_entropy(logits, positives, reduction='none')  # -log softmax(logits_i)[i]
+
+
+def info_nce(z, c, tau=0.2):
+    """info_nce_rows averaged over the n rows: [n, d], [n, d] -> scalar."""
+    return info_nce_rows(z, c, tau).mean()
+
+
+def kl_diag_gaussians(mu_q, var_q, mu_p, var_p):
+    """Closed-form KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians,
+    summed over the last dim: [..., d] -> [...]."""
+    kl = torch.log(var_p / var_q) + (var_q + (mu_q - mu_p) ** 2) / var_p - 1.0  # [..., d]
+    return 0.5 * kl.sum(dim=-1)
+
+
+def distribution_alignment(mu, var, mu_env, var_env, beta):
+    """Eq. 11, generative alignment: w_u KL(q || N(mu~^e, var~^e)) + w_prior KL(q || N(0, I))
+    with w_u = 1 - beta, w_prior = beta, and q = N(mu, var) the base model's posterior.
+    With beta = 1 it is the usual VAE KL term. [B, d] x 4 -> [B], one value per user."""
+    kl_env = kl_diag_gaussians(mu, var, mu_env, var_env)  # [B]
+    kl_prior = kl_diag_gaussians(mu, var, torch.zeros_like(mu), torch.ones_like(var))  # [B]
+    return (1.0 - beta) * kl_env + beta * kl_prior  # Eq. 11, [B]
+
+
+# ----------------------------------------------------------------------------
+# Fusion (Eq. 12): the generative models add a sample of the environment's Gaussian
+
+def sample_gaussian(mu, var, generator=None):
+    """z = mu + sqrt(var) * eps, eps ~ N(0, I): a differentiable sample of N(mu, var)."""
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)  # [..., d]
+    return mu + var.sqrt() * eps
+
+
+# ----------------------------------------------------------------------------
+# The base models' own losses: L_rec of Eq. 13 (BPR for the discriminative models, the
+# multinomial likelihood for the generative ones), their L2 and the VAE's KL and sample.
+# The base model files use them as they are; ProEx reuses them inside Eq. 13-14.
+
+def bpr_rows(z_u, z_i, z_j):
+    """BPR per triple, softplus(s_neg - s_pos) with s the inner product. [..., B, d] x 3 -> [..., B]."""
+    s_pos = (z_u * z_i).sum(dim=-1)  # [..., B]
+    s_neg = (z_u * z_j).sum(dim=-1)  # [..., B]
+    return F.softplus(s_neg - s_pos)
+
+
+def bpr_loss(z_u, z_i, z_j):
+    """BPR of a batch (RLMRec): mean softplus(s_neg - s_pos). [B, d] x 3 -> scalar."""
+    return F.softplus((z_u * z_j).sum(-1) - (z_u * z_i).sum(-1)).mean()
+
+
+def l2_reg(module):
+    """Sum of squared Frobenius norms of all parameters (full tables, as RLMRec)."""
+    return sum(p.pow(2).sum() for p in module.parameters())
+
+
+def multinomial_nll(logits, x):
+    """Mult-VAE's likelihood: -sum_i x_ui log softmax(logits)_i per user. [B, I] x 2 -> [B]."""
+    return -(F.log_softmax(logits, dim=-1) * x).sum(-1)
+
+
+def kl_to_prior(mu, logvar):
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)), summed over d, mean over the batch."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1).mean()
+
+
+def reparameterize(mu, logvar):
+    """The VAE's sample z = mu + exp(logvar / 2) * eps, eps ~ N(0, I). [B, d] -> [B, d]."""
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+# ----------------------------------------------------------------------------
+# The ProEx objective (Eq. 14)
+#
+# Alg. 1 (appendix A.1) loops over the users of a batch: for each one it draws the
+# environment weights (line 13), forms the environment losses L^e (line 16) and the total
+# with the variance over environments (line 18); gradients are averaged over the batch
+# (line 20). So the losses here are per ROW, [E, B] (a row is a BPR triple for the
+# discriminative models, a user for the generative ones), Var_e is taken per row and then
+# averaged. The released code (one draw per environment for the whole batch) instead takes
+# the variance of the E batch-mean losses: var_of_means=True. With per-row draws that
+# variance averages the per-row differences away (it is thousands of times smaller).
+
+def env_variance(env_losses, unbiased_var=False, var_of_means=False):
+    """Var_e(L^e) of Eq. 14 from per-row losses [E, B] -> scalar: population variance over
+    the E environments per row, mean over rows (Alg. 1, lines 16-20). unbiased_var: divide by
+    E - 1 (released torch.var); var_of_means: variance of the E batch means (released code).
+    0 when E == 1."""
+    if env_losses.shape[0] < 2:
+        return env_losses.sum() * 0.0  # one environment: nothing varies
+    correction = 1 if unbiased_var else 0
+    if var_of_means:
+        return env_losses.mean(dim=1).var(correction=correction)  # [E] -> scalar
+    return env_losses.var(dim=0, correction=correction).mean()  # [B] -> scalar
+
+
+def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False, var_of_means=False,
+                    var_e=None):
+    """Eq. 14: sum_e L^e + lambda2 L_reg + lambda3 Var_e(L^e), with L^e the batch mean of the
+    per-row environment losses. env_losses: [E, B] (a 1-D [E] is read as one row each).
+    var_e: Var_e(L^e) when the caller has it already (env_variance with the same flags)."""
+    if env_losses.dim() == 1:
+        env_losses = env_losses[:, None]  # [E] -> [E, 1]
+    if var_e is None:
+        var_e = env_variance(env_losses, unbiased_var, var_of_means)
+    return env_losses.mean(dim=1).sum() + lambda2 * l_reg + lambda3 * var_e
+
+
+def first_occurrences(ids):
+    """Row index of the first occurrence of each distinct id: [B] -> [n_unique]."""
+    uniq, inverse = torch.unique(ids, return_inverse=True)  # [U], [B]
+    rows = torch.arange(ids.numel(), device=ids.device)  # [B]
+    first = torch.full_like(uniq, ids.numel())
+    return first.scatter_reduce(0, inverse, rows, reduce='amin')  # [U]
+
+
+def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambda1,
+                             lambda2, lambda3, tau=0.2, shared_mixing=False, uniformity=False,
+                             unbiased_var=False, var_of_means=False, no_mixing=False, rng=None,
+                             users=None, pos_items=None, rec_rows=bpr_rows):
+    """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
+    z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
+    c_u, c_i, c_j: [K, B, d] their K profiles, already mapped by DirectMapping.
+    users, pos_items: [B] ids, used only by uniformity=True to keep unique rows.
+    rec_rows: L_rec of one triple, (z_u, z_i, z_j) [..., B, d] -> [..., B]; BPR by default.
+    Returns (total, parts): parts = detached scalar tensors {'rec', 'align', 'reg', 'var'}
+    (unweighted; 'rec' and 'align' summed over environments), kept on the device so that
+    reading them is the caller's choice (float() waits for the device)."""
+    K, B = c_u.shape[0], c_u.shape[1]
+    # 1) environments: the mixed profiles of users, positives and negatives (Eq. 8-10)
+    if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
+        cu_e, ci_e, cj_e = (mean_profile(c)[None] for c in (c_u, c_i, c_j))  # 3 x [1, B, d]
+    elif shared_mixing:  # released code: one draw per environment for the whole batch
+        theta = dirichlet_weights(envs, K, alpha, None, rng, c_u.device)  # Eq. 10, [E, K]
+        cu_e, ci_e, cj_e = (mix(c, theta) for c in (c_u, c_i, c_j))  # Eq. 8, 3 x [E, B, d]
+    else:  # paper: one draw per entity (row of the batch) per environment
+        theta = dirichlet_weights(envs, K, alpha, 3 * B, rng, c_u.device)  # Eq. 10, [E, 3B, K]
+        cu_e, ci_e, cj_e = (mix(c, t) for c, t in zip((c_u, c_i, c_j), theta.split(B, dim=1)))  # Eq. 8
+    # 2) fusion by addition (Eq. 12) and the recommendation loss per environment and triple
+    rec = rec_rows(z_u + cu_e, z_i + ci_e, z_j + cj_e)  # L_rec, [E, B]
+    # 3) alignment per environment and row (L_align of Eq. 13); skipped when switched off
+    if lambda1 != 0:
+        align = torch.stack([info_nce_rows(z_u, cu, tau) + info_nce_rows(z_i, ci, tau)
+                             for cu, ci in zip(cu_e, ci_e)])  # [E, B]
+    else:
+        align = torch.zeros_like(rec)  # [E, B]
+    env_losses = rec + lambda1 * align  # Eq. 13, L^e per row, [E, B]
+    # 4) regularisation over each entity's K profiles (Eq. 7)
+    if uniformity:  # released code: uniformity over the unique batch users and positive items
+        u_rows = first_occurrences(users) if users is not None else slice(None)
+        i_rows = first_occurrences(pos_items) if pos_items is not None else slice(None)
+        l_reg = uniformity_reg(c_u[:, u_rows], tau) + uniformity_reg(c_i[:, i_rows], tau)
+    else:
+        l_reg = contrastive_reg(c_u, tau) + contrastive_reg(c_i, tau)  # Eq. 7
+    # 5) total (Eq. 14)
+    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)
+    return total, summary(rec, align, l_reg, var_e)
+
+
+def summary(rec, align, l_reg, var_e):
+    """The unweighted parts of Eq. 14 as detached tensors (no device sync). rec, align: [E, B]."""
+    return {'rec': rec.detach().mean(dim=1).sum(), 'align': align.detach().mean(dim=1).sum(),
+            'reg': l_reg.detach(), 'var': var_e.detach()}
+
+
+def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lambda1,
+                         lambda2, lambda3, tau=0.2, shared_mixing=False, unbiased_var=False,
+                         var_of_means=False, no_mixing=False, generator=None, rng=None):
+    """Alg. 1 for one batch of a generative model (Mult-VAE, L-DiffRec, CVGA).
+    nll_fn: z [B, d] -> [B] reconstruction loss of each user under the base model (no KL
+      term: the KL to the prior is the beta part of Eq. 11, so beta = 1 with lambda1 the
+      base's KL weight is the base VAE).
+    mu, var: [B, d] the base posterior q(z_u | x_u); mu_k, var_k: [K, B, d] from
+    AggregationMapping, one per profile. Returns (total, parts) as discriminative_objective.
+    generator, rng (tests): a torch Generator on mu's device for the Gaussian samples and a
+    numpy Generator for the Dirichlet draws; the model files use the global RNGs."""
+    B = mu.shape[0]
+    # 1) environments: mix means and variances separately (Eq. 9, 10)
+    if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
+        mu_env, var_env = mean_profile(mu_k)[None], mean_profile(var_k)[None]  # [1, B, d]
+    else:
+        n = None if shared_mixing else B  # shared_mixing: one draw per environment (released)
+        theta = dirichlet_weights(envs, mu_k.shape[0], alpha, n, rng, mu_k.device)  # Eq. 10
+        mu_env, var_env = mix(mu_k, theta), mix(var_k, theta)  # Eq. 9, [E, B, d]
+    # 2) one sample of the base posterior, shared by all environments so that
+    #    Var_e only sees what the environments change
+    z = sample_gaussian(mu, var, generator)  # [B, d]
+    rec, align = [], []
+    for m_e, v_e in zip(mu_env, var_env):
+        z_e = z + sample_gaussian(m_e, v_e, generator)  # Eq. 12 fusion by addition, [B, d]
+        rec.append(nll_fn(z_e))  # [B]
+        align.append(distribution_alignment(mu, var, m_e, v_e, beta)
+                     if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]
+    rec, align = torch.stack(rec), torch.stack(align)  # [E, B] each
+    env_losses = rec + lambda1 * align  # Eq. 13, L^e per user, [E, B]
+    # 3) Eq. 7 over the K profile means (deterministic: no sampling noise in L_reg)
+    l_reg = contrastive_reg(mu_k, tau)
+    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)  # Eq. 14
+    return total, summary(rec, align, l_reg, var_e)
 
 
 # ----------------------------------------------------------------------------
@@ -505,27 +544,9 @@ def resolve_proex_args(args, generative=False):
     return a
 
 
-def objective_kwargs(args):
-    """The keyword arguments of discriminative_objective from the parsed flags."""
-    return dict(envs=args.envs, alpha=args.alpha, lambda1=args.lambda1, lambda2=args.lambda2,
-                lambda3=args.lambda3, tau=args.tau, shared_mixing=args.shared_mixing,
-                uniformity=args.uniformity_reg, unbiased_var=args.unbiased_var,
-                var_of_means=args.var_of_means, no_mixing=args.no_mixing)
-
-
-def generative_kwargs(args):
-    """The keyword arguments of generative_objective from the parsed flags."""
-    return dict(envs=args.envs, alpha=args.alpha, beta=args.beta, lambda1=args.lambda1,
-                lambda2=args.lambda2, lambda3=args.lambda3, tau=args.tau,
-                shared_mixing=args.shared_mixing, unbiased_var=args.unbiased_var,
-                var_of_means=args.var_of_means, no_mixing=args.no_mixing)
-
-
-def select_profiles(spec, K):
-    """Indices of the profile views named by --profiles: 'all' -> 0..K-1, '0,3' -> [0, 3]."""
-    if spec == 'all':
-        return list(range(K))
-    views = [int(s) for s in spec.split(',')]
-    if not views or any(v < 0 or v >= K for v in views) or len(set(views)) != len(views):
-        raise ValueError(f'--profiles {spec!r}: need distinct indices in 0..{K - 1}')
-    return views
+def switches(args, generative=False):
+    """The released-code and ablation switches of the one-batch objectives, from the parsed
+    flags (all off by default: the paper). The weights and sizes are passed by name."""
+    kw = dict(shared_mixing=args.shared_mixing, unbiased_var=args.unbiased_var,
+              var_of_means=args.var_of_means, no_mixing=args.no_mixing)
+    return kw if generative else dict(kw, uniformity=args.uniformity_reg)

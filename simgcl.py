@@ -14,6 +14,7 @@ positive items against ALL users / ALL items of view 2, L2-normalised, temperatu
 replaces the BPR term on the clean vectors and the cl term is kept.
 """
 import argparse
+import time
 
 import torch
 import torch.nn as nn
@@ -21,8 +22,7 @@ import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import add_train_args, fit, start_run
-from lightgcn import bpr_loss, l2_reg  # the same BPR and L2 as LightGCN (RLMRec)
+from eval import TrainLog, add_train_args, start_run
 
 # official per-dataset defaults (RLMRec simgcl.yml); other datasets: book's
 DATASET_DEFAULTS = {
@@ -59,7 +59,7 @@ class SimGCL(nn.Module):
         return z[:self.n_users], z[self.n_users:]                   # z_u [U, d], z_i [I, d]
 
 
-def info_nce(z1, z2, ids, tau, chunk=128):
+def view_info_nce(z1, z2, ids, tau, chunk=128):
     """SimGCL's contrastive term for the batch entities `ids` [B] (users, or positive items),
     mean over the B rows: -log( exp(z1_b . z2_b / tau) / sum_n exp(z1_b . z2_n / tau) ), the
     sum over ALL N entities of view 2, all vectors L2-normalised. z1, z2: [N, d] views 1, 2.
@@ -110,7 +110,7 @@ def cl_loss(model, A, eps, tau, u, i):
     """Contrastive term: two noisy views, InfoNCE for batch users u and positive items i."""
     z_u1, z_i1 = model.propagate(A, eps)                            # view 1, [U, d], [I, d]
     z_u2, z_i2 = model.propagate(A, eps)                            # view 2
-    return info_nce(z_u1, z_u2, u, tau) + info_nce(z_i1, z_i2, i, tau)
+    return view_info_nce(z_u1, z_u2, u, tau) + view_info_nce(z_i1, z_i2, i, tau)
 
 
 def parse_args(argv=None):
@@ -141,26 +141,31 @@ def parse_args(argv=None):
 
 
 def main(args):
-    device, rng, data = start_run(args)
+    device, rng = start_run(args)                                        # device, threads, seeds
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+                          views=D.parse_views(args.profiles), seed=args.seed)
     A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
     model = SimGCL(data.n_users, data.n_items, args.dim, args.layers).to(device)
     prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim, args.profile_dim).to(device) if args.proex else None
-    params = list(model.parameters()) + (list(prof.parameters()) if prof else [])
-    opt = torch.optim.Adam(params, lr=args.lr)
+    modules = nn.ModuleList([model] + ([prof] if prof else []))
+    opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
     def train_epoch(epoch):
+        modules.train()
         total, n = 0.0, 0
         for u, i, j in D.bpr_batches(data.train, args.batch, rng):
             u, i, j = u.to(device), i.to(device), j.to(device)
             z_u, z_i = model.propagate(A)                                # clean view
             loss = args.cl * cl_loss(model, A, args.eps, args.cl_tau, u, i)
             if prof is None:
-                loss = loss + bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * l2_reg(model)
+                loss = loss + P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * P.l2_reg(model)
             else:                                                        # Alg. 1 on the clean view
                 c_u, c_i, c_j = prof.batch(u, i, j)                      # Eq. 6, [K, B, d] each
-                proex, _ = P.discriminative_objective(z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u,
-                                                      pos_items=i, **P.objective_kwargs(args))
-                loss = loss + proex + args.reg * (l2_reg(model) + l2_reg(prof))
+                proex, _ = P.discriminative_objective(                   # Eq. 8-14
+                    z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i,
+                    envs=args.envs, alpha=args.alpha, tau=args.tau, lambda1=args.lambda1,
+                    lambda2=args.lambda2, lambda3=args.lambda3, **P.switches(args))
+                loss = loss + proex + args.reg * (P.l2_reg(model) + P.l2_reg(prof))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -168,14 +173,23 @@ def main(args):
         return float(total) / n
 
     def make_score_fn():
+        modules.eval()
         with torch.no_grad():
             z_u, z_i = model.propagate(A)                                # clean view, no noise
             if prof is not None:                                         # Alg. 2: + mean profile
                 z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 
-    return fit(model if prof is None else nn.ModuleList([model, prof]),
-                train_epoch, make_score_fn, data, args, device)
+    # the protocol: validate every --eval-every epochs, stop after --patience epochs without a
+    # better validation Recall@20, test once with the best parameters (eval.TrainLog)
+    log = TrainLog(args, data, device)
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.time()
+        loss = train_epoch(epoch)
+        validate = make_score_fn if epoch % args.eval_every == 0 else None
+        if log.epoch(epoch, loss, time.time() - t0, modules, validate):
+            break
+    return log.test(modules, make_score_fn)
 
 
 if __name__ == '__main__':

@@ -252,8 +252,19 @@ class _Args:
     patience, epochs, eval_every = 3, 12, 1
 
 
-def test_fit_tests_once_with_best_parameters(monkeypatch):
-    """fit: validation peaks at epoch 2, training stops `patience` epochs later, and the
+def run_loop(modules, train_epoch, make_score_fn, data, args):
+    """The epoch loop of the model files, around eval.TrainLog."""
+    log = E.TrainLog(args, data, 'cpu')
+    for epoch in range(1, args.epochs + 1):
+        loss = train_epoch(epoch)
+        validate = make_score_fn if epoch % args.eval_every == 0 else None
+        if log.epoch(epoch, loss, 0.01, modules, validate):
+            break
+    return log.test(modules, make_score_fn)
+
+
+def test_trainlog_tests_once_with_best_parameters(monkeypatch):
+    """TrainLog: validation peaks at epoch 2, training stops `patience` epochs later, and the
     test split is scored once, with the parameters of epoch 2."""
     scores, train, held = random_case(1, n_users=20, n_items=40)
     data = type('Toy', (), {'train': train, 'val': held, 'test': held,
@@ -272,7 +283,7 @@ def test_fit_tests_once_with_best_parameters(monkeypatch):
         return lambda users: w * good[users] - (1 - w) * good[users]   # [B, I]
     calls, real_evaluate = [], E.evaluate
     monkeypatch.setattr(E, 'evaluate', lambda *a, **k: calls.append(k['ks']) or real_evaluate(*a, **k))
-    res = E.fit(model, train_epoch, make_score_fn, data, _Args(), 'cpu')
+    res = run_loop(model, train_epoch, make_score_fn, data, _Args())
     assert res['best_epoch'] == 2 and len(res['history']) == 5             # stopped at 2 + 3
     assert calls == [(20,)] * 5 + [(10, 20)]                               # test once, at the end
     assert model.weight.item() == 1.0                                      # best params restored
@@ -286,10 +297,10 @@ def test_evaluate_without_heldout_users_is_a_clear_error():
         E.evaluate(lambda u: torch.zeros(len(u), 3), train, empty)
 
 
-# ---------------------------------------------------------------- why fit stopped, what it records
+# ---------------------------------------------------------------- why training stopped, what it records
 
 def toy_fit(tmp_path, losses, epochs=12, patience=3):
-    """fit on a random case with a fixed model; losses: epoch -> loss (default 1.0)."""
+    """The loop on a random case with a fixed model; losses: epoch -> loss (default 1.0)."""
     scores, train, held = random_case(2, n_users=20, n_items=40)
     data = type('Toy', (), {'train': train, 'val': held, 'test': held,
                             'summary': lambda self: 'toy'})()
@@ -297,11 +308,11 @@ def toy_fit(tmp_path, losses, epochs=12, patience=3):
                              'out': str(tmp_path / 'r.json')})()
     model = torch.nn.Linear(1, 1)
     S = torch.from_numpy(scores)
-    return E.fit(model, lambda epoch: losses.get(epoch, 1.0), lambda: (lambda u: S[u]),
-                 data, args, 'cpu'), tmp_path / 'r.json'
+    return run_loop(model, lambda epoch: losses.get(epoch, 1.0), lambda: (lambda u: S[u]),
+                    data, args), tmp_path / 'r.json'
 
 
-def test_fit_records_why_it_stopped_and_the_run(tmp_path, capsys):
+def test_trainlog_records_why_it_stopped_and_the_run(tmp_path, capsys):
     res, path = toy_fit(tmp_path, {}, patience=3)            # constant scores: best epoch 1
     assert (res['stop_reason'], res['stop_epoch'], res['best_epoch']) == ('patience', 4, 1)
     assert 'stopped at epoch 4 (patience)' in capsys.readouterr().out
@@ -317,7 +328,7 @@ def test_fit_records_why_it_stopped_and_the_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('bad', [float('nan'), float('inf')])
-def test_fit_non_finite_loss_raises_after_writing_why(tmp_path, bad):
+def test_trainlog_non_finite_loss_raises_after_writing_why(tmp_path, bad):
     with pytest.raises(E.Diverged, match='at epoch 3') as e:
         toy_fit(tmp_path, {3: bad})
     assert str(tmp_path / 'r.json') in str(e.value)

@@ -91,7 +91,7 @@ def test_simgcl_info_nce_equals_loop(chunk):
     z2 = torch.randn(5, 3, requires_grad=True)                             # view 2, all entities
     ids = torch.tensor([0, 3, 3, 1, 4, 3])                                 # batch with repeats
     tau = 0.2
-    got = 3.0 * simgcl.info_nce(z1, z2, ids, tau, chunk=chunk)             # an outer weight too
+    got = 3.0 * simgcl.view_info_nce(z1, z2, ids, tau, chunk=chunk)             # an outer weight too
     n1, n2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     terms = []
     for b in ids.tolist():                                                 # one term per batch row

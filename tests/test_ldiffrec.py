@@ -127,17 +127,6 @@ def test_importance_sampler_history_rolls_and_mixes_the_uniform_law():
 
 # ---------------------------------------------------------------- losses and weights
 
-def test_kl_and_multinomial_nll_by_hand():
-    mu = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
-    logvar = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
-    # KL per row: 0.5 * sum(mu^2 + var - 1 - logvar) = 0.5 * (1 + 1 - log 2), 0; batch mean
-    assert L.kl_to_prior(mu, logvar).item() == pytest.approx(0.25 * (2 - math.log(2.0)), rel=1e-6)
-    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(2.0), 0.0]])
-    x = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
-    assert L.multinomial_nll(logits, x).tolist() == pytest.approx(
-        [-(math.log(0.25) + math.log(0.75)), -math.log(1 / 3)], rel=1e-6)
-
-
 def test_diffusion_loss_by_hand():
     """L_t = w_t * mean_d (x_theta - x_0)^2: with a denoiser predicting 0 it is w_t * mean x_0^2."""
     d = L.GaussianDiffusion(5, 1e-2, 1e-3, 1e-2)

@@ -210,16 +210,16 @@ def test_distribution_alignment_by_hand_and_beta_one():
     assert pc.distribution_alignment(mu, var, mu_e, var_e, 1.0).mean().item() == pytest.approx(vae_kl.item(), rel=1e-5)
 
 
-def test_reparameterize_moments():
+def test_sample_gaussian_moments():
     mu = torch.tensor([1.0, -2.0, 0.5])
     var = torch.tensor([0.25, 4.0, 1.0])
     g = torch.Generator().manual_seed(10)
-    z = pc.reparameterize(mu.expand(200000, 3), var.expand(200000, 3), generator=g)  # [N, 3]
+    z = pc.sample_gaussian(mu.expand(200000, 3), var.expand(200000, 3), generator=g)  # [N, 3]
     assert torch.allclose(z.mean(0), mu, atol=0.02)
     assert torch.allclose(z.var(0), var, rtol=0.02)
 
 
-def test_reparameterize_mixed_mean_and_variance():
+def test_sample_gaussian_mixed_mean_and_variance():
     """Eq. 9 then sampling: the sample has the mixed mean and the mixed variance."""
     mu_k = torch.tensor([[[0.0, 2.0]], [[4.0, -2.0]]])  # [K=2, n=1, d=2]
     var_k = torch.tensor([[[1.0, 0.5]], [[3.0, 1.5]]])
@@ -227,7 +227,7 @@ def test_reparameterize_mixed_mean_and_variance():
     m, v = pc.mix(mu_k, theta)[0, 0], pc.mix(var_k, theta)[0, 0]
     assert torch.allclose(m, torch.tensor([3.0, -1.0])) and torch.allclose(v, torch.tensor([2.5, 1.25]))
     g = torch.Generator().manual_seed(11)
-    z = pc.reparameterize(m.expand(200000, 2), v.expand(200000, 2), generator=g)
+    z = pc.sample_gaussian(m.expand(200000, 2), v.expand(200000, 2), generator=g)
     assert torch.allclose(z.mean(0), m, atol=0.02) and torch.allclose(z.var(0), v, rtol=0.02)
 
 
@@ -491,14 +491,6 @@ def test_resolve_ablations_and_purity():
 def test_unknown_flag_rejected():
     with pytest.raises(SystemExit):
         parser().parse_args(['--proex', '--lambda4', '1'])
-
-
-def test_select_profiles():
-    assert pc.select_profiles('all', 4) == [0, 1, 2, 3]
-    assert pc.select_profiles('0,3', 4) == [0, 3]
-    for bad in ('4', '0,0', '-1'):
-        with pytest.raises(ValueError):
-            pc.select_profiles(bad, 4)
 
 
 def test_stack_views_pca_keeps_the_leading_directions():
