@@ -11,6 +11,23 @@ a chat model, each with its own system prompt pi_1..pi_4 (below):
 then one embedding model embeds all K profiles, the OP too, so that every
 view lives in one space: c_k = f_text(s_k)                            (Eq. 5).
 
+File map, top to bottom (one header comment per section):
+  prompts       pi_1..pi_4 and the words filled in per side
+  formats       each step's reply as a JSON Schema (shown, checked, sent), each step's messages
+  replies       reading a reply: parse, check, re-ask; the fallback texts
+  chain         F1 -> F2 -> F3 -> F4 for one entity, then its embeddings (online mode)  Eq. 4
+  embeddings    c_k = f_text(s_k) for its K profiles                                  Eq. 5
+  inputs        OPs or side information, per side
+  files         journal, vector store, output files
+  one side      open (or refuse), start the journal, finish: files and report
+  command line  defaults, parse_args, main
+then how the calls are made:
+  HTTP          timeouts, retries, backoff, fail fast; chat and embedding requests, probes
+  --batch-api   each step for all entities as OpenAI Batch jobs
+  online mode   --concurrency entities in flight
+  --dry-run     prompts of one entity, estimates of calls, tokens, cost and time
+  utilities     progress lines, peak memory, atomic writes
+
 Run (any OpenAI-compatible server; --base-url includes the /v1 part, the script
 appends /chat/completions and /embeddings):
   export OPENAI_API_KEY=...
@@ -159,32 +176,10 @@ SIDE_WORDS = {  # the side-specific words filled into the prompts
                  latent_of='of the users this item suits'),
 }
 
+
 # ----------------------------------------------------------------------------
-# Defaults (every one can be set from the command line)
-
-K = 4                                   # profiles per entity: the OP and K-1 NPs (paper: 4)
-BASE_URL = 'https://api.openai.com/v1'  # OpenAI-compatible root, /v1 included
-MODEL = 'gpt-3.5-turbo'                 # chat model of the paper
-EMBED_MODEL = 'text-embedding-ada-002'  # embedding model of the paper (d = 1536)
-API_KEY_ENV = 'OPENAI_API_KEY'          # name of the env var holding the key
-CONCURRENCY = 8                         # entities in flight (each has one request open at a time)
-CONNECT_TIMEOUT = 10.0                  # seconds to open a connection
-READ_TIMEOUT = 120.0                    # seconds the server may stay silent while answering
-MAX_ATTEMPTS = 6                        # attempts per request on 429, 5xx, network errors, bad bodies
-BACKOFF = 2.0                           # first retry delay (s); doubles per attempt, with jitter
-BACKOFF_MAX = 120.0                     # cap of our own retry delay (s)
-RETRY_AFTER_MAX = 600.0                 # cap of a server's Retry-After (s)
-FAIL_FAST = 3                           # consecutive identical permanent failures that stop the run
-FAIL_FAST_DELAY = 1.0                   # cap of the retry delay after such a failure (s)
-MAX_REASKS = 2                          # re-asks when a reply is not the requested JSON
-MAX_INPUT_CHARS = 8000                  # embedding inputs are cut to this after an HTTP 400 (~2k tokens)
-POLL_EVERY = 30.0                       # seconds between Batch API status checks
-BATCH_MAX = 50000                       # requests per Batch API job (the OpenAI limit)
-PROGRESS_EVERY = 10.0                   # seconds between progress lines
-EST_CALL_S, EST_TOKENS_PER_S = 1.0, 50  # dry-run time estimate: per-call latency, decoding speed
-DATASET_FOLDERS = {'book': 'amazon'}    # dataset name -> folder, where they differ
-PREFIX = {'user': 'usr', 'item': 'itm'}  # file-name prefix per side
-
+# Each step's reply format, one JSON Schema: shown in its prompt, checked in its reply; and the
+# messages of each step
 
 def fill(prompt, **fields):
     """Unwrap the prompt's lines (blank line -> line break) and fill its {name} fields, in the
@@ -407,7 +402,7 @@ def fallback_texts(state, source, has_op, k, max_chars):
 
 
 # ----------------------------------------------------------------------------
-# The chain F1 -> F2 -> F3 -> F4 and the embeddings for one entity (online mode)
+# The chain F1 -> F2 -> F3 -> F4 for one entity, then its embeddings (online mode)
 
 def ask(session, ep, args, step, turn, state, usage):
     """One chain step: call the model until next_turn has the result (or gives up)."""
@@ -416,19 +411,6 @@ def ask(session, ep, args, step, turn, state, usage):
         value = next_turn(turn, text, finish_reason, state, args.max_reasks)
         if value is not NOT_YET:
             return value
-
-
-def embed_entity(session, ep, args, texts, dim, usage):
-    """c_k = f_text(s_k) for the K profiles (Eq. 5) -> ([K, d], note); after an HTTP 400 the inputs
-    are cut to --max-input-chars and sent once more (the note says so)."""
-    try:
-        return embed(session, ep, args.embed_model, texts, dim, usage), None
-    except Rejected as e:
-        cut = [t[:args.max_input_chars] for t in texts]
-        if cut == texts:
-            raise
-        note = f'embedding inputs cut to {args.max_input_chars} characters after: {e}'
-        return embed(session, ep, args.embed_model, cut, dim, usage), note
 
 
 def make_profiles(ep, args, job, i, state):
@@ -467,6 +449,92 @@ def entity_record(i, texts, reasons, emb_fallback, state, usage, ep):
 
 def new_usage():
     return dict(chat_calls=0, embed_calls=0, prompt_tokens=0, completion_tokens=0, embed_tokens=0)
+
+
+# ----------------------------------------------------------------------------
+# The embeddings of the K profiles: c_k = f_text(s_k) (Eq. 5)
+
+def embed_entity(session, ep, args, texts, dim, usage):
+    """c_k = f_text(s_k) for the K profiles (Eq. 5) -> ([K, d], note); after an HTTP 400 the inputs
+    are cut to --max-input-chars and sent once more (the note says so)."""
+    try:
+        return embed(session, ep, args.embed_model, texts, dim, usage), None
+    except Rejected as e:
+        cut = [t[:args.max_input_chars] for t in texts]
+        if cut == texts:
+            raise
+        note = f'embedding inputs cut to {args.max_input_chars} characters after: {e}'
+        return embed(session, ep, args.embed_model, cut, dim, usage), note
+
+
+# ----------------------------------------------------------------------------
+# Inputs
+
+PREFIX = {'user': 'usr', 'item': 'itm'}  # file-name prefix per side
+
+
+class PlainUnpickler(pickle.Unpickler):
+    """Builds only plain containers, strings and numbers: pickle runs code otherwise."""
+    ALLOWED = {('builtins', 'set'), ('builtins', 'frozenset'), ('collections', 'OrderedDict')}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f'{module}.{name} is not allowed in a profile pickle')
+
+
+def load_profile_pickle(path):
+    """RLMRec usr_prf.pkl / itm_prf.pkl: list or {id: {'profile', 'reasoning'}} -> list of OP strings."""
+    with open(path, 'rb') as f:
+        data = PlainUnpickler(f).load()
+    if isinstance(data, dict):
+        if sorted(data) != list(range(len(data))):
+            raise ValueError(f'{path}: keys must be the ids 0..{len(data) - 1}')
+        data = [data[i] for i in range(len(data))]
+    return [entry['profile'] if isinstance(entry, dict) else entry for entry in data]
+
+
+def load_side_info(path):
+    """JSONL side information -> list of dicts (the fields given to F1), in id order."""
+    rows = {}
+    with open(path, encoding='utf-8') as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                rows[row.pop('id')] = row
+    if sorted(rows) != list(range(len(rows))):
+        raise ValueError(f'{path}: ids must be 0..{len(rows) - 1}, each once')
+    return [rows[i] for i in range(len(rows))]
+
+
+def find_input(args, side, folder):
+    """Path of the side's input: the explicit flag, else the first known file in the dataset folder."""
+    given = args.user_input if side == 'user' else args.item_input
+    if given:
+        return given
+    for name in ('_prf.json', '_prf.pkl', '_side.jsonl'):
+        path = os.path.join(folder, PREFIX[side] + name)
+        if os.path.exists(path):
+            return path
+    raise SystemExit(f'no input for {side}s: none of {PREFIX[side]}_prf.json, _prf.pkl, _side.jsonl '
+                     f'in {folder}, and no --{side}-input')
+
+
+def load_inputs(path):
+    """-> (list with one entry per id, has_op): OP strings, or side-information dicts for F1."""
+    try:
+        if path.endswith('.jsonl'):
+            return load_side_info(path), False
+        if path.endswith('.pkl'):
+            sources = load_profile_pickle(path)
+        else:
+            with open(path, encoding='utf-8') as f:
+                sources = json.load(f)
+    except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        raise SystemExit(f'{path}: {type(e).__name__}: {e}') from None
+    if not isinstance(sources, list) or not all(isinstance(s, str) and s.strip() for s in sources):
+        raise SystemExit(f'{path}: expected one non-empty profile string per id')
+    return sources, True
 
 
 # ----------------------------------------------------------------------------
@@ -604,152 +672,8 @@ def write_outputs(args, job):
     return written
 
 
-class HashSink:
-    def __init__(self):
-        self.sha = hashlib.sha256()
-
-    def write(self, data):
-        self.sha.update(data)
-
-
-def file_sha256(path):
-    sha = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def write_if_changed(path, write):
-    """write(file) into path atomically, unless the file already holds those bytes."""
-    sink = HashSink()
-    write(sink)
-    if os.path.exists(path) and file_sha256(path) == sink.sha.hexdigest():
-        return False
-    write_atomic(path, write)
-    return True
-
-
-def write_atomic(path, write):
-    """Temp file in the same folder, fsync, os.replace: readers see the old file or the new one.
-    The file gets the usual permissions (0666 less the umask; mkstemp makes it 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp_' + os.path.basename(path))
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def current_umask():
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
-
-
-UMASK = current_umask()
-
-
-def cosine_sums(c):
-    """Per-chunk sums for cosine_report. c: [n, K, d] -> (n, sum over n of cos(OP, NP k) [K-1],
-    sum of cos(NP j, NP k) over n and pairs j < k, pairs per entity)."""
-    k = c.shape[1]
-    x = np.asarray(c, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
-    s = np.einsum('nkd,njd->nkj', x, x)  # [n, K, K] cosine between the K views of each entity
-    a, b = np.triu_indices(k - 1, 1)
-    return len(x), s[:, 0, 1:].sum(0), s[:, 1:, 1:][:, a, b].sum(), len(a)
-
-
-def cosine_report(chunks):
-    """Mean cosine OP-vs-NP and NP-vs-NP over entities (the paper's Fig. 4(a) claim), from
-    arrays [n, K, d] (one, or chunks of the store)."""
-    n, op_np, np_np, pairs = 0, 0.0, 0.0, 0
-    for c in [chunks] if isinstance(chunks, np.ndarray) else chunks:
-        m, op, nn, pairs = cosine_sums(c)
-        n, op_np, np_np = n + m, op_np + op, np_np + nn
-    op_np = np.atleast_1d(op_np)
-    return {'n': int(n), 'op_vs_np': float(op_np.sum() / max(n * len(op_np), 1)),
-            'op_vs_np_per_k': [float(x / max(n, 1)) for x in op_np],
-            'np_vs_np': float(np_np / max(n * pairs, 1)) if pairs else None}
-
-
 # ----------------------------------------------------------------------------
-# Inputs
-
-class PlainUnpickler(pickle.Unpickler):
-    """Builds only plain containers, strings and numbers: pickle runs code otherwise."""
-    ALLOWED = {('builtins', 'set'), ('builtins', 'frozenset'), ('collections', 'OrderedDict')}
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f'{module}.{name} is not allowed in a profile pickle')
-
-
-def load_profile_pickle(path):
-    """RLMRec usr_prf.pkl / itm_prf.pkl: list or {id: {'profile', 'reasoning'}} -> list of OP strings."""
-    with open(path, 'rb') as f:
-        data = PlainUnpickler(f).load()
-    if isinstance(data, dict):
-        if sorted(data) != list(range(len(data))):
-            raise ValueError(f'{path}: keys must be the ids 0..{len(data) - 1}')
-        data = [data[i] for i in range(len(data))]
-    return [entry['profile'] if isinstance(entry, dict) else entry for entry in data]
-
-
-def load_side_info(path):
-    """JSONL side information -> list of dicts (the fields given to F1), in id order."""
-    rows = {}
-    with open(path, encoding='utf-8') as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                rows[row.pop('id')] = row
-    if sorted(rows) != list(range(len(rows))):
-        raise ValueError(f'{path}: ids must be 0..{len(rows) - 1}, each once')
-    return [rows[i] for i in range(len(rows))]
-
-
-def find_input(args, side, folder):
-    """Path of the side's input: the explicit flag, else the first known file in the dataset folder."""
-    given = args.user_input if side == 'user' else args.item_input
-    if given:
-        return given
-    for name in ('_prf.json', '_prf.pkl', '_side.jsonl'):
-        path = os.path.join(folder, PREFIX[side] + name)
-        if os.path.exists(path):
-            return path
-    raise SystemExit(f'no input for {side}s: none of {PREFIX[side]}_prf.json, _prf.pkl, _side.jsonl '
-                     f'in {folder}, and no --{side}-input')
-
-
-def load_inputs(path):
-    """-> (list with one entry per id, has_op): OP strings, or side-information dicts for F1."""
-    try:
-        if path.endswith('.jsonl'):
-            return load_side_info(path), False
-        if path.endswith('.pkl'):
-            sources = load_profile_pickle(path)
-        else:
-            with open(path, encoding='utf-8') as f:
-                sources = json.load(f)
-    except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as e:
-        raise SystemExit(f'{path}: {type(e).__name__}: {e}') from None
-    if not isinstance(sources, list) or not all(isinstance(s, str) and s.strip() for s in sources):
-        raise SystemExit(f'{path}: expected one non-empty profile string per id')
-    return sources, True
-
-
-
-
-# ----------------------------------------------------------------------------
-# Running one side
+# One side: open it (or refuse), start its journal, journal each entity, write its files and report
 
 def open_side(args, side):
     """Load the side's input and its journal if any; refuse a fresh run that would overwrite files."""
@@ -815,70 +739,6 @@ def finish_entity(job, journal, record, c, stats):
         stats['fallbacks'][record['id']] = record['reason']
 
 
-def run_side(args, job, ep):
-    """Every entity to do, --concurrency at work and as many queued; each result journaled as it lands."""
-    stats, todo, running = new_stats(), iter(job['todo']), set()
-    pool = ThreadPoolExecutor(max_workers=args.concurrency)
-    try:
-        with open(job['journal'], 'rb') as past, open(job['journal'], 'ab') as journal:
-            while True:
-                for i in todo if len(running) < 2 * args.concurrency else []:
-                    running.add(pool.submit(make_profiles, ep, args, job, i, initial_state(job, past, i)))
-                    if len(running) == 2 * args.concurrency:
-                        break
-                if not running:
-                    break
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    record, c = future.result()  # Fatal propagates and stops the run
-                    finish_entity(job, journal, record, c, stats)
-                    print_progress(job, stats)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    print_summary(job, stats)
-
-
-def new_stats():
-    return dict(usage=new_usage(), fallbacks={}, finished=0, t0=time.time(), last_print=0.0)
-
-
-def print_progress(job, stats):
-    """One line every PROGRESS_EVERY seconds; rate and ETA count the entities finished in this run."""
-    stats['finished'] += 1
-    if time.time() - stats['last_print'] < PROGRESS_EVERY and stats['finished'] < len(job['todo']):
-        return
-    stats['last_print'] = time.time()
-    done = sum(i in job['index'] for i in job['ids'])
-    rate = stats['finished'] / max(time.time() - stats['t0'], 1e-9)
-    print(f'{job["side"]}: {done}/{len(job["ids"])} finished, {len(stats["fallbacks"])} with fallback, '
-          f'{rate:.2f}/s, ETA {(len(job["todo"]) - stats["finished"]) / rate / 60:.1f} min', flush=True)
-
-
-def print_summary(job, stats):
-    side, usage, fallbacks = job['side'], stats['usage'], stats['fallbacks']
-    journal_mb = os.path.getsize(job['journal']) / 2 ** 20
-    store_mb = os.path.getsize(job['store_path']) / 2 ** 20
-    print(f'{side} summary: {len(job["todo"]) - len(fallbacks)} done and {len(fallbacks)} with fallback in this '
-          f'run; {usage["chat_calls"]} chat + {usage["embed_calls"]} embedding calls, tokens: '
-          f'{usage["prompt_tokens"]} prompt, {usage["completion_tokens"]} completion, '
-          f'{usage["embed_tokens"]} embedding; {time.time() - stats["t0"]:.1f} s; journal {journal_mb:.1f} MB, '
-          f'vectors {store_mb:.1f} MB, peak memory {peak_memory_mb():.0f} MB')
-    for i in sorted(fallbacks)[:20]:
-        print(f'  fallback {side} {i}: {fallbacks[i]}')
-    if len(fallbacks) > 20:
-        print(f'  ... and {len(fallbacks) - 20} more fallbacks (see {job["journal"]})')
-
-
-def peak_memory_mb():
-    """This process's peak resident memory. Linux: VmHWM (ru_maxrss would also count the parent's
-    memory at fork time, as it survives exec)."""
-    try:
-        with open('/proc/self/status') as f:
-            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:')) / 1024  # kB
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def finish_side(args, job):
     """The official files once every entity is finished, and the report. Returns the exit status."""
     side, index, n = job['side'], job['index'], len(job['sources'])
@@ -915,195 +775,157 @@ def report_side(args, job, fallbacks, complete):
     write_atomic(path, lambda f: f.write(blob))
 
 
-def dry_run(args, job):
-    """Print the prompts of one entity; estimate calls, tokens (4 characters ~ 1 token; the NPs at
-    F4's word cap), cost (--price-*) and time at --concurrency. No request is sent."""
-    side, k, sources, has_op, todo = job['side'], args.profiles, job['sources'], job['has_op'], job['todo']
-    i = todo[0] if todo else 0
-    op = sources[i] if has_op else '<OP written by F1>'
-    for step, (system, user) in step_messages(side, k, sources[i], op).items():
-        if step == 'F1' and has_op:
-            print(f'--- {side} {i}: F1 skipped, the OP is given')
-            continue
-        print(f'--- {side} {i}: {step} system prompt ---\n{system}\n--- {step} user message ---\n{user}\n')
-    n, words = len(todo), SIDE_WORDS[side]['words']
-    cap = words * 4 / 3  # tokens of a profile at its word cap
-    op_tok = np.mean([len(sources[j]) for j in todo]) / 4 if has_op and n else cap
-    src_tok = 0 if has_op or not n else np.mean([len(json.dumps(sources[j])) for j in todo]) / 4
-    sys_tok = {step: len(system_prompt(side, step, k)) / 4 for step in PROMPTS}
-    side_tok = 100  # aspects (F2) and latent preferences (F3): about 100 tokens each
-    out = {'F1': cap + 40, 'F2': side_tok, 'F3': side_tok, 'F4': (k - 1) * cap}
-    inp = {'F1': sys_tok['F1'] + src_tok, 'F2': sys_tok['F2'] + op_tok, 'F3': sys_tok['F3'] + op_tok + side_tok,
-           'F4': sys_tok['F4'] + op_tok + 2 * side_tok}
-    steps = steps_of(has_op)
-    prompt, completion = sum(inp[s] for s in steps) * n, sum(out[s] for s in steps) * n
-    embed_tok = (op_tok + (k - 1) * cap) * n
-    cost = (prompt * args.price_in + completion * args.price_out + embed_tok * args.price_embed) / 1e6
-    seconds = sum(EST_CALL_S + out[s] / EST_TOKENS_PER_S for s in steps) + EST_CALL_S  # one entity, in turn
-    print(f'{side}: {n} entities to do -> {len(steps) * n} chat calls, {n} embedding calls, '
-          f'~{prompt:,.0f} prompt + ~{completion:,.0f} completion tokens, ~{embed_tok:,.0f} embedding tokens '
-          f'(estimate; first tries only, new profiles at the {words}-word cap)')
-    print(f'{side}: cost ~${cost:,.2f} online, ~${cost / 2:,.2f} with --batch-api (at --price-in {args.price_in}, '
-          f'--price-out {args.price_out}, --price-embed {args.price_embed} $ per million tokens); '
-          f'time ~{seconds * n / args.concurrency / 60:,.1f} min at --concurrency {args.concurrency} '
-          f'(assuming {EST_CALL_S:.0f} s per call + {EST_TOKENS_PER_S} tokens/s; --batch-api: up to 24 h per step)')
+def cosine_sums(c):
+    """Per-chunk sums for cosine_report. c: [n, K, d] -> (n, sum over n of cos(OP, NP k) [K-1],
+    sum of cos(NP j, NP k) over n and pairs j < k, pairs per entity)."""
+    k = c.shape[1]
+    x = np.asarray(c, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
+    s = np.einsum('nkd,njd->nkj', x, x)  # [n, K, K] cosine between the K views of each entity
+    a, b = np.triu_indices(k - 1, 1)
+    return len(x), s[:, 0, 1:].sum(0), s[:, 1:, 1:][:, a, b].sum(), len(a)
+
+
+def cosine_report(chunks):
+    """Mean cosine OP-vs-NP and NP-vs-NP over entities (the paper's Fig. 4(a) claim), from
+    arrays [n, K, d] (one, or chunks of the store)."""
+    n, op_np, np_np, pairs = 0, 0.0, 0.0, 0
+    for c in [chunks] if isinstance(chunks, np.ndarray) else chunks:
+        m, op, nn, pairs = cosine_sums(c)
+        n, op_np, np_np = n + m, op_np + op, np_np + nn
+    op_np = np.atleast_1d(op_np)
+    return {'n': int(n), 'op_vs_np': float(op_np.sum() / max(n * len(op_np), 1)),
+            'op_vs_np_per_k': [float(x / max(n, 1)) for x in op_np],
+            'np_vs_np': float(np_np / max(n * pairs, 1)) if pairs else None}
 
 
 # ----------------------------------------------------------------------------
-# --batch-api: each step for all entities as OpenAI Batch jobs (half price, results within 24 h)
+# Command line
+#
+# Defaults (every one can be set from the command line)
 
-def run_side_batch(args, job, ep):
-    """F1 (when needed), F2, F3, F4 for every entity to do, then the embeddings: one round of Batch
-    jobs per try, the same re-ask rules as online. Step results and batch ids are journaled, so a
-    killed run resumes without resubmitting a recorded batch; the records equal the online mode's."""
-    k, todo, stats = args.profiles, job['todo'], new_stats()
-    with open(job['journal'], 'rb') as past:
-        states = {i: initial_state(job, past, i) for i in todo}
-    with open(job['journal'], 'ab') as journal, requests.Session() as session:
-        if args.retry_fallbacks and any(i in job['index'] for i in todo):
-            append_lines(journal, [{'retry': True}])  # earlier batches belong to earlier tries
-            job['batches'] = {}
-        for step in steps_of(job['has_op']):
-            batch_step(session, ep, args, job, journal, step, states, stats['usage'])
-        texts = {i: fallback_texts(states[i], job['sources'][i], job['has_op'], k, args.max_input_chars)
-                 for i in todo}
-        vectors, notes = batch_embeddings(session, ep.embed, args, job, journal, texts, stats['usage'])
-        for i in todo:
-            reasons = [f'{states[i]["failed"]}; new profiles fall back to the OP'] if 'failed' in states[i] else []
-            reasons += [notes[i]] if i in notes else []
-            c = vectors.get(i)
-            emb_fallback = c is None
-            if emb_fallback:
-                c = np.zeros((k, job['dim']), np.float32)
-            record = entity_record(i, texts[i], reasons, emb_fallback, states[i], new_usage(), ep)
-            finish_entity(job, journal, record, c, stats)
-            print_progress(job, stats)
-    print_summary(job, stats)
+K = 4                                   # profiles per entity: the OP and K-1 NPs (paper: 4)
+BASE_URL = 'https://api.openai.com/v1'  # OpenAI-compatible root, /v1 included
+MODEL = 'gpt-3.5-turbo'                 # chat model of the paper
+EMBED_MODEL = 'text-embedding-ada-002'  # embedding model of the paper (d = 1536)
+API_KEY_ENV = 'OPENAI_API_KEY'          # name of the env var holding the key
+CONCURRENCY = 8                         # entities in flight (each has one request open at a time)
+CONNECT_TIMEOUT = 10.0                  # seconds to open a connection
+READ_TIMEOUT = 120.0                    # seconds the server may stay silent while answering
+MAX_ATTEMPTS = 6                        # attempts per request on 429, 5xx, network errors, bad bodies
+BACKOFF = 2.0                           # first retry delay (s); doubles per attempt, with jitter
+MAX_REASKS = 2                          # re-asks when a reply is not the requested JSON
+MAX_INPUT_CHARS = 8000                  # embedding inputs are cut to this after an HTTP 400 (~2k tokens)
+POLL_EVERY = 30.0                       # seconds between Batch API status checks
+BATCH_MAX = 50000                       # requests per Batch API job (the OpenAI limit)
+DATASET_FOLDERS = {'book': 'amazon'}    # dataset name -> folder, where they differ
 
 
-def batch_step(session, ep, args, job, journal, step, states, usage):
-    """One chain step for every entity still in the chain; rounds of batches until each has a result
-    or has failed (the failure is journaled as the step's result)."""
-    side, k, key = job['side'], args.profiles, STATE_KEY[step]
-    pending = [i for i in job['todo'] if key not in states[i] and 'failed' not in states[i]]
-    turns = {i: new_turn(side, k, job['sources'][i], states[i], step) for i in pending}
-    for round_ in range(args.max_reasks + 2):  # first try, one longer try, the re-asks
-        if not pending:
-            return
-        bodies = {i: chat_payload(args.model, turns[i], ep.response_format) for i in pending}
-        results = run_batches(session, ep, args, job, journal, f'{step}-{round_}', 'chat/completions', bodies)
-        lines, still = [], []
-        for i in pending:
-            try:
-                value = batch_reply(results.get(i), turns[i], step, states[i], args, ep, usage)
-            except EntityFailed as e:
-                states[i]['failed'] = redact(str(e), ep.api_key)
-                lines.append({'id': i, 'step': step, 'failed': states[i]['failed']})
-                continue
-            if value is NOT_YET:
-                still.append(i)
-            else:
-                states[i][key] = value
-                lines.append({'id': i, 'step': step, 'value': value})
-        append_lines(journal, lines)
-        pending = still
-    for i in pending:
-        states[i]['failed'] = f'{step}: no usable reply in {args.max_reasks + 2} batch rounds'
-        append_lines(journal, [{'id': i, 'step': step, 'failed': states[i]['failed']}])
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description='ProEx profile construction: F1-F4 LLM chain and embeddings '
+                                 '(paper Sec. 2.3.1, Eq. 4-5). See the module docstring for files and policies.')
+    ap.add_argument('--dataset', required=True, help='dataset name; "book" reads the folder "amazon"')
+    ap.add_argument('--data-dir', default=None, help='folder holding the datasets (default: $PROEX_DATA, else ./data)')
+    ap.add_argument('--out-dir', default=None, help='where outputs and journal go (default: the dataset folder)')
+    ap.add_argument('--side', choices=['user', 'item', 'both'], default='both', help='which entities to profile')
+    ap.add_argument('--user-input', default=None, help='user input file (.json OP list, .pkl RLMRec, .jsonl side info)')
+    ap.add_argument('--item-input', default=None, help='item input file (same formats as --user-input)')
+    ap.add_argument('--base-url', default=BASE_URL, help='OpenAI-compatible API root including /v1, e.g. '
+                    'http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama)')
+    ap.add_argument('--model', default=MODEL, help='chat model for F1-F4')
+    ap.add_argument('--embed-model', default=EMBED_MODEL, help='embedding model for all K profiles (Eq. 5)')
+    ap.add_argument('--embed-base-url', default=None, help='another server for /embeddings (default: --base-url)')
+    ap.add_argument('--embed-api-key-env', default=None, help='environment variable holding its key '
+                    '(default: --api-key-env)')
+    ap.add_argument('--embed-dim', type=int, default=0, help='expected embedding dimension (0: ask the server once)')
+    ap.add_argument('--api-key-env', default=API_KEY_ENV, help='environment variable holding the API key '
+                    '(may be unset for local servers)')
+    ap.add_argument('--profiles', type=int, default=K, help='K, profiles per entity: the OP and K-1 new ones')
+    ap.add_argument('--concurrency', type=int, default=CONCURRENCY, help='entities processed in parallel')
+    ap.add_argument('--limit', type=int, default=0, help='only ids 0..N-1 (0: all); writes no output file '
+                    '(the files need every id)')
+    ap.add_argument('--connect-timeout', type=float, default=CONNECT_TIMEOUT, help='seconds to open a connection')
+    ap.add_argument('--timeout', type=float, default=READ_TIMEOUT, help='seconds the server may stay silent '
+                    'while answering (read timeout)')
+    ap.add_argument('--max-attempts', type=int, default=MAX_ATTEMPTS, help='attempts per request on 429, 5xx, '
+                    'network errors or malformed bodies, then the entity falls back')
+    ap.add_argument('--backoff', type=float, default=BACKOFF, help='first retry delay in seconds (doubles, jittered)')
+    ap.add_argument('--max-reasks', type=int, default=MAX_REASKS, help='re-asks when a reply is not the requested '
+                    'JSON, then the entity falls back')
+    ap.add_argument('--max-input-chars', type=int, default=MAX_INPUT_CHARS, help='embedding inputs are cut to '
+                    'this many characters after an HTTP 400, and sent once more')
+    ap.add_argument('--retry-fallbacks', action='store_true', help='redo the entities that used a fallback, '
+                    'from the step that failed')
+    ap.add_argument('--json-mode', action='store_true', help='send response_format json_object (if the server has it)')
+    ap.add_argument('--json-schema', action='store_true', help='send response_format json_schema with each step\'s '
+                    'schema (structured outputs: OpenAI, vLLM, Ollama, llama.cpp); dropped if the server answers 400')
+    ap.add_argument('--batch-api', action='store_true', help='send each step as OpenAI Batch jobs '
+                    '(/v1/files, /v1/batches): half the price, results within 24 h; resumable')
+    ap.add_argument('--batch-size', type=int, default=BATCH_MAX, help='requests per Batch job')
+    ap.add_argument('--poll-every', type=float, default=POLL_EVERY, help='seconds between Batch status checks')
+    ap.add_argument('--overwrite', action='store_true', help='let a fresh run replace existing output files')
+    ap.add_argument('--report', action='store_true', help='print and write <side>_prf_report.json: '
+                    'mean cosine OP-vs-NP and NP-vs-NP, fallbacks')
+    ap.add_argument('--dry-run', action='store_true', help='print the four prompts for one entity and estimate '
+                    'calls, tokens, cost and time; no request is sent')
+    ap.add_argument('--price-in', type=float, default=0.0, help='dry run: $ per million prompt tokens')
+    ap.add_argument('--price-out', type=float, default=0.0, help='dry run: $ per million completion tokens')
+    ap.add_argument('--price-embed', type=float, default=0.0, help='dry run: $ per million embedding tokens')
+    args = ap.parse_args(argv)
+    if args.profiles < 2 or args.concurrency < 1 or args.max_attempts < 1 or args.max_reasks < 0 \
+            or args.batch_size < 1 or args.max_input_chars < 1:
+        ap.error('need --profiles >= 2, --concurrency, --max-attempts, --batch-size, --max-input-chars >= 1, '
+                 '--max-reasks >= 0')
+    data_dir = args.data_dir or os.environ.get('PROEX_DATA') or './data'
+    args.folder = os.path.join(data_dir, DATASET_FOLDERS.get(args.dataset, args.dataset))
+    args.out_dir = args.out_dir or args.folder
+    return args
 
 
-def batch_reply(result, turn, step, state, args, ep, usage):
-    """A batch result line -> next_turn; a transient error (429, 5xx, missing line) uses a re-ask."""
-    status, body = result or (None, None)
-    if status == 200:
-        try:
-            text, finish_reason, body_usage = chat_fields(body)
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            text, finish_reason, body_usage = f'(unusable response: {type(e).__name__})', None, None
-        count_usage(ep, usage, body_usage, 'chat')
-        return next_turn(turn, text, finish_reason, state, args.max_reasks)
-    if status is not None and 400 <= status < 500 and status not in (408, 409, 429):
-        raise Rejected(f'{step}: HTTP {status} in the batch results: {batch_error(body)}')
-    if turn.reasks >= args.max_reasks:
-        raise EntityFailed(f'{step}: no result in {turn.reasks + 1} batch rounds, last: HTTP {status}')
-    turn.reasks += 1
-    return NOT_YET
-
-
-def batch_embeddings(session, ep, args, job, journal, texts, usage):
-    """f_text for all K profiles of every entity (Eq. 5): one request per entity; an HTTP 400 is sent
-    again once with the inputs cut to --max-input-chars, anything else once as it was.
-    -> ({id: [K, d]}, {id: note for a cut input or a fallback})."""
-    inputs, vectors, notes, errors = dict(texts), {}, {}, {}
-    pending = list(texts)
-    for round_ in range(2):
-        bodies = {i: {'model': args.embed_model, 'input': inputs[i]} for i in pending}
-        results = run_batches(session, ep, args, job, journal, f'embeddings-{round_}', 'embeddings', bodies)
-        still = []
-        for i in pending:
-            status, body = results.get(i) or (None, None)
-            try:
-                if status == 200:
-                    vectors[i], body_usage = pooled_warning(ep, embedding_rows(body, len(inputs[i]), job['dim']))
-                    count_usage(ep, usage, body_usage, 'embeddings')
-                    continue
-                errors[i] = f'embeddings: HTTP {status} in the batch results: {batch_error(body)}'
-            except (ValueError, KeyError, IndexError, TypeError) as e:
-                errors[i] = f'embeddings: unusable response ({type(e).__name__}: {str(e)[:100]})'
-            cut = [t[:args.max_input_chars] for t in inputs[i]]
-            if status == 400 and cut != inputs[i]:
-                inputs[i], notes[i] = cut, f'embedding inputs cut to {args.max_input_chars} characters after: {errors[i]}'
-            still.append(i)
-        pending = still
-    for i in pending:
-        notes[i] = f'{errors[i]}; rows fall back to the mean embedding of the side'
-    return vectors, notes
-
-
-def batch_error(body):
+def main(argv=None):
+    args = parse_args(argv)
+    print('config:', json.dumps(vars(args)))  # only the key's variable name is in args
+    for env in dict.fromkeys([args.api_key_env, args.embed_api_key_env or args.api_key_env]):
+        print(f'API key: ${env} is {"set" if os.environ.get(env) else "not set"}')
+    ep = Endpoint(args.base_url, os.environ.get(args.api_key_env, ''), args, args.api_key_env)
+    embed_env = args.embed_api_key_env or args.api_key_env
+    if (args.embed_base_url or args.base_url) != args.base_url or embed_env != args.api_key_env:
+        ep.embed = Endpoint(args.embed_base_url or args.base_url, os.environ.get(embed_env, ''), args, embed_env)
+    status, jobs = 0, []
     try:
-        return str(body['error']['message'])[:300]
-    except (KeyError, TypeError):
-        return str(body)[:300]
-
-
-def run_batches(session, ep, args, job, journal, name, route, bodies):
-    """Requests {id: body} as Batch jobs of at most --batch-size requests -> {id: (status, body)}."""
-    ids, results = sorted(bodies), {}
-    for part, start in enumerate(range(0, len(ids), args.batch_size)):
-        chunk = {i: bodies[i] for i in ids[start:start + args.batch_size]}
-        results.update(run_batch(session, ep, args, job, journal, f'{name}-{part}', route, chunk))
-    return results
-
-
-def run_batch(session, ep, args, job, journal, name, route, bodies):
-    """One Batch job: upload the JSONL of requests, create the batch (its id journaled before anything
-    waits on it), poll until it ends, download its output and error files -> {id: (status, body)}."""
-    side, step = job['side'], name.split('-')[0]
-    batch_id = job['batches'].get(name)
-    if batch_id is None:
-        lines = ''.join(json.dumps({'custom_id': f'{side}-{i}', 'method': 'POST', 'url': f'/v1/{route}',
-                                    'body': body}, ensure_ascii=False) + '\n' for i, body in bodies.items())
-        file_id = upload_file(session, ep, f'{side}-{name}.jsonl', lines.encode('utf-8'), step)
-        batch_id = create_batch(session, ep, file_id, route, step)
-        append_lines(journal, [{'batch': {'name': name, 'id': batch_id}}])
-        job['batches'][name] = batch_id
-    print(f'{side}: batch {name} ({len(bodies)} requests) is {batch_id}', flush=True)
-    batch = wait_for_batch(session, ep, args, batch_id, step)
-    results = {}
-    for key in ('output_file_id', 'error_file_id'):
-        if batch.get(key):
-            for line in file_content(session, ep, batch[key], step).splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    response = row.get('response') or {}
-                    i = int(row['custom_id'].rsplit('-', 1)[1])
-                    results[i] = (response.get('status_code'), response.get('body') or row.get('error'))
-    return results
+        jobs = [open_side(args, side) for side in (['user', 'item'] if args.side == 'both' else [args.side])]
+        for job in jobs if not args.dry_run else []:  # every side checked before any starts
+            start_journal(args, job, ep)
+        for job in jobs:
+            if args.dry_run:
+                dry_run(args, job)
+                continue
+            (run_side_batch if args.batch_api else run_side)(args, job, ep)
+            status = max(status, finish_side(args, job))
+    except Fatal as e:
+        print(redact(redact(str(e), ep.api_key), ep.embed.api_key), file=sys.stderr)  # 'error: <URL> (step ...) ...'
+        return 1
+    except SystemExit as e:  # refusals and input errors: a message and exit status 2
+        if isinstance(e.code, str):
+            print(f'error: {e.code}', file=sys.stderr)
+            return 2
+        raise
+    finally:
+        for job in jobs:
+            if 'store' in job:
+                job['store'].close()
+    return status
 
 
 # ----------------------------------------------------------------------------
-# HTTP: requests with connect and read timeouts, bounded retries, backoff + jitter, fail fast
+# HTTP: requests with connect and read timeouts, bounded retries, backoff + jitter, fail fast;
+# the chat and embedding requests, the response_format and dimension probes
+
+BACKOFF_MAX = 120.0                     # cap of our own retry delay (s)
+RETRY_AFTER_MAX = 600.0                 # cap of a server's Retry-After (s)
+FAIL_FAST = 3                           # consecutive identical permanent failures that stop the run
+FAIL_FAST_DELAY = 1.0                   # cap of the retry delay after such a failure (s)
+
 
 class Endpoint:
     """The server, the retry policy, and what all threads share: the fail-fast count and the warnings."""
@@ -1367,6 +1189,159 @@ def probe_dim(ep, args):
         raise Fatal(f'error: cannot get the embedding dimension from {ep.base_url}/embeddings: {e}') from None
 
 
+# ----------------------------------------------------------------------------
+# --batch-api: each step for all entities as OpenAI Batch jobs (half price, results within 24 h)
+
+def run_side_batch(args, job, ep):
+    """F1 (when needed), F2, F3, F4 for every entity to do, then the embeddings: one round of Batch
+    jobs per try, the same re-ask rules as online. Step results and batch ids are journaled, so a
+    killed run resumes without resubmitting a recorded batch; the records equal the online mode's."""
+    k, todo, stats = args.profiles, job['todo'], new_stats()
+    with open(job['journal'], 'rb') as past:
+        states = {i: initial_state(job, past, i) for i in todo}
+    with open(job['journal'], 'ab') as journal, requests.Session() as session:
+        if args.retry_fallbacks and any(i in job['index'] for i in todo):
+            append_lines(journal, [{'retry': True}])  # earlier batches belong to earlier tries
+            job['batches'] = {}
+        for step in steps_of(job['has_op']):
+            batch_step(session, ep, args, job, journal, step, states, stats['usage'])
+        texts = {i: fallback_texts(states[i], job['sources'][i], job['has_op'], k, args.max_input_chars)
+                 for i in todo}
+        vectors, notes = batch_embeddings(session, ep.embed, args, job, journal, texts, stats['usage'])
+        for i in todo:
+            reasons = [f'{states[i]["failed"]}; new profiles fall back to the OP'] if 'failed' in states[i] else []
+            reasons += [notes[i]] if i in notes else []
+            c = vectors.get(i)
+            emb_fallback = c is None
+            if emb_fallback:
+                c = np.zeros((k, job['dim']), np.float32)
+            record = entity_record(i, texts[i], reasons, emb_fallback, states[i], new_usage(), ep)
+            finish_entity(job, journal, record, c, stats)
+            print_progress(job, stats)
+    print_summary(job, stats)
+
+
+def batch_step(session, ep, args, job, journal, step, states, usage):
+    """One chain step for every entity still in the chain; rounds of batches until each has a result
+    or has failed (the failure is journaled as the step's result)."""
+    side, k, key = job['side'], args.profiles, STATE_KEY[step]
+    pending = [i for i in job['todo'] if key not in states[i] and 'failed' not in states[i]]
+    turns = {i: new_turn(side, k, job['sources'][i], states[i], step) for i in pending}
+    for round_ in range(args.max_reasks + 2):  # first try, one longer try, the re-asks
+        if not pending:
+            return
+        bodies = {i: chat_payload(args.model, turns[i], ep.response_format) for i in pending}
+        results = run_batches(session, ep, args, job, journal, f'{step}-{round_}', 'chat/completions', bodies)
+        lines, still = [], []
+        for i in pending:
+            try:
+                value = batch_reply(results.get(i), turns[i], step, states[i], args, ep, usage)
+            except EntityFailed as e:
+                states[i]['failed'] = redact(str(e), ep.api_key)
+                lines.append({'id': i, 'step': step, 'failed': states[i]['failed']})
+                continue
+            if value is NOT_YET:
+                still.append(i)
+            else:
+                states[i][key] = value
+                lines.append({'id': i, 'step': step, 'value': value})
+        append_lines(journal, lines)
+        pending = still
+    for i in pending:
+        states[i]['failed'] = f'{step}: no usable reply in {args.max_reasks + 2} batch rounds'
+        append_lines(journal, [{'id': i, 'step': step, 'failed': states[i]['failed']}])
+
+
+def batch_reply(result, turn, step, state, args, ep, usage):
+    """A batch result line -> next_turn; a transient error (429, 5xx, missing line) uses a re-ask."""
+    status, body = result or (None, None)
+    if status == 200:
+        try:
+            text, finish_reason, body_usage = chat_fields(body)
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            text, finish_reason, body_usage = f'(unusable response: {type(e).__name__})', None, None
+        count_usage(ep, usage, body_usage, 'chat')
+        return next_turn(turn, text, finish_reason, state, args.max_reasks)
+    if status is not None and 400 <= status < 500 and status not in (408, 409, 429):
+        raise Rejected(f'{step}: HTTP {status} in the batch results: {batch_error(body)}')
+    if turn.reasks >= args.max_reasks:
+        raise EntityFailed(f'{step}: no result in {turn.reasks + 1} batch rounds, last: HTTP {status}')
+    turn.reasks += 1
+    return NOT_YET
+
+
+def batch_embeddings(session, ep, args, job, journal, texts, usage):
+    """f_text for all K profiles of every entity (Eq. 5): one request per entity; an HTTP 400 is sent
+    again once with the inputs cut to --max-input-chars, anything else once as it was.
+    -> ({id: [K, d]}, {id: note for a cut input or a fallback})."""
+    inputs, vectors, notes, errors = dict(texts), {}, {}, {}
+    pending = list(texts)
+    for round_ in range(2):
+        bodies = {i: {'model': args.embed_model, 'input': inputs[i]} for i in pending}
+        results = run_batches(session, ep, args, job, journal, f'embeddings-{round_}', 'embeddings', bodies)
+        still = []
+        for i in pending:
+            status, body = results.get(i) or (None, None)
+            try:
+                if status == 200:
+                    vectors[i], body_usage = pooled_warning(ep, embedding_rows(body, len(inputs[i]), job['dim']))
+                    count_usage(ep, usage, body_usage, 'embeddings')
+                    continue
+                errors[i] = f'embeddings: HTTP {status} in the batch results: {batch_error(body)}'
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                errors[i] = f'embeddings: unusable response ({type(e).__name__}: {str(e)[:100]})'
+            cut = [t[:args.max_input_chars] for t in inputs[i]]
+            if status == 400 and cut != inputs[i]:
+                inputs[i], notes[i] = cut, f'embedding inputs cut to {args.max_input_chars} characters after: {errors[i]}'
+            still.append(i)
+        pending = still
+    for i in pending:
+        notes[i] = f'{errors[i]}; rows fall back to the mean embedding of the side'
+    return vectors, notes
+
+
+def batch_error(body):
+    try:
+        return str(body['error']['message'])[:300]
+    except (KeyError, TypeError):
+        return str(body)[:300]
+
+
+def run_batches(session, ep, args, job, journal, name, route, bodies):
+    """Requests {id: body} as Batch jobs of at most --batch-size requests -> {id: (status, body)}."""
+    ids, results = sorted(bodies), {}
+    for part, start in enumerate(range(0, len(ids), args.batch_size)):
+        chunk = {i: bodies[i] for i in ids[start:start + args.batch_size]}
+        results.update(run_batch(session, ep, args, job, journal, f'{name}-{part}', route, chunk))
+    return results
+
+
+def run_batch(session, ep, args, job, journal, name, route, bodies):
+    """One Batch job: upload the JSONL of requests, create the batch (its id journaled before anything
+    waits on it), poll until it ends, download its output and error files -> {id: (status, body)}."""
+    side, step = job['side'], name.split('-')[0]
+    batch_id = job['batches'].get(name)
+    if batch_id is None:
+        lines = ''.join(json.dumps({'custom_id': f'{side}-{i}', 'method': 'POST', 'url': f'/v1/{route}',
+                                    'body': body}, ensure_ascii=False) + '\n' for i, body in bodies.items())
+        file_id = upload_file(session, ep, f'{side}-{name}.jsonl', lines.encode('utf-8'), step)
+        batch_id = create_batch(session, ep, file_id, route, step)
+        append_lines(journal, [{'batch': {'name': name, 'id': batch_id}}])
+        job['batches'][name] = batch_id
+    print(f'{side}: batch {name} ({len(bodies)} requests) is {batch_id}', flush=True)
+    batch = wait_for_batch(session, ep, args, batch_id, step)
+    results = {}
+    for key in ('output_file_id', 'error_file_id'):
+        if batch.get(key):
+            for line in file_content(session, ep, batch[key], step).splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    response = row.get('response') or {}
+                    i = int(row['custom_id'].rsplit('-', 1)[1])
+                    results[i] = (response.get('status_code'), response.get('body') or row.get('error'))
+    return results
+
+
 def upload_file(session, ep, name, data, step):
     """POST /files (purpose batch) -> file id."""
     return request(session, ep, 'POST', 'files', lambda r: str(r.json()['id']), step,
@@ -1397,102 +1372,167 @@ def file_content(session, ep, file_id, step):
 
 
 # ----------------------------------------------------------------------------
-# Command line
+# Online mode: --concurrency entities at work, as many queued, each result journaled as it lands
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description='ProEx profile construction: F1-F4 LLM chain and embeddings '
-                                 '(paper Sec. 2.3.1, Eq. 4-5). See the module docstring for files and policies.')
-    ap.add_argument('--dataset', required=True, help='dataset name; "book" reads the folder "amazon"')
-    ap.add_argument('--data-dir', default=None, help='folder holding the datasets (default: $PROEX_DATA, else ./data)')
-    ap.add_argument('--out-dir', default=None, help='where outputs and journal go (default: the dataset folder)')
-    ap.add_argument('--side', choices=['user', 'item', 'both'], default='both', help='which entities to profile')
-    ap.add_argument('--user-input', default=None, help='user input file (.json OP list, .pkl RLMRec, .jsonl side info)')
-    ap.add_argument('--item-input', default=None, help='item input file (same formats as --user-input)')
-    ap.add_argument('--base-url', default=BASE_URL, help='OpenAI-compatible API root including /v1, e.g. '
-                    'http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama)')
-    ap.add_argument('--model', default=MODEL, help='chat model for F1-F4')
-    ap.add_argument('--embed-model', default=EMBED_MODEL, help='embedding model for all K profiles (Eq. 5)')
-    ap.add_argument('--embed-base-url', default=None, help='another server for /embeddings (default: --base-url)')
-    ap.add_argument('--embed-api-key-env', default=None, help='environment variable holding its key '
-                    '(default: --api-key-env)')
-    ap.add_argument('--embed-dim', type=int, default=0, help='expected embedding dimension (0: ask the server once)')
-    ap.add_argument('--api-key-env', default=API_KEY_ENV, help='environment variable holding the API key '
-                    '(may be unset for local servers)')
-    ap.add_argument('--profiles', type=int, default=K, help='K, profiles per entity: the OP and K-1 new ones')
-    ap.add_argument('--concurrency', type=int, default=CONCURRENCY, help='entities processed in parallel')
-    ap.add_argument('--limit', type=int, default=0, help='only ids 0..N-1 (0: all); writes no output file '
-                    '(the files need every id)')
-    ap.add_argument('--connect-timeout', type=float, default=CONNECT_TIMEOUT, help='seconds to open a connection')
-    ap.add_argument('--timeout', type=float, default=READ_TIMEOUT, help='seconds the server may stay silent '
-                    'while answering (read timeout)')
-    ap.add_argument('--max-attempts', type=int, default=MAX_ATTEMPTS, help='attempts per request on 429, 5xx, '
-                    'network errors or malformed bodies, then the entity falls back')
-    ap.add_argument('--backoff', type=float, default=BACKOFF, help='first retry delay in seconds (doubles, jittered)')
-    ap.add_argument('--max-reasks', type=int, default=MAX_REASKS, help='re-asks when a reply is not the requested '
-                    'JSON, then the entity falls back')
-    ap.add_argument('--max-input-chars', type=int, default=MAX_INPUT_CHARS, help='embedding inputs are cut to '
-                    'this many characters after an HTTP 400, and sent once more')
-    ap.add_argument('--retry-fallbacks', action='store_true', help='redo the entities that used a fallback, '
-                    'from the step that failed')
-    ap.add_argument('--json-mode', action='store_true', help='send response_format json_object (if the server has it)')
-    ap.add_argument('--json-schema', action='store_true', help='send response_format json_schema with each step\'s '
-                    'schema (structured outputs: OpenAI, vLLM, Ollama, llama.cpp); dropped if the server answers 400')
-    ap.add_argument('--batch-api', action='store_true', help='send each step as OpenAI Batch jobs '
-                    '(/v1/files, /v1/batches): half the price, results within 24 h; resumable')
-    ap.add_argument('--batch-size', type=int, default=BATCH_MAX, help='requests per Batch job')
-    ap.add_argument('--poll-every', type=float, default=POLL_EVERY, help='seconds between Batch status checks')
-    ap.add_argument('--overwrite', action='store_true', help='let a fresh run replace existing output files')
-    ap.add_argument('--report', action='store_true', help='print and write <side>_prf_report.json: '
-                    'mean cosine OP-vs-NP and NP-vs-NP, fallbacks')
-    ap.add_argument('--dry-run', action='store_true', help='print the four prompts for one entity and estimate '
-                    'calls, tokens, cost and time; no request is sent')
-    ap.add_argument('--price-in', type=float, default=0.0, help='dry run: $ per million prompt tokens')
-    ap.add_argument('--price-out', type=float, default=0.0, help='dry run: $ per million completion tokens')
-    ap.add_argument('--price-embed', type=float, default=0.0, help='dry run: $ per million embedding tokens')
-    args = ap.parse_args(argv)
-    if args.profiles < 2 or args.concurrency < 1 or args.max_attempts < 1 or args.max_reasks < 0 \
-            or args.batch_size < 1 or args.max_input_chars < 1:
-        ap.error('need --profiles >= 2, --concurrency, --max-attempts, --batch-size, --max-input-chars >= 1, '
-                 '--max-reasks >= 0')
-    data_dir = args.data_dir or os.environ.get('PROEX_DATA') or './data'
-    args.folder = os.path.join(data_dir, DATASET_FOLDERS.get(args.dataset, args.dataset))
-    args.out_dir = args.out_dir or args.folder
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    print('config:', json.dumps(vars(args)))  # only the key's variable name is in args
-    for env in dict.fromkeys([args.api_key_env, args.embed_api_key_env or args.api_key_env]):
-        print(f'API key: ${env} is {"set" if os.environ.get(env) else "not set"}')
-    ep = Endpoint(args.base_url, os.environ.get(args.api_key_env, ''), args, args.api_key_env)
-    embed_env = args.embed_api_key_env or args.api_key_env
-    if (args.embed_base_url or args.base_url) != args.base_url or embed_env != args.api_key_env:
-        ep.embed = Endpoint(args.embed_base_url or args.base_url, os.environ.get(embed_env, ''), args, embed_env)
-    status, jobs = 0, []
+def run_side(args, job, ep):
+    """Every entity to do, --concurrency at work and as many queued; each result journaled as it lands."""
+    stats, todo, running = new_stats(), iter(job['todo']), set()
+    pool = ThreadPoolExecutor(max_workers=args.concurrency)
     try:
-        jobs = [open_side(args, side) for side in (['user', 'item'] if args.side == 'both' else [args.side])]
-        for job in jobs if not args.dry_run else []:  # every side checked before any starts
-            start_journal(args, job, ep)
-        for job in jobs:
-            if args.dry_run:
-                dry_run(args, job)
-                continue
-            (run_side_batch if args.batch_api else run_side)(args, job, ep)
-            status = max(status, finish_side(args, job))
-    except Fatal as e:
-        print(redact(redact(str(e), ep.api_key), ep.embed.api_key), file=sys.stderr)  # 'error: <URL> (step ...) ...'
-        return 1
-    except SystemExit as e:  # refusals and input errors: a message and exit status 2
-        if isinstance(e.code, str):
-            print(f'error: {e.code}', file=sys.stderr)
-            return 2
-        raise
+        with open(job['journal'], 'rb') as past, open(job['journal'], 'ab') as journal:
+            while True:
+                for i in todo if len(running) < 2 * args.concurrency else []:
+                    running.add(pool.submit(make_profiles, ep, args, job, i, initial_state(job, past, i)))
+                    if len(running) == 2 * args.concurrency:
+                        break
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record, c = future.result()  # Fatal propagates and stops the run
+                    finish_entity(job, journal, record, c, stats)
+                    print_progress(job, stats)
     finally:
-        for job in jobs:
-            if 'store' in job:
-                job['store'].close()
-    return status
+        pool.shutdown(wait=False, cancel_futures=True)
+    print_summary(job, stats)
+
+
+# ----------------------------------------------------------------------------
+# --dry-run: the prompts of one entity, and estimates of calls, tokens, cost and time
+
+EST_CALL_S, EST_TOKENS_PER_S = 1.0, 50  # dry-run time estimate: per-call latency, decoding speed
+
+
+def dry_run(args, job):
+    """Print the prompts of one entity; estimate calls, tokens (4 characters ~ 1 token; the NPs at
+    F4's word cap), cost (--price-*) and time at --concurrency. No request is sent."""
+    side, k, sources, has_op, todo = job['side'], args.profiles, job['sources'], job['has_op'], job['todo']
+    i = todo[0] if todo else 0
+    op = sources[i] if has_op else '<OP written by F1>'
+    for step, (system, user) in step_messages(side, k, sources[i], op).items():
+        if step == 'F1' and has_op:
+            print(f'--- {side} {i}: F1 skipped, the OP is given')
+            continue
+        print(f'--- {side} {i}: {step} system prompt ---\n{system}\n--- {step} user message ---\n{user}\n')
+    n, words = len(todo), SIDE_WORDS[side]['words']
+    cap = words * 4 / 3  # tokens of a profile at its word cap
+    op_tok = np.mean([len(sources[j]) for j in todo]) / 4 if has_op and n else cap
+    src_tok = 0 if has_op or not n else np.mean([len(json.dumps(sources[j])) for j in todo]) / 4
+    sys_tok = {step: len(system_prompt(side, step, k)) / 4 for step in PROMPTS}
+    side_tok = 100  # aspects (F2) and latent preferences (F3): about 100 tokens each
+    out = {'F1': cap + 40, 'F2': side_tok, 'F3': side_tok, 'F4': (k - 1) * cap}
+    inp = {'F1': sys_tok['F1'] + src_tok, 'F2': sys_tok['F2'] + op_tok, 'F3': sys_tok['F3'] + op_tok + side_tok,
+           'F4': sys_tok['F4'] + op_tok + 2 * side_tok}
+    steps = steps_of(has_op)
+    prompt, completion = sum(inp[s] for s in steps) * n, sum(out[s] for s in steps) * n
+    embed_tok = (op_tok + (k - 1) * cap) * n
+    cost = (prompt * args.price_in + completion * args.price_out + embed_tok * args.price_embed) / 1e6
+    seconds = sum(EST_CALL_S + out[s] / EST_TOKENS_PER_S for s in steps) + EST_CALL_S  # one entity, in turn
+    print(f'{side}: {n} entities to do -> {len(steps) * n} chat calls, {n} embedding calls, '
+          f'~{prompt:,.0f} prompt + ~{completion:,.0f} completion tokens, ~{embed_tok:,.0f} embedding tokens '
+          f'(estimate; first tries only, new profiles at the {words}-word cap)')
+    print(f'{side}: cost ~${cost:,.2f} online, ~${cost / 2:,.2f} with --batch-api (at --price-in {args.price_in}, '
+          f'--price-out {args.price_out}, --price-embed {args.price_embed} $ per million tokens); '
+          f'time ~{seconds * n / args.concurrency / 60:,.1f} min at --concurrency {args.concurrency} '
+          f'(assuming {EST_CALL_S:.0f} s per call + {EST_TOKENS_PER_S} tokens/s; --batch-api: up to 24 h per step)')
+
+
+# ----------------------------------------------------------------------------
+# Small utilities: progress lines and summary, peak memory, atomic writes
+
+PROGRESS_EVERY = 10.0                   # seconds between progress lines
+
+
+def new_stats():
+    return dict(usage=new_usage(), fallbacks={}, finished=0, t0=time.time(), last_print=0.0)
+
+
+def print_progress(job, stats):
+    """One line every PROGRESS_EVERY seconds; rate and ETA count the entities finished in this run."""
+    stats['finished'] += 1
+    if time.time() - stats['last_print'] < PROGRESS_EVERY and stats['finished'] < len(job['todo']):
+        return
+    stats['last_print'] = time.time()
+    done = sum(i in job['index'] for i in job['ids'])
+    rate = stats['finished'] / max(time.time() - stats['t0'], 1e-9)
+    print(f'{job["side"]}: {done}/{len(job["ids"])} finished, {len(stats["fallbacks"])} with fallback, '
+          f'{rate:.2f}/s, ETA {(len(job["todo"]) - stats["finished"]) / rate / 60:.1f} min', flush=True)
+
+
+def print_summary(job, stats):
+    side, usage, fallbacks = job['side'], stats['usage'], stats['fallbacks']
+    journal_mb = os.path.getsize(job['journal']) / 2 ** 20
+    store_mb = os.path.getsize(job['store_path']) / 2 ** 20
+    print(f'{side} summary: {len(job["todo"]) - len(fallbacks)} done and {len(fallbacks)} with fallback in this '
+          f'run; {usage["chat_calls"]} chat + {usage["embed_calls"]} embedding calls, tokens: '
+          f'{usage["prompt_tokens"]} prompt, {usage["completion_tokens"]} completion, '
+          f'{usage["embed_tokens"]} embedding; {time.time() - stats["t0"]:.1f} s; journal {journal_mb:.1f} MB, '
+          f'vectors {store_mb:.1f} MB, peak memory {peak_memory_mb():.0f} MB')
+    for i in sorted(fallbacks)[:20]:
+        print(f'  fallback {side} {i}: {fallbacks[i]}')
+    if len(fallbacks) > 20:
+        print(f'  ... and {len(fallbacks) - 20} more fallbacks (see {job["journal"]})')
+
+
+def peak_memory_mb():
+    """This process's peak resident memory. Linux: VmHWM (ru_maxrss would also count the parent's
+    memory at fork time, as it survives exec)."""
+    try:
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:')) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class HashSink:
+    def __init__(self):
+        self.sha = hashlib.sha256()
+
+    def write(self, data):
+        self.sha.update(data)
+
+
+def file_sha256(path):
+    sha = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def write_if_changed(path, write):
+    """write(file) into path atomically, unless the file already holds those bytes."""
+    sink = HashSink()
+    write(sink)
+    if os.path.exists(path) and file_sha256(path) == sink.sha.hexdigest():
+        return False
+    write_atomic(path, write)
+    return True
+
+
+def write_atomic(path, write):
+    """Temp file in the same folder, fsync, os.replace: readers see the old file or the new one.
+    The file gets the usual permissions (0666 less the umask; mkstemp makes it 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp_' + os.path.basename(path))
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def current_umask():
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+UMASK = current_umask()
 
 
 if __name__ == '__main__':
