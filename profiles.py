@@ -417,7 +417,7 @@ def make_profiles(ep, args, job, i, state):
     """F1 -> F2 -> F3 -> F4 -> f_text for entity i, from the steps `state` already holds.
     Returns (journal record, float32 [K, d]); a failure gives a fallback, never an exception
     (except Fatal, which stops the run)."""
-    side, k, source, has_op = job['side'], args.profiles, job['sources'][i], job['has_op']
+    side, k, source, has_op = job['side'], args.n_profiles, job['sources'][i], job['has_op']
     usage = new_usage()
     reasons, emb_fallback = [], False
     with requests.Session() as session:
@@ -542,9 +542,9 @@ def load_inputs(path):
 
 def fingerprint(args, side, sources, dim):
     """What a journal's records depend on; a resumed run must match it."""
-    prompts = json.dumps([PROMPTS, [system_prompt(side, step, args.profiles) for step in PROMPTS],
+    prompts = json.dumps([PROMPTS, [system_prompt(side, step, args.n_profiles) for step in PROMPTS],
                           SIDE_WORDS[side]], sort_keys=True)
-    return {'version': 2, 'side': side, 'profiles': args.profiles, 'model': args.model,
+    return {'version': 2, 'side': side, 'profiles': args.n_profiles, 'model': args.model,
             'embed_model': args.embed_model, 'embed_dim': dim, 'n': len(sources),
             'prompts_sha256': hashlib.sha256(prompts.encode()).hexdigest(),
             'inputs_sha256': hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()}
@@ -652,7 +652,7 @@ def output_names(side, k, has_op):
 def write_outputs(args, job):
     """The official files from a complete journal, one view at a time; a file whose bytes already
     match is left alone. Embedding rows of an emb_fallback entity are the mean of the others."""
-    side, k, n, index = job['side'], args.profiles, len(job['sources']), job['index']
+    side, k, n, index = job['side'], args.n_profiles, len(job['sources']), job['index']
     names, written = output_names(side, k, job['has_op']), []
     with open(job['journal'], 'rb') as f:
         for name, view in zip(names, range(0 if not job['has_op'] else 1, k)):
@@ -677,7 +677,7 @@ def write_outputs(args, job):
 
 def open_side(args, side):
     """Load the side's input and its journal if any; refuse a fresh run that would overwrite files."""
-    p, k = PREFIX[side], args.profiles
+    p, k = PREFIX[side], args.n_profiles
     path = find_input(args, side, args.folder)
     sources, has_op = load_inputs(path)
     job = dict(side=side, sources=sources, has_op=has_op, index={}, steps={}, batches={}, header=None,
@@ -713,7 +713,7 @@ def start_journal(args, job, ep):
         with open(job['journal'], 'ab') as f:
             append_lines(f, [{'header': job['header']}])
     job['dim'] = job['header']['embed_dim']
-    job['store'] = VectorStore(job['store_path'], args.profiles, job['dim'])
+    job['store'] = VectorStore(job['store_path'], args.n_profiles, job['dim'])
 
 
 def initial_state(job, f, i):
@@ -840,7 +840,8 @@ def parse_args(argv=None):
     ap.add_argument('--embed-dim', type=int, default=0, help='expected embedding dimension (0: ask the server once)')
     ap.add_argument('--api-key-env', default=API_KEY_ENV, help='environment variable holding the API key '
                     '(may be unset for local servers)')
-    ap.add_argument('--profiles', type=int, default=K, help='K, profiles per entity: the OP and K-1 new ones')
+    ap.add_argument('--n-profiles', type=int, default=K, metavar='K',
+                    help='K, profiles per entity: the OP and K-1 new ones (default %(default)s)')
     ap.add_argument('--concurrency', type=int, default=CONCURRENCY, help='entities processed in parallel')
     ap.add_argument('--limit', type=int, default=0, help='only ids 0..N-1 (0: all); writes no output file '
                     '(the files need every id)')
@@ -872,9 +873,9 @@ def parse_args(argv=None):
     ap.add_argument('--price-out', type=float, default=0.0, help='dry run: $ per million completion tokens')
     ap.add_argument('--price-embed', type=float, default=0.0, help='dry run: $ per million embedding tokens')
     args = ap.parse_args(argv)
-    if args.profiles < 2 or args.concurrency < 1 or args.max_attempts < 1 or args.max_reasks < 0 \
+    if args.n_profiles < 2 or args.concurrency < 1 or args.max_attempts < 1 or args.max_reasks < 0 \
             or args.batch_size < 1 or args.max_input_chars < 1:
-        ap.error('need --profiles >= 2, --concurrency, --max-attempts, --batch-size, --max-input-chars >= 1, '
+        ap.error('need --n-profiles >= 2, --concurrency, --max-attempts, --batch-size, --max-input-chars >= 1, '
                  '--max-reasks >= 0')
     data_dir = args.data_dir or os.environ.get('PROEX_DATA') or './data'
     args.folder = os.path.join(data_dir, DATASET_FOLDERS.get(args.dataset, args.dataset))
@@ -1196,7 +1197,7 @@ def run_side_batch(args, job, ep):
     """F1 (when needed), F2, F3, F4 for every entity to do, then the embeddings: one round of Batch
     jobs per try, the same re-ask rules as online. Step results and batch ids are journaled, so a
     killed run resumes without resubmitting a recorded batch; the records equal the online mode's."""
-    k, todo, stats = args.profiles, job['todo'], new_stats()
+    k, todo, stats = args.n_profiles, job['todo'], new_stats()
     with open(job['journal'], 'rb') as past:
         states = {i: initial_state(job, past, i) for i in todo}
     with open(job['journal'], 'ab') as journal, requests.Session() as session:
@@ -1224,7 +1225,7 @@ def run_side_batch(args, job, ep):
 def batch_step(session, ep, args, job, journal, step, states, usage):
     """One chain step for every entity still in the chain; rounds of batches until each has a result
     or has failed (the failure is journaled as the step's result)."""
-    side, k, key = job['side'], args.profiles, STATE_KEY[step]
+    side, k, key = job['side'], args.n_profiles, STATE_KEY[step]
     pending = [i for i in job['todo'] if key not in states[i] and 'failed' not in states[i]]
     turns = {i: new_turn(side, k, job['sources'][i], states[i], step) for i in pending}
     for round_ in range(args.max_reasks + 2):  # first try, one longer try, the re-asks
@@ -1406,7 +1407,7 @@ EST_CALL_S, EST_TOKENS_PER_S = 1.0, 50  # dry-run time estimate: per-call latenc
 def dry_run(args, job):
     """Print the prompts of one entity; estimate calls, tokens (4 characters ~ 1 token; the NPs at
     F4's word cap), cost (--price-*) and time at --concurrency. No request is sent."""
-    side, k, sources, has_op, todo = job['side'], args.profiles, job['sources'], job['has_op'], job['todo']
+    side, k, sources, has_op, todo = job['side'], args.n_profiles, job['sources'], job['has_op'], job['todo']
     i = todo[0] if todo else 0
     op = sources[i] if has_op else '<OP written by F1>'
     for step, (system, user) in step_messages(side, k, sources[i], op).items():

@@ -40,7 +40,7 @@ def build(folder, n, k, dim, op_chars, seed=0):
     with open(os.path.join(folder, 'usr_prf.json'), 'w') as f:
         json.dump(ops, f)
     args = profiles.parse_args(['--dataset', 'scale', '--data-dir', os.path.dirname(folder), '--embed-dim', str(dim),
-                                '--profiles', str(k)])
+                                '--n-profiles', str(k)])
     header = profiles.fingerprint(args, 'user', ops, dim)
     usage = profiles.new_usage()
     with open(os.path.join(folder, 'usr_prf_journal.jsonl'), 'w') as journal, \
@@ -55,7 +55,7 @@ def build(folder, n, k, dim, op_chars, seed=0):
                 journal.write(json.dumps({'id': i, 'status': 'done', 'op': ops[i], 'nps': nps, 'usage': usage,
                                           'row': i}, ensure_ascii=False) + '\n')
     return ['--dataset', 'scale', '--data-dir', os.path.dirname(folder), '--embed-dim', str(dim),
-            '--profiles', str(k), '--side', 'user', '--report', '--base-url', 'http://127.0.0.1:9/v1']
+            '--n-profiles', str(k), '--side', 'user', '--report', '--base-url', 'http://127.0.0.1:9/v1']
 
 
 def running_peaks(limits, dim, data_dir, work):

@@ -348,9 +348,15 @@ def test_command_line(monkeypatch):
     assert profiles.parse_args(['--dataset', 'steam']).folder == os.path.join('./data', 'steam')
     with pytest.raises(SystemExit):
         profiles.parse_args(['--dataset', 'ml100k', '--no-such-flag'])
+    assert profiles.parse_args(['--dataset', 'ml100k']).n_profiles == profiles.K == 4
+    assert profiles.parse_args(['--dataset', 'ml100k', '--n-profiles', '3']).n_profiles == 3
+    for refused in (['--profiles', '4'], ['--n-profiles', '1']):  # --profiles is the model scripts' list of views
+        with pytest.raises(SystemExit):
+            profiles.parse_args(['--dataset', 'ml100k', *refused])
     parser_help = subprocess.run([sys.executable, os.path.join(ROOT, 'profiles.py'), '--help'],
                                  capture_output=True, text=True).stdout
-    for flag in ('--data-dir', '--out-dir', '--overwrite', '--report', '--dry-run', '--api-key-env', '--limit'):
+    for flag in ('--data-dir', '--out-dir', '--overwrite', '--report', '--dry-run', '--api-key-env', '--limit',
+                 '--n-profiles'):
         assert flag in parser_help
 
 
