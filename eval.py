@@ -242,20 +242,25 @@ def pick_device(name):
     return torch.device(name)
 
 
+def timed(fn, *args):
+    """(fn(*args), seconds it took)."""
+    t0 = time.time()
+    return fn(*args), time.time() - t0
+
+
 class TrainLog:
     """The bookkeeping of the protocol around a model file's epoch loop (paper appendix A.3;
     RLMRec's trainer), the loop itself stays in the model file:
 
         log = TrainLog(args, data, device)
         for epoch in range(1, args.epochs + 1):
-            t0 = time.time()
-            loss = train_epoch(epoch)
-            if log.epoch(epoch, loss, time.time() - t0, modules, make_score_fn if validate else None):
+            loss, seconds = timed(train_epoch, epoch)
+            if log.epoch(epoch, loss, seconds, modules, make_score_fn):
                 break
         result = log.test(modules, make_score_fn)
 
-    epoch(): one history record and one progress line; validation Recall@20 when given a
-    make_score_fn; early stopping after `patience` epochs without a strict improvement,
+    epoch(): one history record and one progress line; validation Recall@20 with
+    make_score_fn() every `eval_every` epochs (make_score_fn=None: none); early stopping after `patience` epochs without a strict improvement,
     keeping the best parameters; True when training should stop (patience spent, or a
     non-finite loss). test(): the best parameters, the test split once (also per
     activity quartile, Fig. 12), the result dict written to --out and returned; a non-finite
@@ -272,6 +277,8 @@ class TrainLog:
 
     def epoch(self, epoch, loss, train_s, modules, make_score_fn=None):
         self.last = epoch
+        if epoch % self.args.eval_every != 0:
+            make_score_fn = None                               # no validation this epoch
         if not np.isfinite(loss):
             self.reason, self.detail = 'non-finite loss', (
                 f'the loss was {loss} at epoch {epoch}; lower --lr (or the loss weights) or '

@@ -24,7 +24,6 @@ fused one (Eq. 12); the total is Eq. 14 (see proex_core.py). Inference: z = mu +
 """
 import argparse
 import math
-import time
 
 import torch
 import torch.nn as nn
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import TrainLog, add_train_args, start_run
+from eval import TrainLog, add_train_args, start_run, timed
 
 # per-dataset defaults from the paper's grid (steps {5, 40, 100}, scale {1e-5..1e-2}, min
 # {5e-4, 1e-3, 5e-3}, max {5e-3, 1e-2}); other datasets: book's. Book: the grid point whose
@@ -366,16 +365,12 @@ def main(args):
             return predict(ae, denoiser, diffusion, x, agg, users)
         return score_fn
 
-    # the protocol: validate every --eval-every epochs, stop after --patience epochs without a
-    # better validation Recall@20, test once with the best parameters (eval.TrainLog)
-    log = TrainLog(args, data, device)
+    log = TrainLog(args, data, device)  # validation R@20 every --eval-every epochs, patience, --out
     for epoch in range(1, args.epochs + 1):
-        t0 = time.time()
-        loss = train_epoch(epoch)
-        validate = make_score_fn if epoch % args.eval_every == 0 else None
-        if log.epoch(epoch, loss, time.time() - t0, modules, validate):
+        loss, seconds = timed(train_epoch, epoch)
+        if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
             break
-    return log.test(modules, make_score_fn)
+    return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
 # Notes on --proex (no released ProEx code for L-DiffRec; decisions taken here):

@@ -11,14 +11,13 @@ With --proex, the K mapped profiles of users and items are mixed into environmen
 added to z (Eq. 8, 12), and the loss is Eq. 14 (see proex_core.py).
 """
 import argparse
-import time
 
 import torch
 import torch.nn as nn
 
 import data as D
 import proex_core as P
-from eval import TrainLog, add_train_args, start_run
+from eval import TrainLog, add_train_args, start_run, timed
 
 # official per-dataset defaults (RLMRec lightgcn.yml); other datasets: book's
 DATASET_DEFAULTS = {
@@ -123,16 +122,12 @@ def main(args):
                 z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 
-    # the protocol: validate every --eval-every epochs, stop after --patience epochs without a
-    # better validation Recall@20, test once with the best parameters (eval.TrainLog)
-    log = TrainLog(args, data, device)
+    log = TrainLog(args, data, device)  # validation R@20 every --eval-every epochs, patience, --out
     for epoch in range(1, args.epochs + 1):
-        t0 = time.time()
-        loss = train_epoch(epoch)
-        validate = make_score_fn if epoch % args.eval_every == 0 else None
-        if log.epoch(epoch, loss, time.time() - t0, modules, validate):
+        loss, seconds = timed(train_epoch, epoch)
+        if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
             break
-    return log.test(modules, make_score_fn)
+    return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
 if __name__ == '__main__':

@@ -15,14 +15,13 @@ the distribution alignment of Eq. 11 inside the objective of Eq. 14 (see proex_c
 prediction adds the mean of the K profile means to mu (Alg. 2).
 """
 import argparse
-import time
 
 import torch
 import torch.nn as nn
 
 import data as D
 import proex_core as P
-from eval import TrainLog, add_train_args, start_run
+from eval import TrainLog, add_train_args, start_run, timed
 
 # official per-dataset defaults (RLMRec / DMRec configs); other datasets: book's
 DATASET_DEFAULTS = {
@@ -129,16 +128,12 @@ def main(args):
             return model.decode(z)                                         # [B, I]
         return score
 
-    # the protocol: validate every --eval-every epochs, stop after --patience epochs without a
-    # better validation Recall@20, test once with the best parameters (eval.TrainLog)
-    log = TrainLog(args, data, device)
+    log = TrainLog(args, data, device)  # validation R@20 every --eval-every epochs, patience, --out
     for epoch in range(1, args.epochs + 1):
-        t0 = time.time()
-        loss = train_epoch(epoch)
-        validate = make_score_fn if epoch % args.eval_every == 0 else None
-        if log.epoch(epoch, loss, time.time() - t0, modules, validate):
+        loss, seconds = timed(train_epoch, epoch)
+        if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
             break
-    return log.test(modules, make_score_fn)
+    return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
 # Where --proex follows the paper's wording rather than the authors' DMRec code (the closest

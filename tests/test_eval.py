@@ -257,8 +257,7 @@ def run_loop(modules, train_epoch, make_score_fn, data, args):
     log = E.TrainLog(args, data, 'cpu')
     for epoch in range(1, args.epochs + 1):
         loss = train_epoch(epoch)
-        validate = make_score_fn if epoch % args.eval_every == 0 else None
-        if log.epoch(epoch, loss, 0.01, modules, validate):
+        if log.epoch(epoch, loss, 0.01, modules, make_score_fn):
             break
     return log.test(modules, make_score_fn)
 
