@@ -91,6 +91,35 @@ def protocol():
                               for k, v in s['views_recall@20'].items()))
 
 
+def pval(p):
+    return '-' if p is None else f'{p:.3g}'
+
+
+def ablations():
+    """bench/reproduce.py --ablations files: the Fig. 6 switches on ProEx's configuration."""
+    for f in sorted(R.glob('ablation_*.json')):
+        r = json.loads(f.read_text())
+        s = r.get('summary', {})
+        if 'ablations' not in s:
+            continue
+        n, fmt = s['recall@20']['base']['n'], lambda v: f"{v['mean']:.4f} ± {v['std']:.4f}"
+        print(f"\nFig. 6 ablations of {r['model']} on {r['dataset']} (`{f.name}`), ProEx "
+              f"`{r['chosen']['proex']}`, paired seeds 1..{n}; test R@20, the difference to full "
+              f"ProEx and its paired t-test p:\n")
+        print('| variant | R@20 | N@20 | R@20 - ProEx | p |')
+        print('|---|---|---|---|---|')
+        print(f"| base `{r['chosen']['base']}` | {fmt(s['recall@20']['base'])} | "
+              f"{fmt(s['ndcg@20']['base'])} | {-s['recall@20']['diff']:+.4f} | "
+              f"{pval(s['recall@20']['p_paired_t'])} |")
+        print(f"| ProEx | {fmt(s['recall@20']['proex'])} | {fmt(s['ndcg@20']['proex'])} | | |")
+        for flag, a in s['ablations'].items():
+            if isinstance(a, str):
+                print(f'| `{flag}` | {a} | | | |')
+                continue
+            print(f"| `{flag}` | {fmt(a['recall@20']['ablation'])} | {fmt(a['ndcg@20']['ablation'])} | "
+                  f"{a['recall@20']['diff']:+.4f} | {pval(a['recall@20']['p_paired_t'])} |")
+
+
 def timing():
     f = R / 'timing.json'
     if not f.exists():
@@ -117,5 +146,6 @@ def timing():
 if __name__ == '__main__':
     book()
     protocol()
+    ablations()
     comparisons()
     timing()
