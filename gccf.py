@@ -78,7 +78,8 @@ def main(args):
     A_self = D.norm_adj(data.train, self_loops=True, device=device)     # (D+I)^-1/2 (A+I) (D+I)^-1/2
     model = GCCF(data.n_users, data.n_items, args.dim, args.layers).to(device)
     # Eq. 6: profiles are mapped to the concatenated size (L+1) d, the size they are added to
-    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, model.out_dim, args.profile_dim).to(device) if args.proex else None
+    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, model.out_dim,            # Eq. 5-6
+                            args.profile_dim).to(device) if args.proex else None
     modules = nn.ModuleList([model] + ([prof] if prof else []))
     opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 

@@ -89,7 +89,8 @@ def main(args):
     A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
     perm = D.transpose_perm(A)
     model = LightGCN(data.n_users, data.n_items, args.dim, args.layers, args.skip_layer0).to(device)
-    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim, args.profile_dim).to(device) if args.proex else None
+    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim,                 # Eq. 5-6
+                            args.profile_dim).to(device) if args.proex else None
     modules = nn.ModuleList([model] + ([prof] if prof else []))
     opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 

@@ -145,7 +145,8 @@ def main(args):
                           views=D.parse_views(args.profiles), seed=args.seed)
     A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
     model = SimGCL(data.n_users, data.n_items, args.dim, args.layers).to(device)
-    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim, args.profile_dim).to(device) if args.proex else None
+    prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim,                 # Eq. 5-6
+                            args.profile_dim).to(device) if args.proex else None
     modules = nn.ModuleList([model] + ([prof] if prof else []))
     opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
