@@ -1,6 +1,6 @@
-"""Tests of ldiffrec.py: the schedule, the forward process, the posterior against a hand
-computation, the importance sampler, the losses and their weights by hand, and short runs
-on `synthetic` (base and --proex).
+"""Tests of ldiffrec.py: the schedule, the forward process and the posterior against their
+closed forms, the importance sampler, the losses and their weights by hand, the timestep
+embedding, predict (Alg. 2), --mlp-dims, and short runs on `synthetic` (base and --proex).
 Run: python -m pytest -q tests/test_ldiffrec.py
 """
 import math
@@ -75,6 +75,52 @@ def test_posterior_coefficients_by_hand():
     assert var.shape == (3, 1)
 
 
+def test_q_sample_closed_form_per_row():
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, each row at its own t, with abar_t from
+    the linear-var definition (no sampling inside: the noise is an argument)."""
+    T, s, a_min, a_max = 4, 0.3, 1e-2, 0.2
+    abar = hand_schedule(T, s, a_min, a_max)
+    d = L.GaussianDiffusion(T, s, a_min, a_max)
+    x0 = torch.tensor([[1.0, -2.0], [0.5, 0.0], [3.0, 1.0]])
+    eps = torch.tensor([[0.3, 0.1], [-1.0, 2.0], [0.0, -0.5]])
+    t = torch.tensor([0, 3, 1])
+    want = torch.tensor([[math.sqrt(abar[k]) * x0[r, c].item() + math.sqrt(1 - abar[k]) * eps[r, c].item()
+                          for c in range(2)] for r, k in enumerate(t.tolist())])
+    assert torch.allclose(d.q_sample(x0, t, eps), want, atol=1e-6)
+    assert torch.equal(d.q_sample(x0, t, torch.zeros_like(x0)),
+                       x0 * torch.tensor([math.sqrt(abar[k]) for k in t.tolist()])[:, None])
+
+
+def test_q_posterior_closed_form_and_its_consistency():
+    """q(x_{t-1} | x_t, x_0) = N(mean, var I) with (Ho et al. 2020, Eq. 7)
+    mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
+    var = (1 - abar_{t-1}) / (1 - abar_t) beta_t. At the first step (abar_0 = 1) the posterior is
+    x_0 itself with variance 0; from a noise-free x_t = sqrt(abar_t) x_0 its mean is
+    sqrt(abar_{t-1}) x_0, the noise-free x_{t-1}."""
+    T, s, a_min, a_max = 4, 0.3, 1e-2, 0.2
+    abar = [1.0] + hand_schedule(T, s, a_min, a_max)                # abar[k + 1] is step k
+    d = L.GaussianDiffusion(T, s, a_min, a_max)
+    x0 = torch.tensor([[1.0, -2.0], [0.5, 0.25], [3.0, 1.0], [-1.0, 0.0]])
+    x_t = torch.tensor([[0.2, 0.4], [-1.0, 2.0], [0.7, -0.5], [1.5, 1.5]])
+    t = torch.tensor([0, 1, 2, 3])
+    mean, var = d.q_posterior_mean_variance(x0, x_t, t)
+    assert mean.shape == (4, 2) and var.shape == (4, 1)
+    for r, k in enumerate(t.tolist()):
+        ab, ab_prev = abar[k + 1], abar[k]
+        beta = 1 - ab / ab_prev
+        c1 = math.sqrt(ab_prev) * beta / (1 - ab)
+        c2 = math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)
+        for c in range(2):
+            assert mean[r, c].item() == pytest.approx(c1 * x0[r, c].item() + c2 * x_t[r, c].item(),
+                                                      rel=1e-5, abs=1e-6)
+        assert var[r, 0].item() == pytest.approx((1 - ab_prev) / (1 - ab) * beta, rel=1e-5, abs=1e-12)
+    assert torch.allclose(mean[0], x0[0], atol=1e-6) and var[0, 0].item() == 0.0
+    clean = x0 * torch.tensor([math.sqrt(abar[k + 1]) for k in range(4)])[:, None]
+    mean, _ = d.q_posterior_mean_variance(x0, clean, t)
+    assert torch.allclose(mean, x0 * torch.tensor([math.sqrt(abar[k]) for k in range(4)])[:, None],
+                          atol=1e-6)
+
+
 def test_loss_weight_is_snr_difference():
     d = L.GaussianDiffusion(5, 1e-2, 1e-3, 1e-2)
     snr = [a / (1 - a) for a in hand_schedule(5, 1e-2, 1e-3, 1e-2)]
@@ -125,6 +171,35 @@ def test_importance_sampler_history_rolls_and_mixes_the_uniform_law():
     assert torch.allclose(pt, (2 * p)[t].float())                  # returned weight T p_t
 
 
+def test_importance_sampler_is_uniform_until_every_step_is_full():
+    """Full histories at steps 0-2 with large losses do not bias t while step 3 lacks one."""
+    torch.manual_seed(3)
+    s = L.ImportanceSampler(4, history=3, uniform_prob=0.0)
+    s.update(torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]),
+             torch.tensor([50.0, 50.0, 50.0, 9.0, 9.0, 9.0, 1.0, 1.0, 1.0, 1.0, 1.0]))
+    assert s.Lt_count.tolist() == [3, 3, 3, 2]
+    t, pt = s.sample_timesteps(8000, 'cpu')
+    assert torch.equal(pt, torch.ones(8000))
+    assert torch.allclose(torch.bincount(t, minlength=4) / 8000., torch.full((4,), 0.25), atol=0.02)
+
+
+def test_importance_sampler_probabilities_sum_to_one_and_weights_are_unbiased():
+    """p_t = (1 - u) sqrt(E L_t^2) / sum + u / T: with u = 0.2, T = 4 and sqrt(E L_t^2) =
+    (2, 0, 1, 1), p = (0.45, 0.05, 0.25, 0.25). A step with zero loss keeps u / T, the p_t sum
+    to 1, and E[1 / (T p_t)] = sum_t p_t / (T p_t) = 1: dividing the loss by T p_t keeps its mean."""
+    torch.manual_seed(4)
+    s = L.ImportanceSampler(4, history=3, uniform_prob=0.2)
+    s.update(torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]),
+             torch.tensor([2.0, -2.0, 2.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0]))
+    t, pt = s.sample_timesteps(40000, 'cpu')
+    p = torch.tensor([0.45, 0.05, 0.25, 0.25])
+    seen = {k: pt[t == k].unique().tolist() for k in range(4)}      # one weight per step
+    assert seen == {k: [pytest.approx(4 * p[k].item(), rel=1e-6)] for k in range(4)}
+    assert sum(v[0] for v in seen.values()) / 4 == pytest.approx(1.0)
+    assert torch.allclose(torch.bincount(t, minlength=4) / 40000., p, atol=0.01)
+    assert (1 / pt).mean().item() == pytest.approx(1.0, abs=0.03)
+
+
 # ---------------------------------------------------------------- losses and weights
 
 def test_diffusion_loss_by_hand():
@@ -149,6 +224,22 @@ def test_loss_weights_schedules_by_hand():
     assert L.loss_weights(b, 7, 3) == pytest.approx((0.2, 0.3))         # constant weights
 
 
+def test_loss_weights_floor_and_cap_reached_and_kept():
+    """lamda = max((1 - (epoch - 1) / 500) * 0.05, 0.005) reaches its floor at epoch 451
+    (1 - 450 / 500 = 0.1) and stays there; the KL weight min(0.3, step / 200) grows by 1/200 per
+    batch and so reaches 0.3 at batch 60, then stays."""
+    a = L.parse_args([])
+    lamdas = [L.loss_weights(a, e, 0)[0] for e in (2, 101, 450, 451, 452, 2000)]
+    assert lamdas == pytest.approx([0.05 * (1 - 1 / 500), 0.04, 0.05 * (1 - 449 / 500),
+                                    0.005, 0.005, 0.005])
+    anneals = [L.loss_weights(a, 1, b)[1] for b in (1, 20, 59, 60, 61, 10000)]
+    assert anneals == pytest.approx([1 / 200, 0.1, 0.295, 0.3, 0.3, 0.3])
+    c = L.parse_args(['--lamda', '0.001'])                      # below the floor: the floor
+    assert L.loss_weights(c, 1, 0)[0] == pytest.approx(0.005)
+    d = L.parse_args(['--anneal-steps', '10', '--vae-anneal-steps', '4', '--vae-anneal-cap', '1'])
+    assert L.loss_weights(d, 6, 2) == pytest.approx((0.05 * 0.5, 0.5))
+
+
 # ---------------------------------------------------------------- networks
 
 def test_denoiser_layers_mirror_diffrec():
@@ -171,6 +262,54 @@ def test_encoder_is_tanh_linear_and_eval_is_deterministic():
     assert ae.decode(mu).shape == (3, 20)
 
 
+@pytest.mark.parametrize('dim', [10, 7, 1])
+def test_timestep_embedding_by_hand(dim):
+    """[cos(t f_0..f_{h-1}), sin(t f_0..f_{h-1})] with h = dim // 2 and f_j = 10000^(-j/h);
+    an odd dim gets one zero column at the end."""
+    t = torch.tensor([0, 3, 40])
+    emb = L.timestep_embedding(t, dim)
+    assert emb.shape == (3, dim) and emb.dtype == torch.float32
+    h = dim // 2
+    freqs = [10000.0 ** (-j / h) for j in range(h)]
+    for r, step in enumerate(t.tolist()):
+        want = [math.cos(step * f) for f in freqs] + [math.sin(step * f) for f in freqs]
+        want += [0.0] * (dim % 2)
+        assert emb[r].tolist() == pytest.approx(want, abs=1e-5)
+    assert emb[0].tolist() == [1.0] * h + [0.0] * (h + dim % 2)  # t = 0: cos 0, sin 0, padding
+
+
+def test_timestep_embedding_max_period():
+    emb = L.timestep_embedding(torch.tensor([2]), 4, max_period=100)   # f = 1, 100^(-1/2)
+    want = [math.cos(2), math.cos(0.2), math.sin(2), math.sin(0.2)]
+    assert emb[0].tolist() == pytest.approx(want, abs=1e-6)
+
+
+def test_predict_shape_and_alg2_with_a_known_denoiser():
+    """predict = decode(p_sample(mu)); with a denoiser that predicts x_0 = 0 the reverse
+    process multiplies by prod_t coef2_t, so the scores are decode(prod * mu); with profiles
+    (Alg. 2) mu is replaced by mu + mean_k mu_k of the users asked for."""
+    torch.manual_seed(6)
+    ae = L.AutoEncoder(n_items=6, d=3).eval()
+    diffusion = L.GaussianDiffusion(3, 0.5, 1e-2, 0.5)
+    x = (torch.rand(4, 6) < 0.5).float()
+    _, mu, _ = ae.encode(x)
+    real = L.Denoiser(3, [8], emb_size=4).eval()
+    assert L.predict(ae, real, diffusion, x).shape == (4, 6)
+    zero = lambda x_t, t: torch.zeros_like(x_t)
+    shrink = diffusion.posterior_mean_coef2.prod().item()
+    assert torch.allclose(L.predict(ae, zero, diffusion, x), ae.decode(shrink * mu), atol=1e-6)
+    mu_k = torch.randn(2, 10, 3)                                      # K = 2 views of 10 users
+    asked = []
+
+    def agg(users):
+        asked.append(users.tolist())
+        return mu_k[:, users], mu_k[:, users].exp()
+    users = torch.tensor([7, 0, 7, 3])
+    got = L.predict(ae, zero, diffusion, x, agg, users)
+    want = ae.decode(shrink * (mu + (mu_k[0, users] + mu_k[1, users]) / 2))
+    assert asked == [[7, 0, 7, 3]] and torch.allclose(got, want, atol=1e-5)
+
+
 # ---------------------------------------------------------------- command line and runs
 
 def test_bad_schedule_and_flag_prefix_are_refused(capsys):
@@ -182,6 +321,20 @@ def test_bad_schedule_and_flag_prefix_are_refused(capsys):
     assert 'unrecognized arguments: --epoch' in capsys.readouterr().err
     a = L.parse_args(['--noise-min', '0.001', '--noise-max', '0.01'])
     assert (a.noise_min, a.noise_max) == (0.001, 0.01)
+
+
+def test_mlp_dims_parsing(capsys):
+    assert L.dims('300') == [300] and L.dims('200,600') == [200, 600]
+    assert L.parse_args([]).mlp_dims == [300]
+    a = L.parse_args(['--mlp-dims', '200,600', '--latent-dim', '16'])
+    assert a.mlp_dims == [200, 600]
+    sizes = [(m.in_features, m.out_features) for m in L.Denoiser(a.latent_dim, a.mlp_dims).mlp
+             if isinstance(m, torch.nn.Linear)]
+    assert sizes == [(26, 600), (600, 200), (200, 600), (600, 16)]
+    for bad in ('200,x', '200,,600', ''):
+        with pytest.raises(SystemExit):
+            L.parse_args(['--mlp-dims', bad])
+        assert 'argument --mlp-dims' in capsys.readouterr().err
 
 
 def run_short(extra):
