@@ -1,10 +1,8 @@
 """Tests of lightgcn.py: propagation against a dense A_hat (layers 0..L, and 1..L as in the
 released ProEx-LightGCN), edge dropout (keep rate, no rescaling, its transpose), the
-per-dataset defaults and the --released overrides, BPR and L2 by hand.
+per-dataset defaults and the --released overrides, the L2 term of LightGCN.
 Run: python -m pytest -q tests/test_lightgcn.py
 """
-import math
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -85,7 +83,9 @@ def test_propagate_gradient_through_dropped_matrix_matches_dense():
     (torch.cat([z_u, z_i]) * w).sum().backward()
     E0 = model.E0.detach().clone().requires_grad_(True)
     M = dense(A_d)
-    ((E0 + M @ E0 + M @ (M @ E0)) * w).sum().backward()
+    expected = E0 + M @ E0 + M @ (M @ E0)                      # forward on the dropped matrix
+    assert torch.allclose(torch.cat([z_u, z_i]), expected.detach(), atol=1e-6)
+    (expected * w).sum().backward()
     assert torch.allclose(model.E0.grad, E0.grad, atol=1e-5)
 
 
@@ -117,12 +117,15 @@ def test_drop_edges_empirical_keep_rate_and_no_rescaling(keep):
     assert abs(both - keep ** 2) < 0.03
 
 
-def test_drop_edges_transpose_equals_dense_transpose():
+@pytest.mark.parametrize('keep', [0.3, 0.7, 0.95])
+def test_drop_edges_transpose_equals_dense_transpose(keep):
     A = D.norm_adj(random_graph(30, 40, 0.2, seed=3))
     perm = D.transpose_perm(A)
-    A_d, A_t = L.drop_edges(A, perm, 0.7, generator=torch.Generator().manual_seed(2))
+    A_d, A_t = L.drop_edges(A, perm, keep, generator=torch.Generator().manual_seed(2))
     assert torch.equal(dense(A_t), dense(A_d).T)
-    assert not torch.equal(dense(A_d), dense(A_d).T)
+    assert not torch.equal(dense(A_d), dense(A_d).T)           # so a plain A_d would not do
+    assert torch.equal(A_t.crow_indices(), A.crow_indices())   # the pattern of A, as spmm expects
+    assert torch.equal(A_t.col_indices(), A.col_indices())
 
 
 def test_drop_edges_same_generator_same_mask():
@@ -164,6 +167,40 @@ def test_released_sets_layers_1_to_L_and_no_dropout_only_with_proex(capsys):
     assert 'no effect without --proex' in capsys.readouterr().out
 
 
+MODEL_FIELDS = ('layers', 'reg', 'keep_rate', 'skip_layer0', 'dim')
+
+
+@pytest.mark.parametrize('dataset', ['book', 'steam'])
+def test_released_with_proex_overrides_the_flags_it_owns(dataset):
+    """--released wins over explicit flags: the full graph (keep rate 1 whatever --keep-rate
+    says), layers 1..L, and proex_core's released weights and switches."""
+    r = L.parse_args(['--proex', '--released', '--dataset', dataset, '--keep-rate', '0.5',
+                      '--envs', '6', '--lambda2', '2', '--lambda3', '0.5', '--lambda1', '0.3'])
+    assert (r.skip_layer0, r.keep_rate) == (True, 1.0)
+    assert (r.lambda1, r.lambda2, r.lambda3, r.envs) == (0.0, 0.4, 10.0, 3)
+    assert r.uniformity_reg and r.shared_mixing and r.unbiased_var and r.var_of_means
+    assert P.switches(r) == dict(shared_mixing=True, unbiased_var=True, var_of_means=True,
+                                 no_mixing=False, uniformity=True)
+    assert r.layers == L.DATASET_DEFAULTS[dataset]['layers']  # L itself is not changed
+    p = L.parse_args(['--proex', '--dataset', dataset, '--keep-rate', '0.5'])
+    assert (p.skip_layer0, p.keep_rate) == (False, 0.5)        # plain --proex: the flag holds
+
+
+@pytest.mark.parametrize('extra', [[], ['--keep-rate', '0.6', '--layers', '1', '--dim', '8']])
+def test_released_without_proex_changes_no_model_field(extra, capsys):
+    plain, released = L.parse_args(extra), L.parse_args(extra + ['--released'])
+    assert [getattr(released, k) for k in MODEL_FIELDS] == [getattr(plain, k) for k in MODEL_FIELDS]
+    assert released.skip_layer0 is False and released.keep_rate == plain.keep_rate < 1
+
+
+def test_released_with_zero_layers_is_refused(capsys):
+    """--released sums layers 1..L: with L = 0 there is nothing to sum."""
+    with pytest.raises(SystemExit):
+        L.parse_args(['--proex', '--released', '--layers', '0'])
+    assert 'argument --layers' in capsys.readouterr().err
+    assert L.parse_args(['--released', '--layers', '0']).layers == 0  # base model: valid
+
+
 def test_skip_layer0_with_zero_layers_is_refused(capsys):
     with pytest.raises(SystemExit):
         L.parse_args(['--skip-layer0', '--layers', '0'])
@@ -171,21 +208,13 @@ def test_skip_layer0_with_zero_layers_is_refused(capsys):
     assert L.parse_args(['--layers', '0']).layers == 0         # layer 0 alone is a valid model
 
 
-# ---------------------------------------------------------------- losses by hand
+# ---------------------------------------------------------------- the L2 term of the loss
 
-def test_bpr_loss_by_hand():
-    z_u = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
-    z_i = torch.tensor([[2.0, 0.0], [0.0, 1.0]])               # s_pos = 2, 2
-    z_j = torch.tensor([[0.0, 1.0], [1.0, 1.0]])               # s_neg = 0, 3
-    # mean of softplus(s_neg - s_pos) = [log(1 + e^-2) + log(1 + e^1)] / 2
-    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(1.0))) / 2
-    assert P.bpr_loss(z_u, z_i, z_j).item() == pytest.approx(expected, rel=1e-6)
-
-
-def test_l2_reg_is_sum_of_squares_of_all_parameters():
-    m = torch.nn.Linear(2, 1)
-    m.weight.data = torch.tensor([[1.0, -2.0]])
-    m.bias.data = torch.tensor([3.0])
-    assert P.l2_reg(m).item() == pytest.approx(1 + 4 + 9)
-    g = L.LightGCN(2, 3, d=2, layers=1)
-    assert P.l2_reg(g).item() == pytest.approx(g.E0.detach().pow(2).sum().item(), rel=1e-6)
+def test_l2_reg_of_lightgcn_is_the_squared_norm_of_E0():
+    """LightGCN's only parameters are the layer-0 embeddings: the L2 term is ||E0||^2
+    (BPR and l2_reg themselves are tested in test_proex_core.py)."""
+    g = L.LightGCN(2, 3, d=2, layers=3)
+    assert [n for n, _ in g.named_parameters()] == ['E0'] and g.E0.shape == (5, 2)
+    with torch.no_grad():
+        g.E0.copy_(torch.tensor([[1.0, -2.0], [0.0, 3.0], [0.5, 0.5], [0.0, 0.0], [-1.0, 1.0]]))
+    assert P.l2_reg(g).item() == pytest.approx(1 + 4 + 9 + 0.25 + 0.25 + 1 + 1)

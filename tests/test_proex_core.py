@@ -142,9 +142,8 @@ def test_contrastive_reg_matches_eq7():
 def test_contrastive_reg_small_tau_no_overflow():
     torch.manual_seed(4)
     views = torch.randn(3, 4, 3)
-    tau = 0.01  # exp(2 / tau) = exp(200) is inf in float32
-    assert torch.isinf(torch.exp(torch.tensor(1 / tau)) * torch.exp(torch.tensor(1 / tau)))
-    got = pc.contrastive_reg(views, tau)
+    tau = 0.01  # the printed form multiplies exp(1 / tau) by exp(c.c' / tau): up to exp(200),
+    got = pc.contrastive_reg(views, tau)  # inf in float32
     assert torch.isfinite(got)
     assert got.item() == pytest.approx(eq7_by_hand(views, tau), rel=1e-5)
 
@@ -229,6 +228,87 @@ def test_sample_gaussian_mixed_mean_and_variance():
     g = torch.Generator().manual_seed(11)
     z = pc.sample_gaussian(m.expand(200000, 2), v.expand(200000, 2), generator=g)
     assert torch.allclose(z.mean(0), m, atol=0.02) and torch.allclose(z.var(0), v, rtol=0.02)
+
+
+# ---------------------------------------------------------------- the base models' losses
+
+def test_bpr_loss_by_hand():
+    z_u = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
+    z_i = torch.tensor([[2.0, 0.0], [0.0, 1.0]])  # s_pos = 2, 2
+    z_j = torch.tensor([[0.0, 1.0], [1.0, 1.0]])  # s_neg = 0, 3
+    # mean of softplus(s_neg - s_pos) = [log(1 + e^-2) + log(1 + e^1)] / 2
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(1.0))) / 2
+    assert pc.bpr_loss(z_u, z_i, z_j).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_bpr_rows_per_triple_with_leading_dims():
+    """bpr_rows keeps one value per triple, over any leading dims ([E, B] for Eq. 13)."""
+    z_u = torch.tensor([[[1.0, 0.0], [1.0, 2.0]], [[0.0, 1.0], [2.0, 0.0]]])  # [E=2, B=2, d]
+    z_i = torch.tensor([[[2.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [0.0, 0.0]]])
+    z_j = torch.tensor([[[0.0, 1.0], [1.0, 1.0]], [[0.0, 3.0], [0.5, 0.0]]])
+    # s_neg - s_pos: e=0: (0 - 2, 3 - 2); e=1: (3 - 1, 1 - 0)
+    want = [[math.log1p(math.exp(d)) for d in row] for row in ([-2.0, 1.0], [2.0, 1.0])]
+    got = pc.bpr_rows(z_u, z_i, z_j)
+    assert got.shape == (2, 2) and got.tolist() == [pytest.approx(r, rel=1e-6) for r in want]
+    assert pc.bpr_loss(z_u[0], z_i[0], z_j[0]).item() == pytest.approx(sum(want[0]) / 2, rel=1e-6)
+
+
+def test_bpr_large_margins_do_not_overflow():
+    z_u = torch.tensor([[1.0]])
+    assert pc.bpr_loss(z_u, torch.tensor([[-100.0]]), torch.tensor([[100.0]])).item() \
+        == pytest.approx(200.0)  # softplus(200), not log(1 + inf)
+    assert pc.bpr_loss(z_u, torch.tensor([[100.0]]), torch.tensor([[-100.0]])).item() \
+        == pytest.approx(0.0, abs=1e-30)
+
+
+def test_l2_reg_is_sum_of_squares_of_all_parameters():
+    m = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Linear(1, 1, bias=False))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([[1.0, -2.0]]))
+        m[0].bias.copy_(torch.tensor([3.0]))
+        m[1].weight.copy_(torch.tensor([[0.5]]))
+    assert pc.l2_reg(m).item() == pytest.approx(1 + 4 + 9 + 0.25)  # every parameter, no 1/2
+
+
+def test_multinomial_nll_by_hand():
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(2.0), 0.0]])
+    x = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    # row 1: softmax = (1/4, 3/4) -> -(log 1/4 + log 3/4); row 2: softmax = (2/3, 1/3) -> -log 1/3
+    expected = [-(math.log(0.25) + math.log(0.75)), -math.log(1 / 3)]
+    assert pc.multinomial_nll(logits, x).tolist() == pytest.approx(expected, rel=1e-6)
+    # counts weigh the log-probabilities: x = 2 on an item doubles its term
+    assert pc.multinomial_nll(logits[:1], torch.tensor([[2.0, 0.0]])).item() == \
+        pytest.approx(-2 * math.log(0.25), rel=1e-6)
+
+
+def test_kl_to_prior_by_hand():
+    mu = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
+    # row 1: 0.5 * [(1 + 1 - 1 - 0) + (0 + 2 - 1 - log 2)] = 0.5 * (2 - log 2); row 2: 0
+    expected = 0.5 * (2 - math.log(2.0)) / 2  # mean over the 2 rows
+    assert pc.kl_to_prior(mu, logvar).item() == pytest.approx(expected, rel=1e-6)
+    assert pc.kl_to_prior(torch.zeros(3, 5), torch.zeros(3, 5)).item() == 0.0
+
+
+def test_eq11_with_beta_1_is_the_vae_kl():
+    """distribution_alignment with beta = 1, averaged over the batch, is kl_to_prior of
+    (mu, log var): the two code paths of the generative models agree."""
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(5, 3), torch.randn(5, 3)
+    m_env, v_env = torch.randn(5, 3), torch.rand(5, 3) + 0.1
+    eq11 = pc.distribution_alignment(mu, logvar.exp(), m_env, v_env, beta=1.0)
+    assert eq11.mean().item() == pytest.approx(pc.kl_to_prior(mu, logvar).item(), rel=1e-5)
+
+
+def test_reparameterize_has_the_posterior_moments_and_gradient():
+    torch.manual_seed(0)
+    mu = torch.tensor([1.5, -0.5]).repeat(20000, 1).requires_grad_()
+    logvar = torch.tensor([math.log(0.25), math.log(4.0)]).repeat(20000, 1)
+    z = pc.reparameterize(mu, logvar)  # variance exp(logvar), not exp(logvar) ** 2 or logvar
+    assert torch.allclose(z.mean(0), torch.tensor([1.5, -0.5]), atol=0.04)
+    assert torch.allclose(z.var(0), torch.tensor([0.25, 4.0]), rtol=0.05)
+    z.sum().backward()
+    assert torch.equal(mu.grad, torch.ones_like(mu))  # dz/dmu = 1: a differentiable sample
 
 
 # ---------------------------------------------------------------- objective (Eq. 14)
@@ -488,9 +568,23 @@ def test_resolve_ablations_and_purity():
     assert pc.resolve_proex_args(parser().parse_args(['--no-mixing'])).envs == 1
 
 
-def test_unknown_flag_rejected():
-    with pytest.raises(SystemExit):
-        parser().parse_args(['--proex', '--lambda4', '1'])
+MODEL_FILES = ['lightgcn', 'gccf', 'simgcl', 'multvae', 'ldiffrec', 'cvga']
+
+
+@pytest.mark.parametrize('name', MODEL_FILES)
+@pytest.mark.parametrize('argv,flag', [(['--proex', '--lambda4', '1'], '--lambda4'),
+                                       (['--proex', '--env', '5'], '--env'),        # not --envs
+                                       (['--proex', '--no-mix'], '--no-mix'),       # not --no-mixing
+                                       (['--epoch', '3'], '--epoch')])              # not --epochs
+def test_model_parsers_refuse_unknown_flags_and_prefixes(name, argv, flag, capsys):
+    """The ProEx flags join each model file's own parser; a misspelt or shortened flag is an
+    error there (allow_abbrev is off), not silently read as another flag."""
+    module = __import__(name)
+    with pytest.raises(SystemExit) as e:
+        module.parse_args(argv)
+    assert e.value.code == 2
+    assert f'unrecognized arguments: {flag}' in capsys.readouterr().err
+    assert module.parse_args(['--proex', '--envs', '5']).envs == 5  # the full name works
 
 
 def test_stack_views_pca_keeps_the_leading_directions():
