@@ -219,6 +219,9 @@ def test_diverged_run_fails_and_says_why(toy, tmp_path, capsys, monkeypatch):
 
 
 def test_valid_run_result_says_why_it_stopped(toy, tmp_path, capsys, monkeypatch):
+    import eval as E                                   # the module the script's TrainLog uses
+    state = {'commit': '0123456789' * 4, 'dirty': False}
+    monkeypatch.setattr(E, 'git_state', lambda: state)
     res = tmp_path / 'ok.json'
     code, out = cli('lightgcn.py', '--dataset', 'toy', '--threads', '1', '--epochs', '2',
                     '--out', str(res), capsys=capsys, monkeypatch=monkeypatch)
@@ -227,7 +230,7 @@ def test_valid_run_result_says_why_it_stopped(toy, tmp_path, capsys, monkeypatch
     assert r['stop_reason'] == 'max epochs' and r['argv'][1:5] == ['--dataset', 'toy', '--threads', '1']
     assert set(r['versions']) == {'python', 'torch', 'numpy', 'scipy'}
     assert r['wall_s'] >= r['test_eval_s'] > 0
-    assert r['git'] is None or len(r['git']['commit']) == 40
+    assert r['git'] == state                           # the code state goes into the result
 
 
 # ---------------------------------------------------------------- as a shell sees it

@@ -6,6 +6,8 @@ Run: python -m pytest -q tests/test_eval.py
 import argparse
 import json
 import math
+import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -311,7 +313,9 @@ def toy_fit(tmp_path, losses, epochs=12, patience=3):
                     data, args), tmp_path / 'r.json'
 
 
-def test_trainlog_records_why_it_stopped_and_the_run(tmp_path, capsys):
+def test_trainlog_records_why_it_stopped_and_the_run(tmp_path, capsys, monkeypatch):
+    state = {'commit': 'c0ffee' * 6 + 'c0ff', 'dirty': True}
+    monkeypatch.setattr(E, 'git_state', lambda: state)       # the code state read at the start
     res, path = toy_fit(tmp_path, {}, patience=3)            # constant scores: best epoch 1
     assert (res['stop_reason'], res['stop_epoch'], res['best_epoch']) == ('patience', 4, 1)
     assert 'stopped at epoch 4 (patience)' in capsys.readouterr().out
@@ -322,8 +326,27 @@ def test_trainlog_records_why_it_stopped_and_the_run(tmp_path, capsys):
     assert set(saved['versions']) == {'python', 'torch', 'numpy', 'scipy'}
     assert saved['versions']['torch'] == torch.__version__
     assert saved['wall_s'] >= saved['test_eval_s'] > 0
-    git = saved['git']
-    assert git is None or (len(git['commit']) == 40 and isinstance(git['dirty'], bool))
+    assert saved['git'] == state
+
+
+def git(folder, *argv):
+    subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', '-c', 'commit.gpgsign=false',
+                    *argv], cwd=folder, check=True, capture_output=True, timeout=20)
+
+
+@pytest.mark.skipif(shutil.which('git') is None, reason='git not installed')
+def test_git_state_reads_head_and_tracked_changes_only(tmp_path):
+    git(tmp_path, 'init', '-q')
+    (tmp_path / 'a.py').write_text('x = 1\n')
+    git(tmp_path, 'add', 'a.py')
+    git(tmp_path, 'commit', '-q', '-m', 'one')
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=tmp_path, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert E.git_state(tmp_path) == {'commit': head, 'dirty': False}
+    (tmp_path / 'new.py').write_text('y = 2\n')                # untracked: not 'dirty'
+    assert E.git_state(tmp_path) == {'commit': head, 'dirty': False}
+    (tmp_path / 'a.py').write_text('x = 2\n')                  # a tracked file modified
+    assert E.git_state(tmp_path) == {'commit': head, 'dirty': True}
 
 
 @pytest.mark.parametrize('bad', [float('nan'), float('inf')])
@@ -354,16 +377,18 @@ def test_fewer_items_than_k_is_a_clear_error():
 # ---------------------------------------------------------------- argparse types
 
 @pytest.mark.parametrize('typ,good,bad', [
-    (E.int_range(1), ['1', '40'], ['0', '-1', '1.5', 'x']),
-    (E.int_range(0, 3), ['0', '3'], ['4', '-1']),
-    (E.float_range(0, lo_open=True), ['1e-9', '2'], ['0', '-1', 'nan', 'inf', 'x']),
-    (E.float_range(0, 1, lo_open=True), ['1', '0.5'], ['0', '1.01']),
-    (E.float_range(0, 1, hi_open=True), ['0', '0.99'], ['1', '-0.1']),
-    (E.device_name, ['cpu', 'cuda', 'cuda:1', 'auto', 'mps'], ['tpu', 'cuda:x', 'gpu']),
+    (E.int_range(1), {'1': 1, '40': 40}, ['0', '-1', '1.5', 'x']),
+    (E.int_range(0, 3), {'0': 0, '3': 3}, ['4', '-1']),
+    (E.float_range(0, lo_open=True), {'1e-9': 1e-9, '2': 2.0}, ['0', '-1', 'nan', 'inf', 'x']),
+    (E.float_range(0, 1, lo_open=True), {'1': 1.0, '0.5': 0.5}, ['0', '1.01']),
+    (E.float_range(0, 1, hi_open=True), {'0': 0.0, '0.99': 0.99}, ['1', '-0.1']),
+    (E.device_name, {s: s for s in ('cpu', 'cuda', 'cuda:1', 'auto', 'mps')},
+     ['tpu', 'cuda:x', 'gpu']),
 ])
 def test_argparse_types(typ, good, bad):
-    for s in good:
-        typ(s)
+    for s, value in good.items():
+        got = typ(s)
+        assert got == value and type(got) is type(value), (s, got)  # the parsed value, typed
     for s in bad:
         with pytest.raises(argparse.ArgumentTypeError):
             typ(s)

@@ -153,4 +153,3 @@ def test_short_proex_run_learns_on_synthetic(module, extra):
     result = module.main(module.parse_args(argv))
     first, best = result['history'][0]['val_recall20'], result['best_val_recall20']
     assert best - first > 0.015 and result['best_epoch'] > 1, (first, best)
-    assert result['config']['proex'] is True
