@@ -228,8 +228,9 @@ def diffusion_loss(denoiser, diffusion, x_start, t, noise):
 
 def loss_weights(args, epoch, step):
     """The official balance of the terms: lamda decays linearly per epoch from --lamda to
-    --anneal-cap over --anneal-steps epochs; the KL weight grows linearly per batch from 0
-    to --vae-anneal-cap over --vae-anneal-steps batches (0 steps: constant)."""
+    --anneal-cap over --anneal-steps epochs; the KL weight is min(cap, step / steps) at batch
+    `step` (official: it rises by 1 / --vae-anneal-steps per batch until --vae-anneal-cap;
+    0 steps: constant)."""
     lamda = max((1.0 - (epoch - 1) / args.anneal_steps) * args.lamda, args.anneal_cap) \
         if args.anneal_steps > 0 else max(args.lamda, args.anneal_cap)
     anneal = min(args.vae_anneal_cap, step / args.vae_anneal_steps) \
@@ -292,7 +293,7 @@ def parse_args(argv=None):
     p.add_argument('--vae-anneal-cap', type=float_range(0), default=0.3,
                    help='final weight of the KL term of the base model (official 0.3)')
     p.add_argument('--vae-anneal-steps', type=int_range(0), default=200,
-                   help='batches over which the KL weight grows from 0 (official 200)')
+                   help='KL weight at batch s: min(--vae-anneal-cap, s / N) (official 200)')
     P.add_proex_args(p, generative=True, lambda1=0.3)  # Eq. 11 carries the KL: the base's final weight 0.3
     args = P.resolve_proex_args(p.parse_args(argv), generative=True)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
