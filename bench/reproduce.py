@@ -140,8 +140,10 @@ def main():
     p.add_argument('--ablations', action='store_true', help="also ProEx's chosen configuration "
                    'with each Fig. 6 ablation switch')
     p.add_argument('--ablation-seeds', type=int, default=5, help='seeds per ablation (default 5)')
-    p.add_argument('--base-config', help='no tuning of the base arm: these flags (e.g. "--kl-weight 0.2")')
-    p.add_argument('--proex-config', help='no tuning of the ProEx arm: these flags (e.g. "--proex --beta 1")')
+    p.add_argument('--base-config', help='no tuning of the base arm: these flags, written with = '
+                   'since they start with a dash (--base-config="--kl-weight 0.2")')
+    p.add_argument('--proex-config', help='no tuning of the ProEx arm: these flags, written with = '
+                   '(--proex-config="--proex --beta 1")')
     p.add_argument('--defaults', action='store_true', help='no tuning: each arm at the model '
                    "file's defaults (base '', ProEx '--proex')")
     p.add_argument('--threads', type=int, default=1, help='torch threads per run (default 1)')
