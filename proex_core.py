@@ -280,8 +280,8 @@ def bpr_rows(z_u, z_i, z_j):
 
 
 def bpr_loss(z_u, z_i, z_j):
-    """BPR of a batch (RLMRec): mean softplus(s_neg - s_pos). [B, d] x 3 -> scalar."""
-    return F.softplus((z_u * z_j).sum(-1) - (z_u * z_i).sum(-1)).mean()
+    """BPR of a batch (RLMRec): the mean of bpr_rows. [B, d] x 3 -> scalar."""
+    return bpr_rows(z_u, z_i, z_j).mean()
 
 
 def l2_reg(module):
