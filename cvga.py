@@ -138,7 +138,7 @@ def main(args):
         def score(users):                                                  # no dropout: eval()
             z, _ = model.encode(D.dense_rows(R_hat, users.cpu(), device))  # z = mu, [B, d]
             if agg is not None:                                            # Alg. 2: + the mean
-                z = z + agg(users)[0].mean(0)                              # of the K profile means
+                z = z + P.mean_profile(agg(users)[0])                         # of the K profile means
             return model.decode(z)                                         # [B, I]
         return score
 

@@ -124,7 +124,7 @@ def main(args):
             x = D.dense_rows(data.train, users.cpu(), device)              # [B, I]
             z, _ = model.encode(x)                                         # z = mu, [B, d]
             if agg is not None:                                            # Alg. 2: + mean of
-                z = z + agg(users)[0].mean(0)                              # the K profile means
+                z = z + P.mean_profile(agg(users)[0])                         # the K profile means
             return model.decode(z)                                         # [B, I]
         return score
 
