@@ -80,7 +80,7 @@ def parse_args(argv=None):
                    'output (default: per dataset, book/yelp 0.3, steam 0.2)')
     p.add_argument('--kl-over-batch', action='store_true', help='base model as the official code '
                    '(ID-GRec): divide the batch-mean KL by the batch size B once more, i.e. KL '
-                   'weight 1/B; default: weight 1, the ELBO of the paper. No effect with --proex, '
+                   'weight 1/B; default: weight 1, the ELBO of the paper. Refused with --proex, '
                    'where Eq. 11 replaces the KL (weight 1 also in the released ProRec CVGA code)')
     p.add_argument('--kl-weight', type=float_range(0), default=1.0, help='base model: weight of '
                    'KL(q || N(0, I)) (default 1, the ELBO; divided by B with --kl-over-batch). '
@@ -88,8 +88,9 @@ def parse_args(argv=None):
                    'lambda1 * beta, and this flag is unused')
     P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
     args = P.resolve_proex_args(p.parse_args(argv), generative=True)
-    if args.proex and args.kl_weight != 1.0:  # the flag would silently do nothing
-        raise SystemExit('error: argument --kl-weight: weights the base model\'s KL; with --proex '
+    if args.proex and (args.kl_weight != 1.0 or args.kl_over_batch):  # would silently do nothing
+        flag = '--kl-over-batch' if args.kl_over_batch else '--kl-weight'
+        raise SystemExit(f'error: argument {flag}: weights the base model\'s KL; with --proex '
                          'the KL to the prior weighs lambda1 * beta (Eq. 11): set --lambda1 and '
                          '--beta instead')
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():

@@ -823,7 +823,8 @@ DATASET_FOLDERS = {'book': 'amazon'}    # dataset name -> folder, where they dif
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description='ProEx profile construction: F1-F4 LLM chain and embeddings '
-                                 '(paper Sec. 2.3.1, Eq. 4-5). See the module docstring for files and policies.')
+                                 '(paper Sec. 2.3.1, Eq. 4-5). See the module docstring for files and policies.',
+                                 allow_abbrev=False)  # a mistyped flag fails, it is not guessed
     ap.add_argument('--dataset', required=True, help='dataset name; "book" reads the folder "amazon"')
     ap.add_argument('--data-dir', default=None, help='folder holding the datasets (default: $PROEX_DATA, else ./data)')
     ap.add_argument('--out-dir', default=None, help='where outputs and journal go (default: the dataset folder)')

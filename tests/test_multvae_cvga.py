@@ -173,3 +173,9 @@ def test_kl_weight_is_the_base_knob_only(mod):
     assert mod.parse_args(['--kl-weight', '0.2']).kl_weight == 0.2
     with pytest.raises(SystemExit):  # with --proex the prior weight is lambda1 * beta
         mod.parse_args(['--proex', '--kl-weight', '0.2'])
+
+
+def test_kl_over_batch_is_refused_with_proex():
+    assert cvga.parse_args(['--kl-over-batch']).kl_over_batch
+    with pytest.raises(SystemExit, match='--kl-over-batch'):  # Eq. 11 replaces the base's KL
+        cvga.parse_args(['--proex', '--kl-over-batch'])

@@ -348,6 +348,8 @@ def test_command_line(monkeypatch):
     assert profiles.parse_args(['--dataset', 'steam']).folder == os.path.join('./data', 'steam')
     with pytest.raises(SystemExit):
         profiles.parse_args(['--dataset', 'ml100k', '--no-such-flag'])
+    with pytest.raises(SystemExit):  # an abbreviation is a typo, not a guess (--over -> --overwrite)
+        profiles.parse_args(['--dataset', 'ml100k', '--over'])
     assert profiles.parse_args(['--dataset', 'ml100k']).n_profiles == profiles.K == 4
     assert profiles.parse_args(['--dataset', 'ml100k', '--n-profiles', '3']).n_profiles == 3
     for refused in (['--profiles', '4'], ['--n-profiles', '1']):  # --profiles is the model scripts' list of views
