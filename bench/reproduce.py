@@ -84,8 +84,8 @@ def code_version(model):
     return {'commit': commit, 'dirty': dirty, 'source_sha256': h.hexdigest()[:16], 'patch': patch}
 
 
-def run(mod, argv, store, key, version):
-    """One training run, resumable: results are keyed by name and kept after each run."""
+def run(mod, argv, store, key, version, save):
+    """One training run, resumable: results are keyed by name and saved after each run."""
     if key in store['runs']:
         return store['runs'][key]
     t0 = time.time()
@@ -95,6 +95,7 @@ def run(mod, argv, store, key, version):
     keep.update(argv=argv, wall_s=time.time() - t0, code=version,
                 val_curve=[h.get('val_recall20') for h in r['history']])
     store['runs'][key] = keep
+    save()
     return keep
 
 
@@ -185,9 +186,8 @@ def main():
         vals = []
         for cfg in grid:
             r = run(mod, common + cfg.split() + ['--seed', str(a.tune_seed)], store,
-                    f'tune|{arm}|{cfg}|{a.tune_seed}', version)
+                    f'tune|{arm}|{cfg}|{a.tune_seed}', version, save)
             vals.append(r['best_val_recall20'])
-            save()
         chosen[arm] = grid[int(np.argmax(vals))]
         print(f'== {arm}: chosen {chosen[arm]!r} on validation R@20 {max(vals):.4f}', flush=True)
     store['chosen'] = chosen
@@ -197,8 +197,7 @@ def main():
         final[arm] = []
         for s in range(1, a.seeds + 1):
             final[arm].append(run(mod, common + cfg.split() + ['--seed', str(s)], store,
-                                  f'final|{arm}|{cfg}|{s}', version))
-            save()
+                                  f'final|{arm}|{cfg}|{s}', version, save))
     store['summary'] = {m: paired(final['base'], final['proex'], m) for m in ('recall@20', 'ndcg@20')}
     store['summary']['plateau_stops'] = {arm: plateau_stops(runs) for arm, runs in final.items()}
     store['summary']['by_activity'] = {arm: by_activity(runs) for arm, runs in final.items()}
@@ -214,8 +213,7 @@ def main():
                 ablations[flag] = f'skipped: {chosen["proex"]!r} already runs without it'
                 continue
             runs = [run(mod, common + chosen['proex'].split() + [flag, '--seed', str(s)], store,
-                        f'ablation|{flag}|{s}', version) for s in range(1, n + 1)]
-            save()
+                        f'ablation|{flag}|{s}', version, save) for s in range(1, n + 1)]
             ablations[flag] = {m: paired(final['proex'][:n], runs, m, ('proex', 'ablation'))
                                for m in ('recall@20', 'ndcg@20')}
         store['summary']['ablations'] = ablations
@@ -225,8 +223,7 @@ def main():
         views = {}
         for k in a.view_list.split(','):
             runs = [run(mod, common + chosen['proex'].split() + ['--profiles', str(k), '--seed', str(s)],
-                        store, f'view|{k}|{s}', version) for s in range(1, a.view_seeds + 1)]
-            save()
+                        store, f'view|{k}|{s}', version, save) for s in range(1, a.view_seeds + 1)]
             views[k] = mean_std([r['test']['recall@20'] for r in runs])
         views['all'] = mean_std([r['test']['recall@20'] for r in final['proex'][:a.view_seeds]])
         store['summary']['views_recall@20'] = views
