@@ -114,12 +114,12 @@ def synthetic():
           'informative, view 3 misleading): test R@20, mean ± std over seeds 1..n, paired t-tests '
           'over the seeds both runs share:\n')
     print('| model | base config | ProEx config | base | ProEx | p | ProEx, view 3 alone | p | '
-          'ProEx > base | ProEx > view 3 |')
+          'ProEx > base (p < .05) | ProEx > view 3 (p < .05) |')
     print('|---|---|---|---|---|---|---|---|---|---|')
     for m, chosen, base, proex, view in rows:
         print(f"| {m} | `{chosen['base']}` | `{chosen['proex']}` | {ms(base)} | {ms(proex)} | "
               f"{paired_p(base, proex)} | {ms(view)} | {paired_p(view, proex)} | "
-              f"{yes(base, proex)} | {yes(view, proex)} |")
+              f"{above(base, proex)} | {above(view, proex)} |")
 
 
 def ms(runs):
@@ -136,10 +136,14 @@ def paired_p(a, b):
     return f"{stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).pvalue:.3g}"
 
 
-def yes(a, b):
+def above(a, b):
+    """'yes' if b's mean is higher with paired p < .05, 'n.s.' if higher without, else 'no'."""
     if not a or not b:
         return '-'
-    return 'yes' if statistics.mean(b.values()) > statistics.mean(a.values()) else 'no'
+    if statistics.mean(b.values()) <= statistics.mean(a.values()):
+        return 'no'
+    p = paired_p(a, b)
+    return 'yes' if p != '-' and float(p) < 0.05 else 'n.s.'
 
 
 def pval(p):
