@@ -118,7 +118,7 @@ def synthetic():
     print('|---|---|---|---|---|---|---|---|---|---|')
     for m, chosen, base, proex, view in rows:
         print(f"| {m} | `{chosen['base']}` | `{chosen['proex']}` | {ms(base)} | {ms(proex)} | "
-              f"{paired_p(base, proex)} | {ms(view)} | {paired_p(view, proex)} | "
+              f"{pval(paired_p(base, proex))} | {ms(view)} | {pval(paired_p(view, proex))} | "
               f"{above(base, proex)} | {above(view, proex)} |")
 
 
@@ -130,10 +130,11 @@ def ms(runs):
 
 
 def paired_p(a, b):
+    """Paired t-test p of b against a over the seeds both have (None under two seeds)."""
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
-        return '-'
-    return f"{stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).pvalue:.3g}"
+        return None
+    return float(stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).pvalue)
 
 
 def above(a, b):
@@ -143,7 +144,7 @@ def above(a, b):
     if statistics.mean(b.values()) <= statistics.mean(a.values()):
         return 'no'
     p = paired_p(a, b)
-    return 'yes' if p != '-' and float(p) < 0.05 else 'n.s.'
+    return 'yes' if p is not None and p < 0.05 else 'n.s.'
 
 
 def pval(p):
