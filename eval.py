@@ -113,18 +113,23 @@ def check_item_count(n_items, ks):
 
 
 class EarlyStopping:
-    """Stop after `patience` epochs without a strict improvement of the validation metric;
-    keeps a copy of the best parameters (state_dict on CPU)."""
+    """Stop after `patience` VALIDATIONS (not epochs) without a strict improvement of the
+    validation metric, as the official RLMRec/DMRec trainers count it; keeps a copy of the
+    best parameters (state_dict on CPU). With validation every 3 epochs and patience 20, a
+    run gets 60 epochs to leave a plateau."""
 
     def __init__(self, patience=20):
         self.patience, self.best, self.best_epoch, self.best_state = patience, -1.0, 0, None
+        self.since = 0  # validations since the best one
 
     def step(self, epoch, metric, model):
         """Record one validation result; returns True when training should stop."""
         if metric > self.best:
-            self.best, self.best_epoch = metric, epoch
+            self.best, self.best_epoch, self.since = metric, epoch, 0
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return epoch - self.best_epoch >= self.patience
+        else:
+            self.since += 1
+        return self.since >= self.patience
 
 
 class Diverged(D.DataError):
@@ -191,9 +196,10 @@ def device_name(s):
     return s
 
 
-def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=1):
+def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=3):
     """Flags every model file shares: data, device, seed, protocol and output."""
     p.add_argument('--dataset', default='synthetic', help='book (Amazon-Book), yelp, steam, ml100k, '
+                   'ml100k-grouplens (built from the GroupLens ML-100K archive when missing), '
                    'synthetic (offline, no files), or any folder under the data root '
                    '(default: synthetic)')
     p.add_argument('--data-dir', default=None, help='data root holding <dataset>/trn_mat.pkl '
@@ -204,8 +210,9 @@ def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=1):
                    help='cpu, cuda, cuda:N, mps or auto (default: auto)')
     p.add_argument('--epochs', type=int_range(1), default=epochs,
                    help=f'maximum epochs (default {epochs})')
-    p.add_argument('--patience', type=int_range(1), default=20, help='stop after this many epochs '
-                   'without a strict improvement of validation Recall@20 (default 20)')
+    p.add_argument('--patience', type=int_range(1), default=20, help='stop after this many '
+                   'validations (not epochs) without a strict improvement of validation Recall@20, '
+                   'as the official RLMRec trainer counts it (default 20)')
     p.add_argument('--eval-every', type=int_range(1), default=eval_every,
                    help=f'validate every N epochs (default {eval_every})')
     p.add_argument('--lr', type=float_range(0, lo_open=True), default=lr,
@@ -260,7 +267,8 @@ class TrainLog:
         result = log.test(modules, make_score_fn)
 
     epoch(): one history record and one progress line; validation Recall@20 with
-    make_score_fn() every `eval_every` epochs (make_score_fn=None: none); early stopping after `patience` epochs without a strict improvement,
+    make_score_fn() every `eval_every` epochs (make_score_fn=None: none); early stopping after
+    `patience` validations without a strict improvement,
     keeping the best parameters; True when training should stop (patience spent, or a
     non-finite loss). test(): the best parameters, the test split once (also per
     activity quartile, Fig. 12), the result dict written to --out and returned; a non-finite
@@ -300,8 +308,8 @@ class TrainLog:
         self.history.append(rec)
         if done:
             self.reason, self.detail = 'patience', (
-                f'no strict improvement of validation R@20 for {self.args.patience} epochs '
-                f'after epoch {stop.best_epoch}')
+                f'no strict improvement of validation R@20 in {self.args.patience} validations '
+                f'(every {self.args.eval_every} epochs) after epoch {stop.best_epoch}')
         return done
 
     def test(self, modules, make_score_fn):

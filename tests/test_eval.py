@@ -212,22 +212,23 @@ def test_users_without_heldout_items_are_skipped():
 
 # ---------------------------------------------------------------- early stopping
 
-def test_early_stopping_strict_improvement_and_patience_in_epochs():
+def test_early_stopping_strict_improvement_and_patience_in_validations():
     model = torch.nn.Linear(2, 1)
-    stop = E.EarlyStopping(patience=6)
+    stop = E.EarlyStopping(patience=2)
     # evaluated every 3 epochs: best at epoch 3; equal values do not count as improvement
     assert stop.step(3, 0.5, model) is False
-    assert stop.step(6, 0.5, model) is False and stop.best_epoch == 3     # 3 epochs since best
-    assert stop.step(9, 0.4, model) is True                               # 6 epochs since best
+    assert stop.step(6, 0.5, model) is False and stop.best_epoch == 3     # 1 validation since best
+    assert stop.step(9, 0.4, model) is True                               # 2 validations since best
     assert stop.best == 0.5 and stop.best_epoch == 3
 
 
-def test_early_stopping_counts_from_the_last_improvement():
+def test_early_stopping_counts_validations_not_epochs():
+    """patience 2 with validation every 10 epochs: 20 epochs after the best, not 2."""
     model = torch.nn.Linear(2, 1)
     stop = E.EarlyStopping(patience=2)
-    assert [stop.step(e, m, model) for e, m in enumerate([0.1, 0.2, 0.2, 0.3, 0.3], 1)] \
+    assert [stop.step(e, m, model) for e, m in [(10, .1), (20, .2), (30, .2), (40, .3), (50, .3)]] \
         == [False, False, False, False, False]
-    assert stop.best_epoch == 4 and stop.step(6, 0.29, model) is True
+    assert stop.best_epoch == 40 and stop.step(60, 0.29, model) is True
 
 
 def test_early_stopping_keeps_best_parameters():
@@ -300,17 +301,27 @@ def test_evaluate_without_heldout_users_is_a_clear_error():
 
 # ---------------------------------------------------------------- why training stopped, what it records
 
-def toy_fit(tmp_path, losses, epochs=12, patience=3):
+def toy_fit(tmp_path, losses, epochs=12, patience=3, eval_every=1):
     """The loop on a random case with a fixed model; losses: epoch -> loss (default 1.0)."""
     scores, train, held = random_case(2, n_users=20, n_items=40)
     data = type('Toy', (), {'train': train, 'val': held, 'test': held,
                             'summary': lambda self: 'toy'})()
-    args = type('Args', (), {'patience': patience, 'epochs': epochs, 'eval_every': 1,
+    args = type('Args', (), {'patience': patience, 'epochs': epochs, 'eval_every': eval_every,
                              'out': str(tmp_path / 'r.json')})()
     model = torch.nn.Linear(1, 1)
     S = torch.from_numpy(scores)
     return run_loop(model, lambda epoch: losses.get(epoch, 1.0), lambda: (lambda u: S[u]),
                     data, args), tmp_path / 'r.json'
+
+
+def test_trainlog_validates_every_n_epochs_and_counts_patience_in_validations(tmp_path, capsys):
+    """--eval-every 3, patience 2, constant scores: validations at epochs 3, 6, 9; the best is
+    the first (epoch 3, no later one is strictly better), so the run stops at epoch 9."""
+    res, _ = toy_fit(tmp_path, {}, epochs=30, patience=2, eval_every=3)
+    assert (res['stop_reason'], res['stop_epoch'], res['best_epoch']) == ('patience', 9, 3)
+    validated = [h['epoch'] for h in res['history'] if 'val_recall20' in h]
+    assert validated == [3, 6, 9] and len(res['history']) == 9
+    assert 'in 2 validations (every 3 epochs) after epoch 3' in capsys.readouterr().out
 
 
 def test_trainlog_records_why_it_stopped_and_the_run(tmp_path, capsys, monkeypatch):

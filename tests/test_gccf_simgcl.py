@@ -137,7 +137,7 @@ def test_flag_prefix_is_not_taken_for_the_flag(module, capsys):
 
 @pytest.mark.parametrize('module, epochs', [(gccf, 30), (simgcl, 5)])
 def test_short_base_run_learns_on_synthetic(module, epochs):
-    argv = ['--dataset', 'synthetic', '--epochs', str(epochs), '--threads', '1']
+    argv = ['--dataset', 'synthetic', '--epochs', str(epochs), '--threads', '1', '--eval-every', '1']
     result = module.main(module.parse_args(argv))
     first, best = result['history'][0]['val_recall20'], result['best_val_recall20']
     assert best > 2 * first and best - first > 0.05, (first, best)
@@ -149,7 +149,7 @@ def test_short_base_run_learns_on_synthetic(module, epochs):
 def test_short_proex_run_learns_on_synthetic(module, extra):
     """--proex starts high (the mapped profiles are informative from epoch 1), so the bar is
     a clear rise after epoch 1. GCCF uses smaller batches: more steps in fewer epochs."""
-    argv = ['--dataset', 'synthetic', '--threads', '1', '--proex'] + extra
+    argv = ['--dataset', 'synthetic', '--threads', '1', '--eval-every', '1', '--proex'] + extra
     result = module.main(module.parse_args(argv))
     first, best = result['history'][0]['val_recall20'], result['best_val_recall20']
     assert best - first > 0.015 and result['best_epoch'] > 1, (first, best)
