@@ -19,8 +19,9 @@ Model, top to bottom (DiffRec section names in brackets):
      and no sampling noise, then decode                                    [DiffRec inference]
 Loss = lamda * diffusion loss + NLL + anneal * KL(q(z|x) || N(0, I)) (the official code).
 With --proex, the K profiles of the user give Gaussians in the same latent space (Eq. 6),
-mixed into environments (Eq. 9); the KL term is replaced by Eq. 11 and the latent by the
-fused one (Eq. 12); the total is Eq. 14 (see proex_core.py). Inference: z = mu + mean_k mu_k.
+mixed into environments (Eq. 9); the KL term is replaced by Eq. 11 and the latent by a
+sample of the fused Gaussian (Eq. 12); the total is Eq. 14 (see proex_core.py).
+Inference: z = mu + mean_k mu_k.
 """
 import argparse
 import math
@@ -226,15 +227,16 @@ def diffusion_loss(denoiser, diffusion, x_start, t, noise):
     return diffusion.loss_weight(t) * (pred_xstart - x_start).pow(2).mean(-1), pred_xstart
 
 
-def loss_weights(args, epoch, step):
+def loss_weights(args, epoch, step, kl_cap=None):
     """The official balance of the terms: lamda decays linearly per epoch from --lamda to
     --anneal-cap over --anneal-steps epochs; the KL weight is min(cap, step / steps) at batch
     `step` (official: it rises by 1 / --vae-anneal-steps per batch until --vae-anneal-cap;
-    0 steps: constant)."""
+    0 steps: constant). kl_cap: another cap on the same schedule (--proex: lambda1, the
+    weight of Eq. 11, so that both arms anneal their KL alike); default --vae-anneal-cap."""
+    cap = args.vae_anneal_cap if kl_cap is None else kl_cap
     lamda = max((1.0 - (epoch - 1) / args.anneal_steps) * args.lamda, args.anneal_cap) \
         if args.anneal_steps > 0 else max(args.lamda, args.anneal_cap)
-    anneal = min(args.vae_anneal_cap, step / args.vae_anneal_steps) \
-        if args.vae_anneal_steps > 0 else args.vae_anneal_cap
+    anneal = min(cap, step / args.vae_anneal_steps) if args.vae_anneal_steps > 0 else cap
     return lamda, anneal
 
 
@@ -330,7 +332,8 @@ def main(args):
         total = 0.0
         for b, users in enumerate(D.user_batches(data.n_users, args.batch, rng)):
             x = D.dense_rows(data.train, users, device)                      # [B, I]
-            lamda, anneal = loss_weights(args, epoch, (epoch - 1) * n_batches + b)
+            lamda, anneal = loss_weights(args, epoch, (epoch - 1) * n_batches + b,
+                                         args.lambda1 if agg else None)  # KL / Eq. 11 weight
             x_drop, mu, logvar = ae.encode(x)                                # target, [B, d] x 2
             t, pt = sampler.sample_timesteps(len(users), device)             # [B], T p_t [B]
             noise = torch.randn_like(mu)                                     # [B, d]
@@ -344,12 +347,12 @@ def main(args):
             if agg is None:
                 z = P.sample_gaussian(mu, logvar.exp())                       # z ~ q(z|x), [B, d]
                 loss = nll_fn(z).mean() + anneal * P.kl_to_prior(mu, logvar)
-            else:  # Alg. 1: Eq. 11 (weight lambda1) replaces anneal * KL; see the notes below
+            else:  # Alg. 1: Eq. 11, annealed to lambda1, replaces anneal * KL; notes below
                 mu_k, var_k = agg(users.to(device))                          # [K, B, d], Eq. 6
                 loss, _ = P.generative_objective(                            # Eq. 9, 11, 12, 14
                     nll_fn, mu, logvar.exp(), mu_k, var_k,
                     envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
-                    lambda1=args.lambda1, lambda2=args.lambda2, lambda3=args.lambda3,
+                    lambda1=anneal, lambda2=args.lambda2, lambda3=args.lambda3,  # min(lambda1, s/N)
                     **P.switches(args, generative=True))
             opt_ae.zero_grad()
             opt_dn.zero_grad()
@@ -375,23 +378,24 @@ def main(args):
 
 
 # Notes on --proex (no released ProEx code for L-DiffRec; decisions taken here):
-#  * the base posterior of Eq. 11 is the encoder's N(mu, exp(logvar)); the fused latent
-#    z_e = z + c~_e (Eq. 12) is what the diffusion denoises and the decoder reconstructs, so
-#    nll_fn runs the whole L-DiffRec loss (lamda * diffusion + NLL) once per environment,
-#    and each run feeds the importance sampler's loss history;
-#  * t and the diffusion noise are drawn once per batch and shared by the environments (as
-#    proex_core shares the posterior sample), so Var_e (Eq. 14) sees what the environments
-#    change rather than the spread of the diffusion loss over random steps;
-#  * Eq. 11 replaces the base's annealed KL term: its weight is lambda1, by default the
-#    base's final KL weight 0.3, held constant (no annealing);
-#  * the profile aggregator (Eq. 6) is trained by the autoencoder's optimizer (lr --lr);
-#  * inference (Alg. 2): z = mu + mean_k mu_k, then the same noise-free reverse process.
-#  * as in multvae.py, the paper's wording is followed where the authors' DMRec code (the
-#    closest released generative code, BlueGhostYi/ProRec) differs: Eq. 6 averages the profile
-#    vectors of the user's train items (DMRec sums over the items left after input dropout);
-#    Eq. 12 adds a sample of each environment's Gaussian to the sampled z (DMRec adds means and
-#    log-variances, then samples); Eq. 11 aligns the base posterior to the environment's
-#    Gaussian (DMRec aligns the fused Gaussian to the LLM one).
+#  * Eq. 12 fuses the encoder's N(mu, exp(logvar)) with the environment's Gaussian as the
+#    authors' DMRec code does (BlueGhostYi/ProRec, encoder/models/general_cf/mult_vae_mddm.py,
+#    cal_loss): means added, log-variances added (proex_core.fuse_gaussians); a sample z_e of
+#    the fused Gaussian is what the diffusion denoises and the decoder reconstructs, so nll_fn
+#    runs the whole L-DiffRec loss (lamda * diffusion + NLL) once per environment, and each
+#    run feeds the importance sampler's loss history; --sum-of-samples adds a sample of the
+#    environment's Gaussian to z ~ q instead (for study: it holds the model on a plateau);
+#  * t, the diffusion noise and the latent noise are drawn once per batch and shared by the
+#    environments, so Var_e (Eq. 14) sees what the environments change rather than the
+#    spread of the diffusion loss over random steps;
+#  * Eq. 11 on the fused Gaussian replaces the base's annealed KL term, on the base's
+#    schedule: weight min(lambda1, step / --vae-anneal-steps), lambda1 by default the base's
+#    final KL weight 0.3, so the two arms differ only by the profiles;
+#  * Eq. 6 averages the profile vectors of the user's train items plus the user's own
+#    (DMRec sums over the items left after input dropout); the aggregator is trained by the
+#    autoencoder's optimizer (lr --lr);
+#  * inference (Alg. 2): z = mu + mean_k mu_k, then the same noise-free reverse process (DMRec's
+#    full_predict adds its one mu_llm to mu: the same rule with K = 1).
 
 if __name__ == '__main__':
     args = parse_args()

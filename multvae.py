@@ -10,7 +10,7 @@ items, pi(z_u) = softmax(logits). Loss = multinomial NLL -sum_i x_ui log pi_i(z_
 KL(q || N(0, I)), both means over the batch, KL weight --kl-weight, default 1 as the authors' DMRec code (no annealing).
 Dropout on the raw binary row (no L2 normalisation of the input). Prediction: logits of mu.
 With --proex, the K profiles of the user and its items are mapped to Gaussians (Eq. 6),
-mixed into environments (Eq. 9), added to the sampled z (Eq. 12), and the KL term becomes
+mixed into environments (Eq. 9), fused with the posterior (Eq. 12), and the KL term becomes
 the distribution alignment of Eq. 11 inside the objective of Eq. 14 (see proex_core.py);
 prediction adds the mean of the K profile means to mu (Alg. 2).
 """
@@ -136,14 +136,17 @@ def main(args):
     return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
-# Where --proex follows the paper's wording rather than the authors' DMRec code (the closest
-# released generative code, BlueGhostYi/ProRec), each a choice the paper's text allows:
+# How --proex reads the paper here, against the authors' DMRec code (the closest released
+# generative code, BlueGhostYi/ProRec, encoder/models/general_cf/mult_vae_mddm.py):
 #  * Eq. 6's input: the MEAN of the profile vectors of the user's train items plus the user's
 #    own (proex_core.aggregate_profiles); DMRec SUMS over the items left after input dropout;
-#  * Eq. 12's fusion: a sample of each environment's Gaussian added to the sampled z; DMRec
-#    adds the means and the log-variances of the two Gaussians and samples once;
-#  * Eq. 11's alignment: KL(q(z_u | x_u) || N(mu~^e, sigma~^e^2)) of the base posterior to the
-#    environment, plus beta * KL(q || N(0, I)); DMRec aligns the fused Gaussian to the LLM one.
+#  * Eq. 12's fusion, as DMRec's cal_loss: the environment's Gaussian and the posterior are
+#    fused (means added, log-variances added) and sampled once (proex_core.fuse_gaussians);
+#    --sum-of-samples adds a sample of each to the other instead (for study);
+#  * Eq. 11 aligns the fused Gaussian: beta towards N(0, I), 1 - beta towards the environment's
+#    Gaussian, as DMRec's KLD and KLD_llm;
+#  * inference (Alg. 2): z = mu + the mean of the K profile means; DMRec's full_predict adds
+#    its one mu_llm to mu, the same rule with K = 1 (the variances play no part at inference).
 
 if __name__ == '__main__':
     args = parse_args()

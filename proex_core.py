@@ -10,7 +10,7 @@ This file holds, one function per idea, in the paper's order:
   contrastive regularisation (7)   contrastive_reg (paper), uniformity_reg (released code)
   environments (Eq. 8-10)          dirichlet_weights, mix; mean_profile (Alg. 2)
   alignment (Eq. 11, 13)           info_nce_rows, kl_diag_gaussians, distribution_alignment
-  fusion (Eq. 12)                  sample_gaussian
+  fusion (Eq. 12)                  z + c~ (discriminative, inline), fuse_gaussians (generative)
   the base models' losses (L_rec)  bpr_rows, bpr_loss, l2_reg, multinomial_nll, kl_to_prior,
                                    reparameterize (the VAE's sample from mu and log-variance)
   total (Eq. 14)                   env_variance (per row, Alg. 1), proex_objective
@@ -259,7 +259,16 @@ def distribution_alignment(mu, var, mu_env, var_env, beta):
 
 
 # ----------------------------------------------------------------------------
-# Fusion (Eq. 12): the generative models add a sample of the environment's Gaussian
+# Fusion (Eq. 12): profile and collaborative vectors are added element-wise
+
+def fuse_gaussians(mu, var, mu_env, var_env):
+    """Eq. 12 for the generative models: "element-wise addition" applied to the parameters of
+    the two Gaussians, as the authors' DMRec code does (BlueGhostYi/ProRec,
+    encoder/models/general_cf/mult_vae_mddm.py, cal_loss: mu = mu_src + mu_llm,
+    logvar = logvar_src + logvar_llm). Means add; log-variances add, so variances multiply.
+    mu, var: [B, d] base posterior; mu_env, var_env: [B, d] one environment -> 2 x [B, d]."""
+    return mu + mu_env, var * var_env  # Eq. 12: N(mu + mu~e, sigma^2 * sigma~e^2)
+
 
 def sample_gaussian(mu, var, generator=None):
     """z = mu + sqrt(var) * eps, eps ~ N(0, I): a differentiable sample of N(mu, var)."""
@@ -401,13 +410,19 @@ def summary(rec, align, l_reg, var_e):
 
 def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lambda1,
                          lambda2, lambda3, tau=0.2, shared_mixing=False, unbiased_var=False,
-                         var_of_means=False, no_mixing=False, generator=None, rng=None):
+                         var_of_means=False, no_mixing=False, sum_of_samples=False,
+                         generator=None, rng=None):
     """Alg. 1 for one batch of a generative model (Mult-VAE, L-DiffRec, CVGA).
     nll_fn: z [B, d] -> [B] reconstruction loss of each user under the base model (no KL
       term: the KL to the prior is the beta part of Eq. 11, so beta = 1 with lambda1 the
       base's KL weight is the base VAE).
     mu, var: [B, d] the base posterior q(z_u | x_u); mu_k, var_k: [K, B, d] from
     AggregationMapping, one per profile. Returns (total, parts) as discriminative_objective.
+    Eq. 12 (default): per environment the fused Gaussian N(mu + mu~e, var * var~e)
+      (fuse_gaussians, as DMRec), one sample of it, and Eq. 11 aligns the fused Gaussian.
+    sum_of_samples=True (for study): z ~ q plus a sample of the environment's Gaussian, and
+      Eq. 11 aligns q itself; on a batch of ml100k or synthetic users this reading holds
+      L-DiffRec on a plateau (bench/RESULTS.md).
     generator, rng (tests): a torch Generator on mu's device for the Gaussian samples and a
     numpy Generator for the Dirichlet draws; the model files use the global RNGs."""
     B = mu.shape[0]
@@ -418,14 +433,21 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
         n = None if shared_mixing else B  # shared_mixing: one draw per environment (released)
         theta = dirichlet_weights(envs, mu_k.shape[0], alpha, n, rng, mu_k.device)  # Eq. 10
         mu_env, var_env = mix(mu_k, theta), mix(var_k, theta)  # Eq. 9, [E, B, d]
-    # 2) one sample of the base posterior, shared by all environments so that
-    #    Var_e only sees what the environments change
-    z = sample_gaussian(mu, var, generator)  # [B, d]
+    # 2) one noise draw shared by all environments, so that Var_e only sees what the
+    #    environments change
+    if sum_of_samples:
+        z = sample_gaussian(mu, var, generator)  # z ~ q(z_u | x_u), [B, d]
+    else:
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)  # [B, d]
     rec, align = [], []
     for m_e, v_e in zip(mu_env, var_env):
-        z_e = z + sample_gaussian(m_e, v_e, generator)  # Eq. 12 fusion by addition, [B, d]
+        if sum_of_samples:  # for study: a sample of q plus a sample of the environment
+            mu_f, var_f, z_e = mu, var, z + sample_gaussian(m_e, v_e, generator)  # [B, d]
+        else:
+            mu_f, var_f = fuse_gaussians(mu, var, m_e, v_e)  # Eq. 12, [B, d] each
+            z_e = mu_f + var_f.sqrt() * eps  # a sample of the fused Gaussian, [B, d]
         rec.append(nll_fn(z_e))  # [B]
-        align.append(distribution_alignment(mu, var, m_e, v_e, beta)
+        align.append(distribution_alignment(mu_f, var_f, m_e, v_e, beta)
                      if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]
     rec, align = torch.stack(rec), torch.stack(align)  # [E, B] each
     env_losses = rec + lambda1 * align  # Eq. 13, L^e per user, [E, B]
@@ -470,6 +492,12 @@ def add_proex_args(parser, generative=False, lambda1=0.0):
                         'their top N principal directions at load (default: full width)')
     g.add_argument('--profiles', type=str, default='all',
                    help="profile views used: 'all' or indices like '0,3' (0 = OP, k = NP#k)")
+    if generative:
+        g.add_argument('--sum-of-samples', action='store_true',
+                       help='for study, not the default: Eq. 12 as a sample of the posterior '
+                            "plus a sample of the environment's Gaussian, Eq. 11 aligning the "
+                            'posterior (default: the two Gaussians fused, means and '
+                            "log-variances added, as the authors' DMRec code)")
     # ablations of the paper's Fig. 6
     g.add_argument('--no-var', action='store_true',
                    help='ablation: no variance term, first environment only')
@@ -549,4 +577,6 @@ def switches(args, generative=False):
     flags (all off by default: the paper). The weights and sizes are passed by name."""
     kw = dict(shared_mixing=args.shared_mixing, unbiased_var=args.unbiased_var,
               var_of_means=args.var_of_means, no_mixing=args.no_mixing)
-    return kw if generative else dict(kw, uniformity=args.uniformity_reg)
+    if generative:
+        return dict(kw, sum_of_samples=args.sum_of_samples)
+    return dict(kw, uniformity=args.uniformity_reg)

@@ -118,8 +118,9 @@ def test_normalized_R_is_the_user_item_block_of_lightgcn_A_hat():
 # ---------------------------------------------------------------- short runs on synthetic
 
 # small Mult-VAE (hidden 64, d 32) to keep the suite fast; CVGA at its defaults
-@pytest.mark.parametrize('mod,flags', [(multvae, ['--epochs', '5', '--hidden', '64', '--dim', '32']),
-                                       (cvga, ['--epochs', '10'])])
+@pytest.mark.parametrize('mod,flags', [
+    (multvae, ['--epochs', '5', '--hidden', '64', '--dim', '32', '--eval-every', '1']),
+    (cvga, ['--epochs', '10', '--eval-every', '1'])])
 @pytest.mark.parametrize('proex', [False, True])
 def test_short_run_improves_validation_recall(mod, flags, proex):
     argv = flags + ['--threads', '1'] + (['--proex'] if proex else [])
@@ -175,7 +176,19 @@ def test_kl_weight_is_the_base_knob_only(mod):
         mod.parse_args(['--proex', '--kl-weight', '0.2'])
 
 
+def test_kl_over_batch_is_the_default_on_the_rlmrec_datasets_only():
+    """book/yelp/steam: the official code's KL weight 1/B (the paper's rows); elsewhere the ELBO."""
+    assert [cvga.parse_args(['--dataset', d]).kl_over_batch for d in ('book', 'yelp', 'steam')] \
+        == [True, True, True]
+    assert not cvga.parse_args(['--dataset', 'ml100k']).kl_over_batch
+    assert not cvga.parse_args(['--dataset', 'synthetic']).kl_over_batch
+    assert not cvga.parse_args(['--dataset', 'book', '--no-kl-over-batch']).kl_over_batch
+    assert not cvga.parse_args(['--dataset', 'book', '--proex']).kl_over_batch
+    with pytest.raises(SystemExit, match='kl-over-batch'):
+        cvga.parse_args(['--proex', '--no-kl-over-batch'])
+
+
 def test_kl_over_batch_is_refused_with_proex():
     assert cvga.parse_args(['--kl-over-batch']).kl_over_batch
-    with pytest.raises(SystemExit, match='--kl-over-batch'):  # Eq. 11 replaces the base's KL
+    with pytest.raises(SystemExit, match='kl-over-batch'):  # Eq. 11 replaces the base's KL
         cvga.parse_args(['--proex', '--kl-over-batch'])

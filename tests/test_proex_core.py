@@ -499,25 +499,35 @@ def test_generative_objective_gradients():
     assert float(parts['align']) > 0 and float(parts['reg']) > 0
 
 
-def test_generative_objective_by_hand():
+@pytest.mark.parametrize('sum_of_samples', [False, True])
+def test_generative_objective_by_hand(sum_of_samples):
+    """Default: Eq. 12 fuses N(mu, var) with the environment's N(m, v) into N(mu + m, var * v),
+    sampled with one noise shared by the environments, and Eq. 11 aligns the fused Gaussian.
+    sum_of_samples (for study, the earlier reading): z ~ q plus a sample of N(m, v) per
+    environment, Eq. 11 on q; the draws come in the same order as before."""
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
     mu_k, var_k = agg(c)
     var = logvar.exp()
     E, B, kw = 2, 4, dict(alpha=0.2, beta=0.3, lambda1=0.7, lambda2=0.4, lambda3=3.0)
     torch.manual_seed(5)
-    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=E, **kw)
-    torch.manual_seed(5)  # same draws in the same order: theta, base sample, one per environment
+    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=E,
+                                           sum_of_samples=sum_of_samples, **kw)
+    torch.manual_seed(5)  # same draws in the same order: theta, base noise, (one per environment)
     theta = pc.dirichlet_weights(E, 3, 0.2, n=B)  # [E, B, K]
     eps = torch.randn(B, 2)
-    z = mu + var.sqrt() * eps
     rows = []  # L^e of each user, [E][B]
     for e in range(E):
         m = sum(theta[e, :, k:k + 1] * mu_k[k] for k in range(3))  # Eq. 9
         v = sum(theta[e, :, k:k + 1] * var_k[k] for k in range(3))
-        z_e = z + m + v.sqrt() * torch.randn(B, 2)  # Eq. 12
+        if sum_of_samples:
+            q_mu, q_var = mu, var
+            z_e = mu + var.sqrt() * eps + m + v.sqrt() * torch.randn(B, 2)
+        else:  # by hand: means add, log-variances add
+            q_mu, q_var = mu + m, torch.exp(logvar + v.log())
+            z_e = q_mu + q_var.sqrt() * eps
         nll = nll_fn(z_e).tolist()
-        rows.append([nll[b] + 0.7 * ((1 - 0.3) * kl_by_hand(mu[b], var[b], m[b], v[b])
-                                     + 0.3 * kl_by_hand(mu[b], var[b], torch.zeros(2), torch.ones(2)))
+        rows.append([nll[b] + 0.7 * ((1 - 0.3) * kl_by_hand(q_mu[b], q_var[b], m[b], v[b])
+                                     + 0.3 * kl_by_hand(q_mu[b], q_var[b], torch.zeros(2), torch.ones(2)))
                      for b in range(B)])
     reg = eq7_by_hand(mu_k.detach(), 0.2)
     env_means = [sum(r) / B for r in rows]
@@ -527,19 +537,66 @@ def test_generative_objective_by_hand():
     assert total.item() == pytest.approx(sum(env_means) + 0.4 * reg + 3.0 * var_e, rel=1e-5)
 
 
-def test_generative_no_mixing_uses_the_mean():
+def test_fuse_gaussians_by_hand():
+    mu, var = torch.tensor([[0.5, -1.0]]), torch.tensor([[0.25, 2.0]])
+    m, v = torch.tensor([[1.5, 1.0]]), torch.tensor([[4.0, 0.5]])
+    mu_f, var_f = pc.fuse_gaussians(mu, var, m, v)
+    assert torch.equal(mu_f, torch.tensor([[2.0, 0.0]]))
+    assert torch.allclose(var_f, torch.tensor([[1.0, 1.0]]))                 # 0.25 * 4, 2 * 0.5
+    assert torch.allclose(var_f.log(), var.log() + v.log())                 # log-variances add
+
+
+@pytest.mark.parametrize('beta', [0.0, 1.0])
+def test_eq11_on_the_fused_gaussian_at_beta_0_and_1(beta):
+    """One environment, no mixing: with beta = 1 Eq. 11 is KL(fused || N(0, I)); with beta = 0
+    it is KL(fused || N(m, v)), the environment's Gaussian."""
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
     mu_k, var_k = agg(c)
     var = logvar.exp()
-    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=5, alpha=0.1, beta=0.5,
-                                           lambda1=1.0, lambda2=0.0, lambda3=9.0, no_mixing=True, generator=g1)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=1, alpha=0.1,
+                                           beta=beta, lambda1=1.0, lambda2=0.0, lambda3=0.0,
+                                           no_mixing=True, generator=g1)
     m, v = mu_k.mean(0), var_k.mean(0)
-    z = mu + var.sqrt() * torch.randn(mu.shape, generator=g2)
-    z_e = z + m + v.sqrt() * torch.randn(mu.shape, generator=g2)
-    want = (nll_fn(z_e) + pc.distribution_alignment(mu, var, m, v, 0.5)).mean()
-    assert float(parts['var']) == 0.0
-    assert total.item() == pytest.approx(want.item(), rel=1e-5)
+    mu_f, var_f = mu + m, var * v
+    target = (torch.zeros_like(m), torch.ones_like(v)) if beta == 1.0 else (m, v)
+    kl = torch.tensor([kl_by_hand(mu_f[b], var_f[b], target[0][b], target[1][b]) for b in range(len(mu))])
+    assert float(parts['align']) == pytest.approx(kl.mean().item(), rel=1e-5)
+    z = mu_f + var_f.sqrt() * torch.randn(mu.shape, generator=g2)
+    assert total.item() == pytest.approx((nll_fn(z) + kl).mean().item(), rel=1e-5)
+
+
+def test_fused_gradient_reaches_the_aggregation_mlp_through_the_sample():
+    """The fused sample carries the profile Gaussian: with Eq. 11 and Eq. 7 off (lambda1 =
+    lambda2 = 0) the only path to f_psi^a is the reconstruction of z_e, and it is not zero."""
+    agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
+    mu_k, var_k = agg(c)
+    total, _ = pc.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k, envs=3, alpha=0.1,
+                                       beta=0.5, lambda1=0.0, lambda2=0.0, lambda3=1.0)
+    total.backward()
+    for p in agg.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('shared', [True, False])
+def test_generative_shared_mixing_draws_one_weight_per_environment(shared):
+    """B copies of one user with a near-zero posterior variance, so z_e is the fused mean:
+    shared_mixing (one theta^e for the batch) gives B equal rows in every environment; the
+    paper's draw per user gives B different rows."""
+    agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
+    mu_k, var_k = agg(c)
+    B = mu.shape[0]
+    seen = []
+    def record(z):  # [B, d] -> [B], keeps each environment's z_e
+        seen.append(z.detach())
+        return nll_fn(z)
+    pc.generative_objective(record, mu[:1].expand(B, -1), torch.full((B, 2), 1e-12),
+                            mu_k[:, :1].expand(-1, B, -1), var_k[:, :1].expand(-1, B, -1),
+                            envs=2, alpha=0.1, beta=0.5, lambda1=0.0, lambda2=0.0, lambda3=0.0,
+                            shared_mixing=shared, rng=np.random.default_rng(0))
+    spread = max((z - z[:1]).abs().max().item() for z in seen)  # across the B rows
+    assert len(seen) == 2
+    assert (spread < 1e-5) if shared else (spread > 1e-3)
 
 
 # ---------------------------------------------------------------- command line
