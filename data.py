@@ -12,12 +12,16 @@ What this file holds, top to bottom:
   4. `synthetic`: an offline dataset with planted structure and K = 4 profile views;
   5. where datasets live (`--data-dir`, else $PROEX_DATA, else ./data) and the
      download of the public RLMRec archive (book / yelp / steam);
-  6. a safe loader for the official pickles (`*_mat.pkl`, `*_emb_np*.pkl`).
+  6. `ml100k-grouplens`: MovieLens-100K built from the GroupLens archive (the splits of
+     the prepared `ml100k` folder, plus side information for profiles.py's F1);
+  7. a safe loader for the official pickles (`*_mat.pkl`, `*_emb_np*.pkl`).
 
     python data.py --dataset ml100k --data-dir ../shared/datasets   # prints a summary
+    python data.py --dataset ml100k-grouplens     # downloads and builds it, then a summary
 """
 import argparse
 import contextlib
+import json
 import os
 import pickle
 import signal
@@ -25,7 +29,10 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 import warnings
+import zlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +44,9 @@ import torch
 # dataset name on the command line -> folder under the data root
 FOLDERS = {'book': 'amazon', 'yelp': 'yelp', 'steam': 'steam', 'ml100k': 'ml100k'}
 RLMREC_URL = 'https://archive.org/download/rlmrec_data/data.zip'  # holds amazon/ yelp/ steam/
+ML100K_NAME = 'ml100k-grouplens'   # built by fetch_ml100k; `ml100k` is the prepared folder
+ML100K_URL = 'https://files.grouplens.org/datasets/movielens/ml-100k.zip'  # $PROEX_ML100K_URL
+ML100K_SEED = 2025                 # splits u1.test's positives into validation and test
 SPLITS = ('trn', 'val', 'tst')
 warnings.filterwarnings('ignore', message='Sparse CSR tensor support is in beta')
 
@@ -92,6 +102,8 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
             print(f'{folder} has no trn_mat.pkl: fetching the RLMRec archive into {root}')
             fetch_rlmrec(root, url=RLMREC_URL)  # the constant as it is now, not at import
             fetched = True
+        if name == ML100K_NAME and download_ok:
+            fetch_ml100k(root)                  # builds the folder whole, or raises
         if not splits[0].exists():
             why = (f' (the archive {RLMREC_URL} has no complete {folder.name}/ with '
                    f'{", ".join(f.name for f in splits)})' if fetched else '')
@@ -396,20 +408,18 @@ def data_root(data_dir=None):
 
 
 def download(url, dest, chunk=1 << 20, timeout=30, log=print):
-    """Stream `url` into `dest` through a temporary file renamed only when complete,
-    so an interrupted transfer (an error, Ctrl-C or SIGTERM) never leaves a file behind."""
-    import requests
+    """Stream `url` (http(s)://, file:// or a local path) into `dest` through a temporary file
+    renamed only when complete, so an interrupted transfer (an error, Ctrl-C or SIGTERM)
+    never leaves a file behind."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + '.', suffix='.part')
     progress = False  # a progress line without its newline is on the screen
     with _sigterm_raises():
         try:
-            with os.fdopen(fd, 'wb') as f, requests.get(url, stream=True, timeout=timeout) as r:
-                r.raise_for_status()
-                total = int(r.headers.get('Content-Length') or 0)
+            with os.fdopen(fd, 'wb') as f, _open_source(url, chunk, timeout) as (total, blocks):
                 done, t0 = 0, time.time()
-                for block in r.iter_content(chunk):
+                for block in blocks:
                     f.write(block)
                     done += len(block)
                     rate = done / max(time.time() - t0, 1e-9)
@@ -429,6 +439,28 @@ def download(url, dest, chunk=1 << 20, timeout=30, log=print):
             Path(tmp).unlink(missing_ok=True)
             raise
     return dest
+
+
+@contextlib.contextmanager
+def _open_source(url, chunk, timeout):
+    """(size in bytes, 0 if unknown; iterator of blocks) of an http(s):// URL, a file:// URL
+    or a local path: a local copy goes through the same checks as a download."""
+    path = local_path(url)
+    if path is not None:
+        with open(path, 'rb') as f:
+            yield os.fstat(f.fileno()).st_size, iter(lambda: f.read(chunk), b'')
+        return
+    import requests
+    with requests.get(url, stream=True, timeout=timeout) as r:
+        r.raise_for_status()
+        yield int(r.headers.get('Content-Length') or 0), r.iter_content(chunk)
+
+
+def local_path(url):
+    """'file:///a/b.zip' -> '/a/b.zip'; a path without a scheme -> itself; 'https://...' -> None."""
+    if url.startswith('file://'):
+        return urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+    return None if '://' in url else url
 
 
 @contextlib.contextmanager
@@ -497,7 +529,133 @@ def _move_complete_split(src, target):
 
 
 # ---------------------------------------------------------------------------
-# 6. a pickle loader that only builds sparse matrices, arrays and containers
+# 6. ml100k-grouplens: MovieLens-100K from the GroupLens archive, splits and side information
+# ---------------------------------------------------------------------------
+def ml100k_url():
+    """$PROEX_ML100K_URL (another URL, a file:// URL or a local path), else ML100K_URL."""
+    return os.environ.get('PROEX_ML100K_URL') or ML100K_URL
+
+
+def fetch_ml100k(root, url=None, log=print):
+    """Build <root>/ml100k-grouplens/: trn/val/tst_mat.pkl and usr_side.jsonl, itm_side.jsonl.
+    The archive goes to <root>/ml-100k.zip (atomically) and is kept; a copy already there
+    (placed by hand) is used as it is. Everything is written into a temporary folder
+    renamed into place at the end, so a failure leaves no half dataset behind."""
+    root, url = Path(root), url or ml100k_url()
+    zpath = root / 'ml-100k.zip'
+    by_hand = f'download {ML100K_URL} by hand and place it at {zpath}'
+    if not zpath.exists():
+        log(f'{root / ML100K_NAME} has no trn_mat.pkl: fetching {url} into {root}')
+        try:
+            download(url, zpath, log=log)
+        except Exception as e:
+            raise DataError(f'could not download {url} ({type(e).__name__}: {e}); {by_hand}') from e
+    try:
+        with zipfile.ZipFile(zpath) as z:
+            users, items, base, test = read_ml100k(z)
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, zlib.error) as e:
+        zpath.unlink()
+        raise DataError(f'{zpath} (from {url}) is not a complete ML-100K archive '
+                        f'({type(e).__name__}: {e}) and was removed; {by_hand}') from e
+    splits = split_ml100k(base, test, len(users), len(items))
+    with _sigterm_raises(), tempfile.TemporaryDirectory(dir=root, prefix='.ml100k-') as tmp:
+        new = Path(tmp) / ML100K_NAME
+        write_ml100k(new, splits, users, items)
+        target = root / ML100K_NAME
+        if target.exists():   # e.g. a folder holding profiles already: add the files, trn last
+            _move_complete_split(new, target)
+        else:
+            os.replace(new, target)
+    log(f'built {target}: {len(users)} users, {len(items)} items, train/val/test '
+        f'{splits[0].nnz}/{splits[1].nnz}/{splits[2].nnz}')
+    return target
+
+
+def read_ml100k(z):
+    """The GroupLens files -> (users, items, u1.base positives, u1.test positives). Field
+    layouts as in the archive's README ("DETAILED DESCRIPTIONS OF DATA FILES"); ids are
+    the files' ids minus 1; u.item is Latin-1."""
+    def rows(name, sep='|'):
+        return [line.split(sep) for line in z.read(f'ml-100k/{name}').decode('latin-1').splitlines()
+                if line.strip()]
+    genres = [g for g, _ in rows('u.genre')]                    # 19 names, in column order
+    users = []
+    for uid, age, gender, occupation, _zip in rows('u.user'):   # user id | age | gender | ...
+        check_id(uid, len(users))
+        users.append({'age': int(age), 'gender': {'M': 'male', 'F': 'female'}[gender],
+                      'occupation': occupation})
+    items = []
+    for f in rows('u.item'):    # id | title | release date | video date | URL | 19 genre flags
+        check_id(f[0], len(items))
+        items.append({'title': f[1], 'year': int(f[2][-4:]) if f[2] else None,
+                      'genres': [g for g, flag in zip(genres, f[5:]) if flag == '1']})
+    return users, items, positives(rows('u1.base', '\t')), positives(rows('u1.test', '\t'))
+
+
+def check_id(token, expected):
+    """The README: users and items are numbered consecutively from 1, one line each."""
+    if int(token) != expected + 1:
+        raise ValueError(f'id {token} where {expected + 1} was expected')
+
+
+def positives(rows):
+    """(user, item) pairs, ids minus 1, of the ratings >= 4 (user | item | rating | time)."""
+    return [(int(u) - 1, int(i) - 1) for u, i, r, _ in rows if int(r) >= 4]
+
+
+def split_ml100k(base, test, n_users, n_items, seed=ML100K_SEED):
+    """-> train, val, test as [n_users, n_items] coo_matrix (1.0 per positive), by this
+    project's rule (that of its prepared ml100k folder). Train = u1.base's positives (the
+    GroupLens README: u1.base/u1.test are an 80%/20% split of u.data, the first of five
+    disjoint folds). u1.test's positives, grouped per user in file order, users ascending,
+    are split with one numpy generator: each group draws perm = rng.permutation(n); a group
+    of one goes to validation when rng.random() < 0.5, else to test; a larger one sends
+    perm[:n // 2] to validation, the rest to test."""
+    groups = {}
+    for u, i in test:
+        groups.setdefault(u, []).append(i)
+    rng, val, tst = np.random.default_rng(seed), [], []
+    for u in sorted(groups):
+        g = groups[u]
+        perm = rng.permutation(len(g))
+        if len(g) == 1:
+            (val if rng.random() < 0.5 else tst).append((u, g[0]))
+            continue
+        val += [(u, g[p]) for p in perm[:len(g) // 2]]
+        tst += [(u, g[p]) for p in perm[len(g) // 2:]]
+    return [pairs_matrix(pairs, (n_users, n_items)) for pairs in (base, val, tst)]
+
+
+def pairs_matrix(pairs, shape):
+    rows, cols = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
+    return sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)  # float64, as RLMRec
+
+
+def write_ml100k(folder, splits, users, items):
+    """The three split pickles and the side information profiles.py's F1 reads: one JSON
+    object per line with "id". A user's movies are their TRAINING positives only (never a
+    validation or test item): "Title (year) [genre, ...]" in item order."""
+    folder.mkdir()
+    for s, m in zip(SPLITS, splits):
+        with open(folder / f'{s}_mat.pkl', 'wb') as f:
+            pickle.dump(m, f)
+    train = splits[0].tocsr()
+    train.sort_indices()
+    liked = [[f'{items[i]["title"]} [{", ".join(items[i]["genres"])}]'
+              for i in train.indices[train.indptr[u]:train.indptr[u + 1]]]   # row u's items
+             for u in range(len(users))]
+    write_jsonl(folder / 'usr_side.jsonl', [dict(u, liked_movies=m) for u, m in zip(users, liked)])
+    write_jsonl(folder / 'itm_side.jsonl', items)
+
+
+def write_jsonl(path, rows):
+    with open(path, 'w', encoding='utf-8') as f:
+        for i, row in enumerate(rows):
+            f.write(json.dumps({'id': i, **row}, ensure_ascii=False) + '\n')
+
+
+# ---------------------------------------------------------------------------
+# 7. a pickle loader that only builds sparse matrices, arrays and containers
 # ---------------------------------------------------------------------------
 class _SafeUnpickler(pickle.Unpickler):
     """pickle runs code on load; allow only what the official files contain."""
@@ -534,8 +692,10 @@ def safe_load(path):
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description='Load a dataset and print a summary.', allow_abbrev=False)
-    p.add_argument('--dataset', default='synthetic', help='book, yelp, steam, ml100k, synthetic '
-                   'or any folder name under the data root (default: synthetic)')
+    p.add_argument('--dataset', default='synthetic', help='book, yelp, steam, ml100k, '
+                   f'{ML100K_NAME} (built from {ML100K_URL}; $PROEX_ML100K_URL: another URL or a '
+                   'local path), synthetic or any folder name under the data root '
+                   '(default: synthetic)')
     p.add_argument('--data-dir', default=None, help='data root (default: $PROEX_DATA or ./data)')
     p.add_argument('--profiles', action='store_true', help='also load the profile embeddings')
     a = p.parse_args()
