@@ -113,8 +113,8 @@ def main(args):
     R_hat = normalized_R(data.train)                                       # scipy CSR [U, I]
     model = CVGA(data.n_items, args.dim, args.dropout).to(device)
     agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600,
-                              profile_dim=args.profile_dim).to(device) \
-        if args.proex else None
+                              profile_dim=args.profile_dim, input_rule=args.profile_input
+                              ).to(device) if args.proex else None
     modules = nn.ModuleList([model] + ([agg] if agg else []))
     opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
@@ -129,7 +129,7 @@ def main(args):
                 kl_weight = args.kl_weight / (len(u) if args.kl_over_batch else 1)  # official: 1/B
                 loss = P.multinomial_nll(model.decode(z), x).mean() + kl_weight * P.kl_to_prior(mu, logvar)
             else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (prior weight lambda1 * beta)
-                mu_k, var_k = agg(u.to(device))                            # Eq. 6, [K, B, d] each
+                mu_k, var_k = agg(u.to(device), x)                         # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
                     lambda z: P.multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
                     envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
@@ -146,7 +146,8 @@ def main(args):
         def score(users):                                                  # no dropout: eval()
             z, _ = model.encode(D.dense_rows(R_hat, users.cpu(), device))  # z = mu, [B, d]
             if agg is not None:                                            # Alg. 2: + the mean
-                z = z + P.mean_profile(agg(users)[0])                         # of the K profile means
+                x = D.dense_rows(data.train, users.cpu(), device)          # [B, I]
+                z = z + P.mean_profile(agg(users, x)[0])                      # of the K profile means
             return model.decode(z)                                         # [B, I]
         return score
 
@@ -161,7 +162,9 @@ def main(args):
 # How --proex reads the paper here, against the authors' DMRec code (the closest released
 # generative code, BlueGhostYi/ProRec, encoder/models/general_cf/mult_vae_mddm.py):
 #  * Eq. 6's input: the MEAN of the profile vectors of the user's train items plus the user's
-#    own (proex_core.aggregate_profiles); DMRec SUMS over the items left after input dropout;
+#    own (proex_core.aggregate_profiles); DMRec SUMS over the items left after input dropout
+#    (--profile-input dropped-sum; CVGA's dropout acts on the encoder output, so here the
+#    sum runs over all the user's train items);
 #  * Eq. 12's fusion, as DMRec's cal_loss: the environment's Gaussian and the posterior are
 #    fused (means added, log-variances added) and sampled once (proex_core.fuse_gaussians);
 #    --sum-of-samples adds a sample of each to the other instead (for study);

@@ -245,7 +245,7 @@ def predict(ae, denoiser, diffusion, x, agg=None, users=None):
     T noise-free reverse steps, decode."""
     _, mu, _ = ae.encode(x)                                                       # [B, d]
     if agg is not None:
-        mu_k, _ = agg(users)                                                      # [K, B, d]
+        mu_k, _ = agg(users, x)                                                   # [K, B, d]
         mu = mu + P.mean_profile(mu_k)                                            # Alg. 2
     return ae.decode(diffusion.p_sample(denoiser, mu))                            # [B, I]
 
@@ -318,8 +318,8 @@ def main(args):
     diffusion = GaussianDiffusion(args.steps, args.noise_scale, args.noise_min, args.noise_max, device)
     sampler = ImportanceSampler(args.steps)
     agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.latent_dim,
-                              profile_dim=args.profile_dim).to(device) \
-        if args.proex else None
+                              profile_dim=args.profile_dim, input_rule=args.profile_input
+                              ).to(device) if args.proex else None
     # two AdamW as the official code (weight decay 0); the profile mapping joins the encoder's
     ae_params = list(ae.parameters()) + (list(agg.parameters()) if agg else [])
     opt_ae = torch.optim.AdamW(ae_params, lr=args.lr, weight_decay=0.0)
@@ -348,7 +348,7 @@ def main(args):
                 z = P.sample_gaussian(mu, logvar.exp())                       # z ~ q(z|x), [B, d]
                 loss = nll_fn(z).mean() + anneal * P.kl_to_prior(mu, logvar)
             else:  # Alg. 1: Eq. 11, annealed to lambda1, replaces anneal * KL; notes below
-                mu_k, var_k = agg(users.to(device))                          # [K, B, d], Eq. 6
+                mu_k, var_k = agg(users.to(device), x_drop)                  # [K, B, d], Eq. 6
                 loss, _ = P.generative_objective(                            # Eq. 9, 11, 12, 14
                     nll_fn, mu, logvar.exp(), mu_k, var_k,
                     envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
@@ -392,8 +392,8 @@ def main(args):
 #    schedule: weight min(lambda1, step / --vae-anneal-steps), lambda1 by default the base's
 #    final KL weight 0.3, so the two arms differ only by the profiles;
 #  * Eq. 6 averages the profile vectors of the user's train items plus the user's own
-#    (DMRec sums over the items left after input dropout); the aggregator is trained by the
-#    autoencoder's optimizer (lr --lr);
+#    (DMRec sums over the items left after input dropout: --profile-input dropped-sum); the
+#    aggregator is trained by the autoencoder's optimizer (lr --lr);
 #  * inference (Alg. 2): z = mu + mean_k mu_k, then the same noise-free reverse process (DMRec's
 #    full_predict adds its one mu_llm to mu: the same rule with K = 1).
 

@@ -45,9 +45,10 @@ class MultVAE(nn.Module):
                 nn.init.xavier_uniform_(layer.weight)                      # weights, N(0, 0.001^2)
                 nn.init.normal_(layer.bias, std=0.001)                     # biases
 
-    def encode(self, x):
-        """q(z | x): x [B, I] binary rows -> mu, logvar [B, d]."""
-        h = self.q(self.drop(x))                                           # [B, 2d]
+    def encode(self, x, drop=True):
+        """q(z | x): x [B, I] binary rows -> mu, logvar [B, d] (drop=False: x is already
+        dropped out, the caller keeps the row for Eq. 6's 'dropped-sum' input)."""
+        h = self.q(self.drop(x) if drop else x)                            # [B, 2d]
         return h[:, :self.d], h[:, self.d:]
 
     def decode(self, z):
@@ -90,8 +91,8 @@ def main(args):
                           views=D.parse_views(args.profiles), seed=args.seed)
     model = MultVAE(data.n_items, args.hidden, args.dim, args.dropout).to(device)
     agg = P.ProfileAggregator(data.usr_prf, data.itm_prf, data.train, args.dim, hidden=600,
-                              profile_dim=args.profile_dim).to(device) \
-        if args.proex else None
+                              profile_dim=args.profile_dim, input_rule=args.profile_input
+                              ).to(device) if args.proex else None
     modules = nn.ModuleList([model] + ([agg] if agg else []))
     opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
@@ -100,13 +101,14 @@ def main(args):
         total, n = 0.0, 0
         for u in D.user_batches(data.n_users, args.batch, rng):
             x = D.dense_rows(data.train, u, device)                        # [B, I]
-            mu, logvar = model.encode(x)                                   # [B, d] each
+            x_in = model.drop(x)                                           # input dropout, [B, I]
+            mu, logvar = model.encode(x_in, drop=False)                    # [B, d] each
             if agg is None:
                 z = P.reparameterize(mu, logvar)                           # [B, d]
                 loss = (P.multinomial_nll(model.decode(z), x).mean()
                         + args.kl_weight * P.kl_to_prior(mu, logvar))
             else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (prior weight lambda1 * beta)
-                mu_k, var_k = agg(u.to(device))                            # Eq. 6, [K, B, d] each
+                mu_k, var_k = agg(u.to(device), x_in)                      # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
                     lambda z: P.multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
                     envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
@@ -124,7 +126,7 @@ def main(args):
             x = D.dense_rows(data.train, users.cpu(), device)              # [B, I]
             z, _ = model.encode(x)                                         # z = mu, [B, d]
             if agg is not None:                                            # Alg. 2: + mean of
-                z = z + P.mean_profile(agg(users)[0])                         # the K profile means
+                z = z + P.mean_profile(agg(users, x)[0])                      # the K profile means
             return model.decode(z)                                         # [B, I]
         return score
 
@@ -139,7 +141,8 @@ def main(args):
 # How --proex reads the paper here, against the authors' DMRec code (the closest released
 # generative code, BlueGhostYi/ProRec, encoder/models/general_cf/mult_vae_mddm.py):
 #  * Eq. 6's input: the MEAN of the profile vectors of the user's train items plus the user's
-#    own (proex_core.aggregate_profiles); DMRec SUMS over the items left after input dropout;
+#    own (proex_core.aggregate_profiles); DMRec SUMS over the items left after input dropout,
+#    which --profile-input dropped-sum does (bench/RESULTS.md compares the two);
 #  * Eq. 12's fusion, as DMRec's cal_loss: the environment's Gaussian and the posterior are
 #    fused (means added, log-variances added) and sampled once (proex_core.fuse_gaussians);
 #    --sum-of-samples adds a sample of each to the other instead (for study);

@@ -132,23 +132,37 @@ class ProfileEncoder(nn.Module):
 class ProfileAggregator(nn.Module):
     """Generative side: for the users of a batch, aggregate each profile view over the
     user's interacted items plus the user's own, and map it to (mu_{u,k}, sigma^2_{u,k})
-    with one AggregationMapping (Eq. 6). The aggregate depends only on the train matrix and
-    the fixed text embeddings, so it is computed once here, not per batch."""
+    with one AggregationMapping (Eq. 6). input_rule (Eq. 6 does not say which):
+      'mean' (default): the mean over the user's train items, computed once here since it
+        depends only on the train matrix and the fixed text embeddings;
+      'dropped-sum': the SUM over the items of the row the encoder reads after input
+        dropout, as the authors' DMRec code (BlueGhostYi/ProRec, mult_vae_mddm.py, encode:
+        matmul(drop(x), itmprf_embeds) + user_emb); forward() then needs that row."""
 
-    def __init__(self, usr_prf, itm_prf, train, d, hidden=600, chunk=1024, profile_dim=None):
+    def __init__(self, usr_prf, itm_prf, train, d, hidden=600, chunk=1024, profile_dim=None,
+                 input_rule='mean'):
         super().__init__()
+        self.input_rule = input_rule
         c_users = stack_views(usr_prf, profile_dim)  # [K, U, d_s]
         c_items = stack_views(itm_prf, profile_dim)  # [K, I, d_s]
+        self.f_psi = AggregationMapping(c_users.shape[-1], d, hidden)
+        if input_rule == 'dropped-sum':  # buffers: not in state_dict
+            self.register_buffer('c_users', c_users, persistent=False)
+            self.register_buffer('c_items', c_items, persistent=False)
+            return
         c_agg = torch.empty_like(c_users)  # input of f_psi^a for every user, [K, U, d_s]
         for s in range(0, train.shape[0], chunk):  # dense rows a chunk of users at a time
             x = torch.from_numpy(train[s:s + chunk].toarray())  # [chunk, I]
             c_agg[:, s:s + chunk] = aggregate_profiles(x, c_items, c_users[:, s:s + chunk])
         self.register_buffer('c_agg', c_agg, persistent=False)  # not in state_dict
-        self.f_psi = AggregationMapping(c_users.shape[-1], d, hidden)
 
-    def forward(self, users):
-        """users: [B] ids -> mu_k, var_k: [K, B, d] each (Eq. 6)."""
-        return self.f_psi(self.c_agg.index_select(1, users))
+    def forward(self, users, x=None):
+        """users: [B] ids (x: [B, I] the encoder's input row, for 'dropped-sum')
+        -> mu_k, var_k: [K, B, d] each (Eq. 6)."""
+        if self.input_rule == 'mean':
+            return self.f_psi(self.c_agg.index_select(1, users))
+        c = torch.einsum('bi,kid->kbd', x.to(self.c_items.dtype), self.c_items)  # [K, B, d_s]
+        return self.f_psi(c + self.c_users.index_select(1, users))  # DMRec's sum, [K, B, d] x 2
 
 
 # ----------------------------------------------------------------------------
@@ -487,6 +501,11 @@ def add_proex_args(parser, generative=False, lambda1=0.0):
                    help='generative models: prior weight of Eq. 11 (1 - beta on the environment)')
     g.add_argument('--tau', type=float, default=0.2,
                    help='temperature of Eq. 7 and of the InfoNCE alignment')
+    if generative:
+        g.add_argument('--profile-input', choices=['mean', 'dropped-sum'], default='mean',
+                       help="input of Eq. 6's mapping: 'mean' of the profile vectors of the user's "
+                            "train items plus the user's own (default); 'dropped-sum': their sum "
+                            "over the items left after input dropout, as the authors' DMRec code")
     g.add_argument('--profile-dim', type=int, default=None,
                    help='CPU option, not in the paper: project each side\'s profile vectors onto '
                         'their top N principal directions at load (default: full width)')

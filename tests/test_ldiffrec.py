@@ -301,7 +301,7 @@ def test_predict_shape_and_alg2_with_a_known_denoiser():
     mu_k = torch.randn(2, 10, 3)                                      # K = 2 views of 10 users
     asked = []
 
-    def agg(users):
+    def agg(users, x=None):
         asked.append(users.tolist())
         return mu_k[:, users], mu_k[:, users].exp()
     users = torch.tensor([7, 0, 7, 3])

@@ -58,6 +58,24 @@ def test_profile_encoder_batch_maps_each_row_like_the_mlp():
     assert torch.allclose(prof.mean_users()[5], c_u[:, 0].mean(0), atol=1e-6)  # Alg. 2
 
 
+def test_profile_aggregator_dropped_sum_is_dmrecs_input():
+    """input_rule 'dropped-sum': f_psi^a of (the row the encoder read) @ c_items + c_user, the
+    row as given (after dropout, so rescaled entries count with their weight)."""
+    import scipy.sparse as sp
+    rng = np.random.default_rng(1)
+    train = sp.csr_matrix((rng.random((6, 5)) < 0.5).astype(np.float32))
+    usr, itm = [rng.normal(size=(6, 3)) for _ in range(2)], [rng.normal(size=(5, 3)) for _ in range(2)]
+    agg = pc.ProfileAggregator(usr, itm, train, d=4, hidden=6, input_rule='dropped-sum')
+    users, x = torch.tensor([5, 1]), torch.tensor([[0., 2., 0., 2., 0.], [2., 0., 0., 0., 0.]])
+    c_items, c_users = torch.tensor(np.stack(itm), dtype=torch.float32), torch.tensor(np.stack(usr), dtype=torch.float32)
+    by_hand = torch.stack([torch.stack([x[b] @ c_items[k] + c_users[k, users[b]] for b in range(2)])
+                           for k in range(2)])  # [K, B, d_s]: a sum, not a mean
+    mu, var = agg(users, x)
+    mu_ref, var_ref = agg.f_psi(by_hand)
+    assert torch.allclose(mu, mu_ref, atol=1e-5) and torch.allclose(var, var_ref, atol=1e-5)
+    assert not hasattr(agg, 'c_agg')
+
+
 def test_profile_aggregator_precomputes_the_per_batch_aggregate():
     import scipy.sparse as sp
     rng = np.random.default_rng(0)
