@@ -10,7 +10,7 @@ This file holds, one function per idea, in the paper's order:
   contrastive regularisation (7)   contrastive_reg (paper), uniformity_reg (released code)
   environments (Eq. 8-10)          dirichlet_weights, mix; mean_profile (Alg. 2)
   alignment (Eq. 11, 13)           info_nce_rows, kl_diag_gaussians, distribution_alignment
-  fusion (Eq. 12)                  z + c~ (discriminative, inline), fuse_gaussians (generative)
+  fusion (Eq. 12)                  fuse_vectors (discriminative), fuse_gaussians (generative)
   the base models' losses (L_rec)  bpr_rows, bpr_loss, l2_reg, multinomial_nll, kl_to_prior,
                                    reparameterize (the VAE's sample from mu and log-variance)
   total (Eq. 14)                   env_variance (per row, Alg. 1), proex_objective
@@ -275,6 +275,12 @@ def distribution_alignment(mu, var, mu_env, var_env, beta):
 # ----------------------------------------------------------------------------
 # Fusion (Eq. 12): profile and collaborative vectors are added element-wise
 
+def fuse_vectors(z, c_env):
+    """Eq. 12 for the discriminative models: the collaborative vector plus the environment's
+    mixed profile, element-wise. z: [..., B, d], c_env: [E, B, d] -> [E, B, d]."""
+    return z + c_env
+
+
 def fuse_gaussians(mu, var, mu_env, var_env):
     """Eq. 12 for the generative models: "element-wise addition" applied to the parameters of
     the two Gaussians, as the authors' DMRec code does (BlueGhostYi/ProRec,
@@ -395,7 +401,7 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambd
         theta = dirichlet_weights(envs, K, alpha, 3 * B, rng, c_u.device)  # Eq. 10, [E, 3B, K]
         cu_e, ci_e, cj_e = (mix(c, t) for c, t in zip((c_u, c_i, c_j), theta.split(B, dim=1)))  # Eq. 8
     # 2) fusion by addition (Eq. 12) and the recommendation loss per environment and triple
-    rec = rec_rows(z_u + cu_e, z_i + ci_e, z_j + cj_e)  # L_rec, [E, B]
+    rec = rec_rows(fuse_vectors(z_u, cu_e), fuse_vectors(z_i, ci_e), fuse_vectors(z_j, cj_e))  # [E, B]
     # 3) alignment per environment and row (L_align of Eq. 13); skipped when switched off
     if lambda1 != 0:
         align = torch.stack([info_nce_rows(z_u, cu, tau) + info_nce_rows(z_i, ci, tau)
