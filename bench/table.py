@@ -1,132 +1,64 @@
-"""Print the README's results tables from the files in bench/results/ (so they stay in step).
+"""Write bench/RESULTS.md from the result files in bench/results/ (so the two stay in step).
 
-    python bench/table.py
+    python bench/table.py                    # writes bench/RESULTS.md and says where
+    python bench/table.py --readme-summary   # prints the README's one summary table
+    python bench/table.py --results DIR --out FILE
+
+Every number in RESULTS.md, prose included, is read from a result file. A file that is
+missing, unreadable (still being written) or whose summary does not match its runs (a
+benchmark still running) gets one line saying it is pending, so this never fails while
+benchmarks run. tests/test_results_md.py checks that bench/RESULTS.md equals build().
 """
+import argparse
 import json
+import re
+import shlex
 import statistics
+import sys
 from pathlib import Path
 
 from scipy import stats
 
-R = Path(__file__).resolve().parent / 'results'
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / 'results'
+OUT = HERE / 'RESULTS.md'
 MODELS = ['gccf', 'lightgcn', 'simgcl', 'multvae', 'ldiffrec', 'cvga']
+NAMES = {'gccf': 'GCCF', 'lightgcn': 'LightGCN', 'simgcl': 'SimGCL', 'multvae': 'Mult-VAE',
+         'ldiffrec': 'L-DiffRec', 'cvga': 'CVGA'}
+# options of bench/reproduce.py: everything else after --base-config= / --proex-config= in a
+# recorded command line is part of that configuration's value
+REPRODUCE_OPTIONS = set(re.findall(r"add_argument\('(--[\w-]+)'", (HERE / 'reproduce.py').read_text()))
 
 
-def book():
-    print('Base models on Amazon-Book (test, best-validation epoch, paper protocol):\n')
-    print('| model | flags | seeds | R@10 | R@20 | N@10 | N@20 | paper R@20 | paper N@20 | best epoch |')
-    print('|---|---|---|---|---|---|---|---|---|---|')
-    for m in MODELS:
-        f = R / f'{m}_book.json'
-        if f.exists():
-            r = json.loads(f.read_text())
-            t, p = r['test_mean'], r['paper']
-            flags = ' '.join(x for x in r.get('extra', '').replace('--threads 1', '').split())
-            print(f"| {m} | {flags or '-'} | {r['seeds']} | {t['recall@10']:.4f} | {t['recall@20']:.4f} | "
-                  f"{t['ndcg@10']:.4f} | {t['ndcg@20']:.4f} | {p['recall@20']:.4f} | "
-                  f"{p['ndcg@20']:.4f} | {r['best_epochs']} |")
+# ---------------------------------------------------------------- helpers
+
+def load(d, name):
+    """The parsed file, or None if it is missing or not (yet) valid JSON."""
+    try:
+        return json.loads((d / name).read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def comparisons():
-    for f in sorted(R.glob('*.json')):
-        r = json.loads(f.read_text())
-        if 'results' not in r:
-            continue
-        print(f"\n`{f.name}`: dataset {r['dataset']}, seeds {r['seeds']}, mean +- std of test:\n")
-        print('| model / variant | R@20 | N@20 | best val R@20 | best epochs |')
-        print('|---|---|---|---|---|')
-        for k, v in r['results'].items():
-            s = v['summary']
-            print(f"| {k} | {s['recall@20']['mean']:.4f} +- {s['recall@20']['std']:.4f} | "
-                  f"{s['ndcg@20']['mean']:.4f} +- {s['ndcg@20']['std']:.4f} | "
-                  f"{s['best_val_recall20_mean']:.4f} | {s['best_epochs']} |")
+def f4(v):
+    return '-' if v is None else f'{v:.4f}'
 
 
-def stops(r, arm):
-    """Final runs of an arm that early stopping ended before epoch 30 (a plateau stop)."""
-    return sum(v['stop_reason'] == 'patience' and v['stop_epoch'] < 30
-               for k, v in r['runs'].items() if k.startswith(f'final|{arm}|'))
+def pval(p):
+    return '-' if p is None else f'{p:.3g}'
 
 
-def tune_seeds(r):
-    return {k.split('|')[-1] for k in r['runs'] if k.startswith('tune|')}
-
-
-def protocol():
-    """bench/reproduce.py files: tuned on validation, 10 paired seeds, paired t-test."""
-    files = sorted(R.glob('protocol_*.json'))
-    rows = []
-    for f in files:
-        r = json.loads(f.read_text())
-        if 'summary' not in r:
-            continue
-        s, n = r['summary'], r['summary']['recall@20']['base']['n']
-        fmt = lambda m, arm: f"{s[m][arm]['mean']:.4f} ± {s[m][arm]['std']:.4f}"
-        rows.append(f"| {r['model']} | {r['dataset']} | {n} | `{r['chosen']['base']}` | {fmt('recall@20', 'base')} | "
-                    f"`{r['chosen']['proex']}` | {fmt('recall@20', 'proex')} | {s['recall@20']['p_paired_t']:.3g} | "
-                    f"{fmt('ndcg@20', 'base')} | {fmt('ndcg@20', 'proex')} | {s['ndcg@20']['p_paired_t']:.3g} | "
-                    f"{stops(r, 'base')} / {stops(r, 'proex')} |")
-    if not rows:
-        return
-    print('\nBase vs ProEx, each arm tuned on validation R@20 with the same budget, then the chosen '
-          'configuration with paired seeds 1..n; test mean ± std, paired t-test p; plateau stops = '
-          'runs stopped before epoch 30 (`bench/reproduce.py`, files `protocol_*.json`):\n')
-    print('| model | data | seeds | base config | base R@20 | ProEx config | ProEx R@20 | p | '
-          'base N@20 | ProEx N@20 | p | plateau stops base / ProEx |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
-    print('\n'.join(rows))
-    for f in files:
-        r = json.loads(f.read_text())
-        tune = {k.split('|')[1] + ' ' + k.split('|')[2]: v['best_val_recall20']
-                for k, v in r['runs'].items() if k.startswith('tune|')}
-        print(f"\n`{f.name}`:", f"validation R@20 of every tuned configuration (seed "
-              f"{next(iter(tune_seeds(r)))}): " + ', '.join(f'`{k.strip()}` {v:.4f}' for k, v in tune.items())
-              if tune else 'no tuning (one configuration per arm).')
-        s = r.get('summary', {})
-        if s.get('by_activity'):
-            b, p = s['by_activity']['base'], s['by_activity']['proex']
-            print('Test R@20 by quartile of train interactions (base → ProEx): '
-                  + ', '.join(f"{g['train_items'][0]}-{g['train_items'][1]} items {g['recall@20']:.4f} → {h['recall@20']:.4f}"
-                              for g, h in zip(b, p) if g['recall@20'] is not None))
-        if s.get('views_recall@20'):
-            print('ProEx with one profile view (test R@20, mean of the first seeds): '
-                  + ', '.join(f"view {k} {v['mean']:.4f} ± {v['std']:.4f} (n={v['n']})"
-                              for k, v in s['views_recall@20'].items()))
-
-
-def synthetic():
-    """protocol_synthetic_*.json: the planted-structure check. ProEx should beat the base and
-    ProEx fed only the misleading view 3 (--profiles 3); paired t-tests over the same seeds."""
-    rows = []
-    for m in MODELS:
-        f = R / f'protocol_synthetic_{m}.json'
-        if not f.exists():
-            continue
-        r = json.loads(f.read_text())
-        runs = r['runs']
-        base = {k.split('|')[-1]: v['test']['recall@20'] for k, v in runs.items() if k.startswith('final|base|')}
-        proex = {k.split('|')[-1]: v['test']['recall@20'] for k, v in runs.items() if k.startswith('final|proex|')}
-        view = {k.split('|')[-1]: v['test']['recall@20'] for k, v in runs.items() if k.startswith('view|3|')}
-        rows.append((m, r['chosen'], base, proex, view))
-    if not rows:
-        return
-    print('\nSynthetic check (`protocol_synthetic_*.json`, planted user/item factors, views 0-2 '
-          'informative, view 3 misleading): test R@20, mean ± std over seeds 1..n, paired t-tests '
-          'over the seeds both runs share:\n')
-    print('| model | base config | ProEx config | base | ProEx | p | ProEx, view 3 alone | p | '
-          'ProEx > base (p < .05) | ProEx > view 3 (p < .05) |')
-    print('|---|---|---|---|---|---|---|---|---|---|')
-    for m, chosen, base, proex, view in rows:
-        print(f"| {m} | `{chosen['base']}` | `{chosen['proex']}` | {ms(base)} | {ms(proex)} | "
-              f"{pval(paired_p(base, proex))} | {ms(view)} | {pval(paired_p(view, proex))} | "
-              f"{above(base, proex)} | {above(view, proex)} |")
-
-
-def ms(runs):
-    v = list(runs.values())
+def ms(values):
+    """'mean ± std' of a list (std over seeds, n - 1 in the denominator)."""
+    v = list(values)
     if not v:
         return '-'
-    return f"{statistics.mean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0:.4f} (n={len(v)})"
+    return f'{statistics.mean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0:.4f}'
+
+
+def msn(values):
+    v = list(values)
+    return '-' if not v else f'{ms(v)} (n={len(v)})'
 
 
 def paired_p(a, b):
@@ -134,7 +66,8 @@ def paired_p(a, b):
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
         return None
-    return float(stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).pvalue)
+    p = float(stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).pvalue)
+    return None if p != p else p
 
 
 def above(a, b):
@@ -147,62 +80,666 @@ def above(a, b):
     return 'yes' if p is not None and p < 0.05 else 'n.s.'
 
 
-def pval(p):
-    return '-' if p is None else f'{p:.3g}'
+def commit(code):
+    """First 7 characters of a recorded commit; '+' when tracked sources had uncommitted changes."""
+    if not isinstance(code, dict) or not code.get('commit'):
+        return '-'
+    return code['commit'][:7] + ('+' if code.get('dirty') else '')
 
 
-def ablations():
-    """bench/reproduce.py --ablations files: the Fig. 6 switches on ProEx's configuration."""
-    for f in sorted(R.glob('ablation_*.json')):
-        r = json.loads(f.read_text())
-        s = r.get('summary', {})
-        if 'ablations' not in s:
+def commits(codes):
+    return ', '.join(sorted({commit(c) for c in codes})) or '-'
+
+
+def clean_command(cmd):
+    """A recorded command line as one to type: 'python' for the interpreter's path, no
+    --data-dir (the data root is $PROEX_DATA or your own --data-dir), the values of
+    reproduce.py's --base-config= / --proex-config= quoted as one argument."""
+    if not cmd:
+        return None
+    tokens = cmd.split()
+    if tokens[0].endswith('.py'):
+        tokens = ['python'] + tokens
+    elif tokens[0].rsplit('/', 1)[-1].startswith('python'):
+        tokens[0] = 'python'
+    out, i = [], 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t == '--data-dir':
+            i += 2
             continue
-        n, fmt = s['recall@20']['base']['n'], lambda v: f"{v['mean']:.4f} ± {v['std']:.4f}"
-        print(f"\nFig. 6 ablations of {r['model']} on {r['dataset']} (`{f.name}`), ProEx "
-              f"`{r['chosen']['proex']}`, paired seeds 1..{n}; test R@20, the difference to full "
-              f"ProEx and its paired t-test p:\n")
-        print('| variant | R@20 | N@20 | R@20 - ProEx | p |')
-        print('|---|---|---|---|---|')
-        print(f"| base `{r['chosen']['base']}` | {fmt(s['recall@20']['base'])} | "
-              f"{fmt(s['ndcg@20']['base'])} | {-s['recall@20']['diff']:+.4f} | "
-              f"{pval(s['recall@20']['p_paired_t'])} |")
-        print(f"| ProEx | {fmt(s['recall@20']['proex'])} | {fmt(s['ndcg@20']['proex'])} | | |")
+        if t.startswith('--data-dir='):
+            i += 1
+            continue
+        if t.startswith(('--base-config=', '--proex-config=')):
+            value = [t]
+            while i + 1 < len(tokens) and tokens[i + 1].split('=')[0] not in REPRODUCE_OPTIONS:
+                i += 1
+                value.append(tokens[i])
+            t = ' '.join(value)
+        out.append(t)
+        i += 1
+    return shlex.join(out)
+
+
+def cmd_line(cmd):
+    c = clean_command(cmd)
+    return f'`{c}`' if c else '(no command recorded)'
+
+
+def stopping(runs):
+    """'k / P': validation every k epochs, and P epochs from the best epoch to the stop, over
+    the runs that early stopping ended. runs: (validated epochs, best epoch, stop epoch or None)."""
+    every, after = set(), set()
+    for validated, best, stop in runs:
+        if len(validated) > 1:
+            every.add(validated[1] - validated[0])
+        elif validated:
+            every.add(validated[0])
+        if stop is not None and best is not None:
+            after.add(stop - best)
+    j = lambda s: ','.join(str(x) for x in sorted(s)) or '-'
+    return f'{j(every)} / {j(after)}'
+
+
+def protocol_stops(runs):
+    return stopping([([i + 1 for i, x in enumerate(r.get('val_curve') or []) if x is not None],
+                      r.get('best_epoch'), r.get('stop_epoch') if r.get('stop_reason') == 'patience' else None)
+                     for r in runs])
+
+
+def history_stops(runs):
+    out = []
+    for r in runs:
+        h = r.get('history') or []
+        last = h[-1]['epoch'] if h else None
+        early = r.get('stop_reason') == 'patience' if 'stop_reason' in r else \
+            last is not None and last < r.get('config', {}).get('epochs', float('inf'))
+        out.append(([x['epoch'] for x in h if x.get('val_recall20') is not None], r.get('best_epoch'),
+                    last if early else None))
+    return stopping(out)
+
+
+def pending(name, why):
+    return [f'* `{name}`: pending ({why}).']
+
+
+# ---------------------------------------------------------------- protocol files (bench/reproduce.py)
+
+def finals(r, arm):
+    """{seed: run} of an arm's chosen configuration."""
+    cfg = r.get('chosen', {}).get(arm)
+    if cfg is None:
+        return {}
+    pre = f'final|{arm}|{cfg}|'
+    return {int(k[len(pre):]): v for k, v in r.get('runs', {}).items() if k.startswith(pre)}
+
+
+def r20(runs):
+    return {s: v['test']['recall@20'] for s, v in runs.items()}
+
+
+def n20(runs):
+    return {s: v['test']['ndcg@20'] for s, v in runs.items()}
+
+
+def incomplete(r):
+    """None if the file's summary is that of its final runs, else why it is pending."""
+    if r is None:
+        return 'missing or still being written'
+    s = r.get('summary', {}).get('recall@20')
+    counts = {arm: len(finals(r, arm)) for arm in ('base', 'proex')}
+    progress = f"{counts['base']} base and {counts['proex']} ProEx final runs so far"
+    if not s or 'chosen' not in r:
+        return f'no summary yet; {progress}'
+    for arm in ('base', 'proex'):
+        v = list(r20(finals(r, arm)).values())
+        if len(v) != s[arm]['n'] or abs(statistics.mean(v) - s[arm]['mean']) > 1e-9:
+            return f'its summary is not that of its runs yet; {progress}'
+    return None
+
+
+def early(runs):
+    """Runs whose best validation epoch is 30 or earlier."""
+    return sum(v['best_epoch'] <= 30 for v in runs.values() if v.get('best_epoch') is not None)
+
+
+def run_codes(r):
+    return [v.get('code') for v in r.get('runs', {}).values()] or [r.get('code')]
+
+
+def tuning_line(r):
+    tune = [(k.split('|')[1], k.split('|')[2], k.split('|')[3], v['best_val_recall20'])
+            for k, v in r['runs'].items() if k.startswith('tune|')]
+    if not tune:
+        return 'no tuning, one configuration per arm'
+    seeds = sorted({t[2] for t in tune})
+    parts = [f"{arm} `{cfg or '(defaults)'}` {v:.4f}" + (' (chosen)' if r['chosen'][arm] == cfg else '')
+             for arm, cfg, _, v in tune]
+    return f"validation R@20 of each tuned configuration (seed {', '.join(seeds)}): " + ', '.join(parts)
+
+
+def quartile_line(r):
+    b = r['summary'].get('by_activity', {})
+    if not b or not b.get('base') or not b.get('proex'):
+        return None
+    return ('test R@20 by quartile of train interactions (Fig. 12), base → ProEx: ' + ', '.join(
+        f"{g['train_items'][0]}-{g['train_items'][1]} items {f4(g['recall@20'])} → {f4(h['recall@20'])}"
+        for g, h in zip(b['base'], b['proex']) if g['recall@20'] is not None))
+
+
+def protocol_ml100k(d):
+    files = {m: load(d, f'protocol_ml100k_{m}.json') for m in MODELS}
+    done = {m: r for m, r in files.items() if incomplete(r) is None}
+    seeds = sorted({len(finals(r, 'base')) for r in done.values()})
+    out = ['## 3. ml100k: base vs ProEx, tuned and paired', '',
+           '`ml100k` is MovieLens-100K with K text views (profiles) of every user and item (different real '
+           'descriptions of each, embedded), standing in for the original and new profiles. For each '
+           'model, each arm (base, '
+           'and base + ProEx) tries the same number of configurations (`GRIDS` in `bench/reproduce.py`) '
+           'on one tuning seed and keeps the one *selected on validation R@20* (the highest validation '
+           'Recall@20; the test split plays no part). The chosen configuration of each arm then runs '
+           f"with seeds 1..n (n = {', '.join(map(str, seeds)) or '-'}), the same seeds in both arms.",
+           '',
+           'For the generative models the *prior KL is matched*: both arms put the same weight on '
+           'KL(q || N(0, I)), the base through `--kl-weight w` (L-DiffRec: `--vae-anneal-cap w`) and ProEx '
+           'through Eq. 11, whose prior term weighs lambda1 * beta = w (`--lambda1`, `--beta`).', '',
+           '| model | seeds | configs per arm | base config | base R@20 | ProEx config | ProEx R@20 | p | '
+           'base N@20 | ProEx N@20 | p | best epoch <= 30, base / ProEx | stopping | code |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for m, r in done.items():
+        b, p = finals(r, 'base'), finals(r, 'proex')
+        g = r.get('grids', {})
+        out.append(f"| {NAMES[m]} | {len(b)} | {len(g.get('base', []))} / {len(g.get('proex', []))} | "
+                   f"`{r['chosen']['base'] or '(defaults)'}` | {ms(r20(b).values())} | `{r['chosen']['proex']}` | "
+                   f"{ms(r20(p).values())} | {pval(paired_p(r20(b), r20(p)))} | {ms(n20(b).values())} | "
+                   f"{ms(n20(p).values())} | {pval(paired_p(n20(b), n20(p)))} | {early(b)} / {early(p)} | "
+                   f"{protocol_stops(list(b.values()) + list(p.values()))} | {commits(run_codes(r))} |")
+    out.append('')
+    for m, r in files.items():
+        name = f'protocol_ml100k_{m}.json'
+        why = incomplete(r)
+        if why:
+            out += pending(name, why)
+            continue
+        out.append(f'* `{name}`: {cmd_line(r.get("command"))}')
+        out.append(f'  * {tuning_line(r)}')
+        q = quartile_line(r)
+        if q:
+            out.append(f'  * {q}')
+        v = r['summary'].get('views_recall@20')
+        if v:
+            out.append('  * ProEx with one profile view (`--profiles k`), test R@20: ' + ', '.join(
+                f"view {k} {x['mean']:.4f} ± {x['std']:.4f} (n={x['n']})" for k, x in v.items()))
+    return out
+
+
+# ---------------------------------------------------------------- synthetic check
+
+def synthetic(d):
+    out = ['## 4. Synthetic check', '',
+           '`synthetic` is generated from the seed: users and items with planted latent factors and '
+           'K = 4 profile views, views 0-2 informative (the planted factors plus noise) and view 3 '
+           'misleading (another entity\'s profile). Where the profiles carry the planted signal, ProEx '
+           'should beat the base, and ProEx on all views should beat ProEx fed view 3 alone '
+           '(`--profiles 3`). No tuning: the model files\' defaults, the prior KL matched for the '
+           'generative models. Test R@20, mean ± std over seeds 1..n; p of paired t-tests over the '
+           'seeds both runs share; "yes" = higher with p < .05, "n.s." = higher, p >= .05.', '',
+           '| model | base config | ProEx config | base | ProEx | p | ProEx, view 3 alone | p | '
+           'ProEx > base | ProEx > view 3 | best epoch <= 30, base / ProEx | stopping | code |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+    files = {m: load(d, f'protocol_synthetic_{m}.json') for m in MODELS}
+    for m, r in files.items():
+        if incomplete(r):
+            continue
+        b, p = finals(r, 'base'), finals(r, 'proex')
+        view = {int(k.split('|')[-1]): v['test']['recall@20'] for k, v in r['runs'].items()
+                if k.startswith('view|3|')}
+        out.append(f"| {NAMES[m]} | `{r['chosen']['base'] or '(defaults)'}` | `{r['chosen']['proex']}` | "
+                   f"{msn(r20(b).values())} | {msn(r20(p).values())} | {pval(paired_p(r20(b), r20(p)))} | "
+                   f"{msn(view.values())} | {pval(paired_p(view, r20(p)))} | {above(r20(b), r20(p))} | "
+                   f"{above(view, r20(p))} | {early(b)} / {early(p)} | "
+                   f"{protocol_stops(list(b.values()) + list(p.values()))} | {commits(run_codes(r))} |")
+    out.append('')
+    for m, r in files.items():
+        name = f'protocol_synthetic_{m}.json'
+        why = incomplete(r)
+        out += pending(name, why) if why else [f'* `{name}`: {cmd_line(r.get("command"))}']
+    return out
+
+
+# ---------------------------------------------------------------- book
+
+def book(d):
+    out = ['## 2. Amazon-Book: base models against the paper', '',
+           '`book` is Amazon-Book as split by RLMRec (Ren et al., WWW\'24: the framework and data '
+           'release whose splits `book`, `yelp` and `steam` are, and whose trainer and metrics the '
+           'paper\'s numbers use). "paper" is the base row of the paper\'s Table 1 (a mean over 10 '
+           'seeds). Book has no profile files here, so ProEx on book is not reproduced.', '',
+           '{rule}', '',
+           '| model | command | seed | R@10 | R@20 | N@10 | N@20 | paper R@20 | paper N@20 | best epoch | stopping |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+    missing, rules = [], {}
+    for m in MODELS:
+        r = load(d, f'{m}_book.json')
+        for run in (r or {}).get('runs', []):
+            h = run.get('history') or []
+            k = run.get('config', {}).get('eval_every')
+            if h and run.get('best_epoch') is not None and h[-1]['epoch'] < run.get('config', {}).get('epochs', 0):
+                rules.setdefault((k, h[-1]['epoch'] - run['best_epoch']), []).append(NAMES[m])
+        if r is None or 'test_mean' not in r:
+            missing.append(f'{m}_book.json')
+            continue
+        t, p = r['test_mean'], r['paper']
+        cmd = ['python', 'bench/book.py', '--model', m]
+        if str(r.get('seeds', '2023')) != '2023':
+            cmd += ['--seeds', str(r['seeds'])]
+        if r.get('extra'):
+            cmd += ['--extra', r['extra']]
+        out.append(f"| {NAMES[m]} | `{shlex.join(cmd)}` | {r['seeds']} | {f4(t['recall@10'])} | "
+                   f"{f4(t['recall@20'])} | {f4(t['ndcg@10'])} | {f4(t['ndcg@20'])} | {f4(p['recall@20'])} | "
+                   f"{f4(p['ndcg@20'])} | {', '.join(map(str, r['best_epochs']))} | {history_stops(r['runs'])} |")
+    out.append('')
+    for name in missing:
+        out += pending(name, 'missing or still being written')
+    if rules:  # the stopping rule these runs used, as their configuration and history record it
+        common = max(rules, key=lambda k: len(rules[k]))
+        say = lambda k: (f"validated {'every epoch' if k[0] == 1 else f'every {k[0]} epochs'} and stopped "
+                         f'{k[1]} epochs after the best epoch')
+        rest = ''.join(f"; {', '.join(v)} {say(k)}" for k, v in rules.items() if k != common)
+        text = ('These runs predate the current stopping rule. As their recorded `eval_every` and '
+                f'histories show (the "stopping" column), they {say(common)}{rest}.')
+    else:
+        text = 'The "stopping" column gives the rule each run used (section 1).'
+    return [line.replace('{rule}', text) for line in out]
+
+
+# ---------------------------------------------------------------- ablations
+
+def ablations(d):
+    out = ['## 5. Fig. 6 ablations', '',
+           'Each switch is added to ProEx\'s chosen configuration on ml100k and paired with full ProEx '
+           'over the same seeds. An *environment* is one random convex (Dirichlet) mix of the K profiles '
+           '(Eq. 8-10). `--no-var` drops Var_e, the variance of the loss across environments in Eq. 14 '
+           '(its weight lambda3 is `inv_weight` in the released code); `--no-reg` drops L_reg of Eq. 7 '
+           '(weight lambda2); `--no-align` drops the alignment of Eq. 11/13 (weight lambda1); '
+           '`--no-mixing` uses one environment, the mean of the K profiles. "R@20 - ProEx" is the '
+           'difference to full ProEx, p its paired t-test.']
+    files = sorted(d.glob('ablation_*.json'))
+    if not files:
+        out += ['', '* no `ablation_*.json` yet (pending).']
+    for f in files:
+        r = load(d, f.name)
+        s = (r or {}).get('summary', {})
+        why = incomplete(r) or (None if 'ablations' in s else 'no ablation summary yet')
+        if why:
+            out += [''] + pending(f.name, why)
+            continue
+        n = s['recall@20']['base']['n']
+        fmt = lambda v: f"{v['mean']:.4f} ± {v['std']:.4f}"
+        b, p = finals(r, 'base'), finals(r, 'proex')
+        abl = [v for k, v in r['runs'].items() if k.startswith('ablation|')]
+        out += ['', f"### {NAMES.get(r['model'], r['model'])} on {r['dataset']} (`{f.name}`)", '',
+                f"ProEx `{r['chosen']['proex']}`, seeds 1..{n}; stopping {protocol_stops(list(b.values()) + list(p.values()) + abl)}; "
+                f"code {commits(run_codes(r))}; {cmd_line(r.get('command'))}", '',
+                '| variant | R@20 | N@20 | R@20 - ProEx | p |', '|---|---|---|---|---|',
+                f"| base `{r['chosen']['base']}` | {fmt(s['recall@20']['base'])} | {fmt(s['ndcg@20']['base'])} | "
+                f"{-s['recall@20']['diff']:+.4f} | {pval(s['recall@20']['p_paired_t'])} |",
+                f"| ProEx | {fmt(s['recall@20']['proex'])} | {fmt(s['ndcg@20']['proex'])} | | |"]
         for flag, a in s['ablations'].items():
             if isinstance(a, str):
-                print(f'| `{flag}` | {a} | | | |')
+                out.append(f'| `{flag}` | {a} | | | |')
                 continue
-            print(f"| `{flag}` | {fmt(a['recall@20']['ablation'])} | {fmt(a['ndcg@20']['ablation'])} | "
-                  f"{a['recall@20']['diff']:+.4f} | {pval(a['recall@20']['p_paired_t'])} |")
+            out.append(f"| `{flag}` | {fmt(a['recall@20']['ablation'])} | {fmt(a['ndcg@20']['ablation'])} | "
+                       f"{a['recall@20']['diff']:+.4f} | {pval(a['recall@20']['p_paired_t'])} |")
+    return out
 
 
-def timing():
-    f = R / 'timing.json'
-    if not f.exists():
+# ---------------------------------------------------------------- --profile-dim (bench/compare.py)
+
+def compare_command(r, name):
+    if r.get('command'):
+        return cmd_line(r['command'])
+    models = sorted({k.split('/')[0] for k in r['results']})
+    variants = ','.join(f'{k}={v}' for k, v in r['variants'].items())
+    cmd = ['python', 'bench/compare.py', '--dataset', r['dataset'], '--models', ','.join(models),
+           '--variants', variants, '--seeds', ','.join(map(str, r['seeds']))]
+    if r.get('extra'):
+        cmd += ['--extra', r['extra']]
+    return f"`{shlex.join(cmd + ['--out', f'bench/results/{name}'])}`"
+
+
+def profile_dim(d):
+    name = 'ml100k_lightgcn_profile_dim.json'
+    out = ['## 6. Profile width: `--profile-dim`', '',
+           '`--profile-dim N` (not in the paper, for CPUs) projects each side\'s profile views once, at '
+           'load, onto their top N principal directions, so the mapping MLP of Eq. 6 reads N numbers per '
+           'view instead of the embedding width. Test on ml100k, mean ± std over the seeds shown; the '
+           'full-width row is the same seeds of the LightGCN ProEx arm in section 3.', '']
+    r = load(d, name)
+    if r is None or 'results' not in r:
+        return out + pending(name, 'missing or still being written')
+    out += [f'{compare_command(r, name)}', '',
+            '| model / variant | flags | seeds | R@20 | N@20 | best val R@20 | best epochs | stopping | code |',
+            '|---|---|---|---|---|---|---|---|---|']
+    for k, v in r['results'].items():
+        runs = v['runs']
+        out.append(f"| {k} | `{v['flags']}` | {', '.join(str(x['config']['seed']) for x in runs)} | "
+                   f"{ms(x['test']['recall@20'] for x in runs)} | {ms(x['test']['ndcg@20'] for x in runs)} | "
+                   f"{statistics.mean(x['best_val_recall20'] for x in runs):.4f} | "
+                   f"{', '.join(str(x['best_epoch']) for x in runs)} | {history_stops(runs)} | "
+                   f"{commits(v.get('git') or x.get('git') for x in runs)} |")
+        model, flags = k.split('/')[0], re.sub(r'\s*--profile-dim \d+', '', v['flags']).strip()
+        full = load(d, f'protocol_{r["dataset"]}_{model}.json')
+        if incomplete(full) is None and full['chosen']['proex'] == flags:
+            seeds = [x['config']['seed'] for x in runs]
+            p = finals(full, 'proex')
+            same = [p[s] for s in seeds if s in p]
+            if same:
+                out.append(f"| {model}, full width (`protocol_{r['dataset']}_{model}.json`) | `{flags}` | "
+                           f"{', '.join(str(s) for s in seeds if s in p)} | {ms(x['test']['recall@20'] for x in same)} | "
+                           f"{ms(x['test']['ndcg@20'] for x in same)} | "
+                           f"{statistics.mean(x['best_val_recall20'] for x in same):.4f} | "
+                           f"{', '.join(str(x['best_epoch']) for x in same)} | {protocol_stops(same)} | "
+                           f"{commits(x.get('code') for x in same)} |")
+    return out
+
+
+# ---------------------------------------------------------------- L-DiffRec plateau
+
+PLATEAU = {'base': 'the L-DiffRec base model', 'proex': 'L-DiffRec + ProEx',
+           'beta1': 'Eq. 11 with the prior KL only (beta = 1)', 'lambda1-0': 'without Eq. 11 (lambda1 = 0)',
+           'no-var-reg': 'without Var_e and L_reg (lambda3 = lambda2 = 0)',
+           'no-mixing': 'one environment, the mean of the K profiles',
+           'var/100': 'the variances of the profile Gaussians of Eq. 6 scaled',
+           'gauss/10': 'the means and variances of the profile Gaussians of Eq. 6 scaled'}
+
+
+def ldiffrec_plateau(d):
+    name = 'ldiffrec_plateau.json'
+    out = ['## 7. L-DiffRec + ProEx: the plateau diagnostic', '',
+           'Some L-DiffRec + ProEx runs stay at a low validation R@20 while the base climbs (a run "on a '
+           'plateau"; sections 3-4 count them per commit). To find the cause, `bench/ldiffrec_plateau.py` '
+           'trains short runs of variants, the same seed each, early stopping off, and keeps each '
+           'validation curve; a scale '
+           '(mu, sigma^2) multiplies the means and variances that Eq. 6\'s mapping returns (a diagnostic, '
+           'not a method).', '']
+    r = load(d, name)
+    runs = (r or {}).get('runs')
+    if not runs or 'base' not in runs:
+        return out + pending(name, 'missing or still being written')
+    base = runs['base']
+    argv = base['argv']
+    opt = lambda a, k: a[a.index(k) + 1] if k in a else None
+    epochs = [e for e, _ in base['val_curve']]
+    picks = [epochs[len(epochs) * i // 4 - 1] for i in range(1, 5)] if len(epochs) >= 4 else epochs
+    others = [v for k, v in runs.items() if k != 'base']
+    lo = min(v['best_val_recall20'] for v in others) if others else None
+    hi = max(v['best_val_recall20'] for v in others) if others else None
+    cmds = sorted({clean_command(v.get('command')) for v in runs.values() if v.get('command')})
+    out += [f"Dataset {opt(argv, '--dataset')}, seed {opt(argv, '--seed')}, {opt(argv, '--epochs')} epochs, "
+            f"validation every {epochs[1] - epochs[0] if len(epochs) > 1 else '-'} epochs. Best validation "
+            f"R@20: base {base['best_val_recall20']:.4f}; the ProEx variants {f4(lo)} to {f4(hi)}.", '',
+            'Commands: ' + '; '.join(f'`{c}`' for c in cmds) + ' (`--variants` reruns a subset).', '',
+            '| variant | what it changes | flags | scale (mu, sigma^2) | '
+            + ' | '.join(f'val R@20 @ {e}' for e in picks) + ' | best val R@20 | code |',
+            '|---|---|---|---|' + '---|' * len(picks) + '---|---|']
+    for k, v in runs.items():
+        flags = ' '.join(v['argv'][len(argv):]) if v['argv'][:len(argv)] == argv else ' '.join(v['argv'])
+        curve = dict((e, x) for e, x in v['val_curve'])
+        sc = v.get('scales_mu_var', [1.0, 1.0])
+        out.append(f"| {k} | {PLATEAU.get(k, '')} | `{flags or '(none)'}` | {sc[0]:g}, {sc[1]:g} | "
+                   + ' | '.join(f4(curve.get(e)) for e in picks)
+                   + f" | {v['best_val_recall20']:.4f} | {commit(v.get('git'))} |")
+    return out
+
+
+# ---------------------------------------------------------------- profiles pipeline
+
+FAULTS = {'429': 'HTTP 429', '500': 'HTTP 500', 'reset': 'connection reset mid-body',
+          'malformed': 'cut JSON body', 'not_json': 'reply not JSON', 'length': 'reply cut by max_tokens',
+          'no_usage': 'no usage field', 'wrong_count': 'an embedding missing'}
+
+
+def kb(b):
+    return f'{b / 1e3:.1f} KB'
+
+
+def mb(b):
+    return f'{b / 1e6:,.0f} MB' if b < 1e9 else f'{b / 1e9:.2f} GB'
+
+
+def profiles(d):
+    out = ['## 8. Profiles pipeline (`profiles.py`)', '',
+           '`profiles.py` asks a chat model for the new profiles (NPs) of every user and item through the '
+           'four-step chain F1-F4, starting from the original profile (OP), then embeds the OP and the NPs '
+           '(Eq. 5); NP#k is the k-th new profile. It journals every finished entity (texts in '
+           '`*_prf_journal.jsonl`, vectors in the store `*_emb_store.f32`), so a rerun resumes. An entity '
+           'whose chat step fails for good gets copies of its OP as new profiles (a *fallback*).']
+    r = load(d, 'profiles_ml100k.json')
+    out += ['', '### All of ml100k against a faulty loopback server (`profiles_ml100k.json`)', '']
+    if r is None or 'first_run' not in r:
+        out += pending('profiles_ml100k.json', 'missing or still being written')
+    else:
+        f, rt, lg = r['first_run'], r.get('retry_fallbacks_run'), r['lightgcn']
+        n = {p: r['reports'][p]['n'] for p in ('usr', 'itm')}
+        faults = f['faults_served']
+        res = lg['result'] if isinstance(lg.get('result'), dict) else {}
+        out += [f"{cmd_line(r.get('command'))}; code {commit(r.get('git') or {'commit': r.get('commit')})}. "
+                f"The server (`tests/openai_server.py`) returns deterministic texts and random unit vectors of "
+                f"width {r['dim']} and answers a share {r['fault_rate']:g} of all requests with a fault; "
+                f"the trained model shows that the files load and train, not a result.", '',
+                '| measure | value |', '|---|---|',
+                f"| entities (users + items) | {r['entities']:,} ({n['usr']:,} + {n['itm']:,}) |",
+                f"| first run | {f['seconds']} s, {f['requests']:,} requests, {sum(faults.values()):,} faults, "
+                f"exit status {f['exit_status']}" + (' (3: some entities fell back)' if f['exit_status'] == 3 else '') + ' |',
+                '| faults by kind | ' + ', '.join(f"{FAULTS.get(k, k)} {v}" for k, v in sorted(faults.items())) + ' |',
+                f"| entities that fell back | {f['fallbacks']} |"]
+        if rt:
+            out.append(f"| `--retry-fallbacks` run | {rt['seconds']} s, {rt['requests']} requests, "
+                       f"{rt['fallbacks']} fallbacks left |")
+        fb = r['file_bytes']
+        out += [f"| peak memory | {f['peak_memory_mb']} MB |",
+                f"| journal per entity (users / items) | {kb(r['journal_bytes_per_entity']['usr'])} / "
+                f"{kb(r['journal_bytes_per_entity']['itm'])} |",
+                f"| vector store per entity | {kb(fb['usr_emb_store.f32'] / n['usr'])} |",
+                f"| LightGCN + ProEx on the files | {lg['epochs']} epochs, {lg['seconds']} s, test R@20 "
+                f"{f4(res.get('test', {}).get('recall@20'))} |"]
+    r = load(d, 'profiles_scale.json')
+    out += ['', '### At scale (`profiles_scale.json`)', '']
+    if r is None or 'file_bytes' not in r:
+        out += pending('profiles_scale.json', 'missing or still being written')
+    else:
+        fb, n = r['file_bytes'], r['n']
+        emb = [v for k, v in fb.items() if k.startswith('usr_emb_np')]
+        nps = [v for k, v in fb.items() if re.fullmatch(r'usr_prf_\d+\.json', k)]
+        peaks = ', '.join(f'{v} MB at {int(k):,}' for k, v in r['running_pass_peak_mb'].items())
+        out += [f"{cmd_line(r.get('command'))}; code {commit(r.get('git') or {'commit': r.get('commit')})}. "
+                f"The finishing pass (no request: it streams the journal and writes the output files) runs "
+                f"on a finished journal built for {n:,} entities with {r['op_chars']:,}-character profiles; "
+                f"the running pass profiles the first items of ml100k against the loopback server.", '',
+                f"| at {n:,} entities, K = {r['K']}, d = {r['dim']} | |", '|---|---|',
+                f"| journal (texts) | {mb(fb['usr_prf_journal.jsonl'])} ({kb(r['journal_bytes_per_entity'])} per entity) |",
+                f"| vector store | {mb(fb['usr_emb_store.f32'])} (K x d x 4 bytes per entity) |",
+                f"| output files | {len(emb)} x {mb(max(emb))} embeddings, {len(nps)} x {mb(max(nps))} NP texts |",
+                f"| finishing pass | {r['finish_seconds']} s, peak memory {r['peak_memory_mb']} MB |",
+                f"| running pass, peak memory by items profiled | {peaks} |"]
+    r = load(d, 'profiles_local.json')
+    out += ['', '### A local model, no API key (`profiles_local.json`)', '']
+    if r is None or 'reports' not in r:
+        out += pending('profiles_local.json', 'missing or still being written')
+    else:
+        rep, lg = r['reports'], r['lightgcn']
+        res = lg['result'] if isinstance(lg.get('result'), dict) else {}
+        holders = sum('placeholder' in x for x in r['fallbacks'])
+        out += [f"{cmd_line(r.get('command'))}; code {commit(r.get('git') or {'commit': r.get('commit')})}. "
+                f"The {r['users']} users and {r['items']} items of ml100k with the most interactions among "
+                f"them, OPs cut to {r['op_chars']} characters, profiled by `{r['model']}` served by "
+                f"llama-cpp-python on {r['machine']}. A model this small writes poor profiles and often cannot "
+                f"follow the chain; the point is the pipeline.", '',
+                '| measure | value |', '|---|---|',
+                f"| time | {r['seconds']:,} s, {r['seconds_per_entity']} s per entity |",
+                f"| chat calls (of them re-asks) | {r['chat_calls']} ({r['reasks']}) |",
+                f"| fallbacks, users / items | {rep['usr']['fallbacks']} / {rep['itm']['fallbacks']} "
+                f"({holders} where the last reply copied a placeholder of the shown format) |",
+                f"| mean cosine OP vs NP, users / items without fallback | {rep['usr']['op_vs_np']:.4f} "
+                f"({rep['usr']['n']}) / {rep['itm']['op_vs_np']:.4f} ({rep['itm']['n']}) |",
+                f"| LightGCN + ProEx on the files | {lg['epochs']} epochs, test R@20 "
+                f"{f4(res.get('test', {}).get('recall@20'))} (with {r['items']} items the top 20 holds every item, "
+                f"so R@20 is 1 by construction) |"]
+    return out
+
+
+# ---------------------------------------------------------------- cost
+
+def cost(d):
+    out = ['## 9. Cost', '']
+    r = load(d, 'timing.json')
+    if r is None or 'book' not in r:
+        out += pending('timing.json', 'missing or still being written')
+    else:
+        out += [f"Measured alone on one machine ({r['machine']}, torch {r['torch']}): "
+                f"{cmd_line(r.get('command'))}. Seconds per training epoch and per validation pass "
+                f"(the median over the timed epochs, the first one left out).", '',
+                '| model | s / epoch (book) | s / validation (book) |', '|---|---|---|']
+        for m, t in r['book'].items():
+            out.append(f"| {NAMES.get(m, m)} | {t['sec_per_epoch']:.2f} | {t['sec_per_eval']:.2f} |")
+        if 'speedup_vs_released_lightgcn' in r:
+            s, rl = r['speedup_vs_released_lightgcn'], r['rlmrec_seconds']
+            out += ['', f"LightGCN against RLMRec's released framework timed on the same CPU ({rl['train_epoch']} s "
+                        f"/ epoch, {rl['validation']} s / validation): {s['train_epoch']:.1f}x faster per epoch, "
+                        f"{s['validation']:.1f}x per validation."]
+        for ds, c in r.get('proex_cost', {}).items():
+            out += ['', f'ProEx cost on `{ds}`: seconds per training epoch, base and `--proex` (defaults):', '',
+                    '| model | base | ProEx | ratio |', '|---|---|---|---|']
+            for m, x in c.items():
+                out.append(f"| {NAMES.get(m, m)} | {x['base']['sec_per_epoch']:.2f} | "
+                           f"{x['proex']['sec_per_epoch']:.2f} | {x['ratio']:.2f}x |")
+        out += ['', '`synthetic-book` is `synthetic` at Amazon-Book\'s size (64-d views), '
+                    '`synthetic-book-1536` the same with 1536-d views (the width of text-embedding-ada-002).']
+    r = load(d, 'mlp_floor.json')
+    out += ['', '### The floor set by the mapping MLP (`mlp_floor.json`)', '']
+    if r is None or 'by_width' not in r:
+        out += pending('mlp_floor.json', 'missing or still being written')
+    else:
+        out += [f"{cmd_line(r.get('command'))}; code {commit(r.get('git'))}; {r['dataset']}, {r['threads']} "
+                f"threads. One epoch of LightGCN, of the Eq. 6 mapping MLP alone (forward, backward and Adam "
+                f"step over each batch's distinct users and items, which ProEx needs every step), and of "
+                f"LightGCN + ProEx; 1 + MLP / base is a floor for the ProEx / base ratio on this device.", '',
+                '| profile width | base s / epoch | MLP alone s | ProEx s / epoch | ProEx / base | floor | '
+                'MLP share of ProEx |', '|---|---|---|---|---|---|---|']
+        for w, x in r['by_width'].items():
+            out.append(f"| {w} | {x['base_s']:.3f} | {x['mlp_s']:.3f} | {x['proex_s']:.3f} | {x['ratio']:.1f}x | "
+                       f"{x['floor_ratio']:.1f}x | {x['mlp_share_of_proex']:.0%} |")
+    r = load(d, 'same_numbers.json')
+    out += ['', '### Same numbers across a code change (`same_numbers.json`)', '']
+    if r is None or 'runs' not in r:
+        out += pending('same_numbers.json', 'missing or still being written')
+    else:
+        c = r['commits']
+        out += [f"{cmd_line(r.get('command'))} (before {c['before'][:7]}, after {c['after'][:7]}): every model "
+                f"file, seeded, {r['dataset']}, {r['epochs']} epochs, seed {r['seed']}, `--threads 1` (seeded "
+                f"single-thread runs are bit-identical, so a difference is a change in what the code computes); "
+                f"identical = same test metrics, best epoch, per-epoch losses and validation R@20.", '',
+                '| run | identical | test R@20 before | after |', '|---|---|---|---|']
+        for k, v in r['runs'].items():
+            t = v['test_recall@20']
+            out.append(f"| `{k}` | {'yes' if v['identical'] else 'no'} | {t['before']:.6f} | {t['after']:.6f} |")
+    return out
+
+
+# ---------------------------------------------------------------- how the numbers were made
+
+def protocol_intro(d):
+    ml = [load(d, f'protocol_ml100k_{m}.json') for m in MODELS]
+    syn = [load(d, f'protocol_synthetic_{m}.json') for m in MODELS]
+    n = lambda files: ', '.join(map(str, sorted({len(finals(r, 'base')) for r in files if incomplete(r) is None}))) or '-'
+    threads = sorted({v['argv'][v['argv'].index('--threads') + 1] for r in ml + syn if r
+                      for v in r.get('runs', {}).values() if '--threads' in v.get('argv', [])})
+    return ['## 1. How the numbers were made', '',
+            '* Eq., Fig. and Table numbers are those of the ProEx paper (Zhang et al., KDD\'26); ProEx '
+            'is the paper\'s method added to a base model (`--proex`).',
+            '* Metrics: Recall@20 (R@20) and NDCG@20 (N@20) over the full ranking of all items a user did '
+            'not interact with in training, on the test split; R@10 and N@10 likewise.',
+            '* Early stopping, as the model files do it today: validation R@20 every 3 epochs (L-DiffRec 5), '
+            'stop after 20 validations without improvement, then test once with the parameters of the best '
+            'validation epoch (the *best epoch*). Files made under an earlier rule say so: the *stopping* '
+            'column gives "k / P", validation every k epochs and P epochs from the best epoch to the stop, '
+            'as read from the runs.',
+            '* *Best epoch <= 30*: a run whose best validation epoch is 30 or earlier, i.e. stuck on an early '
+            'plateau.',
+            f'* Paired seeds: both arms of a comparison run with the same seeds 1..n ({n(ml)} on ml100k, '
+            f'{n(syn)} on synthetic); mean ± std is over those seeds, and p is a *paired t-test over seeds* '
+            '(`scipy.stats.ttest_rel` on the per-seed test values of the two arms).',
+            f"* The runs of sections 3-5 used `--threads {', '.join(threads) or '1'}`, two jobs at a time on a 2-core "
+            'CPU, so the `sec_per_epoch` values inside those files are not timings (section 9 has timings).',
+            '* *code*: the commit that ran (first 7 characters; `+` = with uncommitted changes to the sources, '
+            'whose diff the file keeps). Runs of commits before 9e9cc69 fused Eq. 12 of the generative models '
+            'as the sum of two samples (`--sum-of-samples` today) rather than one fused Gaussian as DMRec '
+            '(the authors\' generative ProEx code, in BlueGhostYi/ProRec).',
+            '* Commands are shown without `--data-dir`: set `$PROEX_DATA` to the data root, or add '
+            '`--data-dir ROOT`.']
+
+
+# ---------------------------------------------------------------- the file and the README summary
+
+def build(d=RESULTS):
+    d = Path(d)
+    parts = [['# Results', '',
+              'Written by `python bench/table.py` from the result files in `bench/results/`; every number '
+              'here is read from them (`tests/test_results_md.py` checks that this file is up to date). Each '
+              'result file keeps every run\'s command line, seed, code commit and validation curve. Sections '
+              'name the command that makes their file; a file still being made is listed as pending.'],
+            protocol_intro(d), book(d), protocol_ml100k(d), synthetic(d), ablations(d), profile_dim(d),
+            ldiffrec_plateau(d), profiles(d), cost(d)]
+    return '\n\n'.join('\n'.join(p).strip('\n') for p in parts) + '\n'
+
+
+def readme_summary(d=RESULTS):
+    """One compact markdown table for the README: book base R@20 against the paper, and base vs
+    ProEx R@20 (paired p) on ml100k and synthetic, per model."""
+    d = Path(d)
+
+    def cell(r):
+        if incomplete(r):
+            return 'pending'
+        b, p = r20(finals(r, 'base')), r20(finals(r, 'proex'))
+        return f"{statistics.mean(b.values()):.4f} → {statistics.mean(p.values()):.4f} (p {pval(paired_p(b, p))})"
+
+    ns = {ds: sorted({len(finals(r, 'base')) for m in MODELS
+                      if incomplete(r := load(d, f'protocol_{ds}_{m}.json')) is None}) for ds in ('ml100k', 'synthetic')}
+    seeds = sorted({str(r['seeds']) for m in MODELS if (r := load(d, f'{m}_book.json')) and 'seeds' in r})
+    lines = [f"Test R@20. Book: the base model (seed {', '.join(seeds) or '-'}) against the paper's Table 1. "
+             f"ml100k and synthetic: "
+             f"base → base + ProEx, means over paired seeds ({', '.join(map(str, ns['ml100k'])) or '-'} on ml100k, "
+             f"{', '.join(map(str, ns['synthetic'])) or '-'} on synthetic), p of a paired t-test. Details and "
+             f"commands: `bench/RESULTS.md`.", '',
+             '| model | book (paper) | ml100k base → ProEx | synthetic base → ProEx |', '|---|---|---|---|']
+    for m in MODELS:
+        bk = load(d, f'{m}_book.json')
+        b = 'pending' if not bk or 'test_mean' not in bk else \
+            f"{bk['test_mean']['recall@20']:.4f} ({bk['paper']['recall@20']:.4f})"
+        lines.append(f"| {NAMES[m]} | {b} | {cell(load(d, f'protocol_ml100k_{m}.json'))} | "
+                     f"{cell(load(d, f'protocol_synthetic_{m}.json'))} |")
+    return '\n'.join(lines) + '\n'
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument('--results', default=str(RESULTS), help='folder of result files (default bench/results)')
+    p.add_argument('--out', default=str(OUT), help='file to write (default bench/RESULTS.md)')
+    p.add_argument('--readme-summary', action='store_true', help="print the README's summary table "
+                   'to stdout instead of writing --out')
+    a = p.parse_args()
+    if not Path(a.results).is_dir():
+        raise SystemExit(f'error: --results {a.results} is not a folder')
+    if a.readme_summary:
+        sys.stdout.write(readme_summary(a.results))
         return
-    r = json.loads(f.read_text())
-    print(f"\nSeconds on this machine ({r['machine']}, torch {r['torch']}), `timing.json`:\n")
-    print('| model | s / epoch (book) | s / validation (book) |')
-    print('|---|---|---|')
-    for m, t in r['book'].items():
-        print(f"| {m} | {t['sec_per_epoch']:.2f} | {t['sec_per_eval']:.2f} |")
-    if 'speedup_vs_released_lightgcn' in r:
-        s = r['speedup_vs_released_lightgcn']
-        print(f"\nLightGCN vs the released framework on this CPU (3.03 s / epoch, 3.77 s / validation): "
-              f"{s['train_epoch']:.1f}x faster per epoch, {s['validation']:.1f}x per validation.")
-    for ds, cost in r['proex_cost'].items():
-        print(f'\nProEx cost on `{ds}`: seconds per training epoch, base and `--proex` (defaults):\n')
-        print('| model | base | ProEx | ratio |')
-        print('|---|---|---|---|')
-        for m, c in cost.items():
-            print(f"| {m} | {c['base']['sec_per_epoch']:.2f} | {c['proex']['sec_per_epoch']:.2f} | "
-                  f"{c['ratio']:.2f}x |")
+    Path(a.out).write_text(build(a.results))
+    print(f'wrote {a.out}')
 
 
 if __name__ == '__main__':
-    book()
-    protocol()
-    synthetic()
-    ablations()
-    comparisons()
-    timing()
+    main()
