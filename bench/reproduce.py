@@ -5,8 +5,9 @@ arm, then 10 seeds per arm, paired t-tests, plateau stops, the Fig. 12 and Fig. 
         --out bench/results/protocol_ml100k_lightgcn.json
 
 Steps, one result file:
-  1. tune   every configuration of GRIDS[model][arm] with --tune-seed; the configuration with
-            the best VALIDATION Recall@20 is chosen per arm (the test split plays no part);
+  1. tune   every configuration of GRIDS[model][arm] with each of --tune-seeds (not among the
+            final seeds); the configuration with the best mean VALIDATION Recall@20 over them
+            is chosen per arm (the test split plays no part);
   2. final  the chosen configuration of each arm with --seeds seeds (the same seeds in both
             arms, so the runs pair up); mean +- std of test R@20 / N@20, a paired t-test
             (scipy.stats.ttest_rel) per metric, the runs whose best epoch is 30 or earlier
@@ -42,16 +43,21 @@ sys.path.insert(0, str(ROOT))
 # ProEx searches its own (paper ranges). For the generative models the prior KL weight is
 # matched: base --kl-weight w against ProEx lambda1 * beta = w (Eq. 11), so a gain cannot
 # come from a different weight on KL(q || N(0, I)).
+# The discriminative ProEx grid crosses Eq. 7 off or on and the InfoNCE alignment of Eq. 13 off
+# or on, (lambda2, lambda1) in {(0, 0), (0, 0.1), (0.01, 0)}, with the environments (E, alpha)
+# in {(3, 0.1), (2, 0.3)}; the base gets as many configurations of its own knobs.
+PROEX_DISC = [f'--proex --lambda2 {l2} --lambda1 {l1} --envs {e} --alpha {al}'
+              for l2, l1 in ((0, 0), (0, 0.1), (0.01, 0)) for e, al in ((3, 0.1), (2, 0.3))]
 GRIDS = {
-    'lightgcn': {'base': ['--reg 1e-6', '--reg 1e-5', '--reg 1e-4'],
-                 'proex': ['--proex', '--proex --lambda2 0.1', '--proex --envs 2 --alpha 0.3']},
+    'lightgcn': {'base': [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5', '1e-4') for lr in ('1e-3', '2e-3')],
+                 'proex': PROEX_DISC},
+    'gccf': {'base': [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5', '1e-4') for lr in ('1e-3', '2e-3')],
+             'proex': PROEX_DISC},
+    'simgcl': {'base': [f'--cl {c} --reg {r}' for c in ('0.05', '0.1', '0.2') for r in ('1e-6', '1e-5')],
+               'proex': PROEX_DISC},
     'multvae': {'base': ['--kl-weight 0.2', '--kl-weight 0.5', '--kl-weight 1'],
                 'proex': ['--proex --lambda1 1 --beta 0.2', '--proex --lambda1 1 --beta 0.5',
                           '--proex --lambda1 1 --beta 1']},
-    'gccf': {'base': ['--reg 1e-6', '--reg 1e-5', '--reg 1e-4'],
-             'proex': ['--proex', '--proex --lambda2 0.1', '--proex --envs 2 --alpha 0.3']},
-    'simgcl': {'base': ['--cl 0.05', '--cl 0.1', '--cl 0.2'],
-               'proex': ['--proex', '--proex --lambda2 0.1', '--proex --envs 2 --alpha 0.3']},
     # CVGA: batches of 128 users (1024 would be one step per epoch on ml100k's 943 users)
     'cvga': {'base': ['--kl-weight 0.2 --batch 128', '--kl-weight 0.5 --batch 128', '--kl-weight 1 --batch 128'],
              'proex': ['--proex --lambda1 1 --beta 0.2 --batch 128', '--proex --lambda1 1 --beta 0.5 --batch 128',
@@ -136,7 +142,9 @@ def main():
     p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', '../shared/datasets'),
                    help='data root, as given (relative to where the script runs); stored in the '
                         'result file (default: $PROEX_DATA, else ../shared/datasets)')
-    p.add_argument('--tune-seed', type=int, default=0, help='seed of the tuning runs (default 0)')
+    p.add_argument('--tune-seeds', default='0', help='comma-separated seeds of the tuning runs, '
+                   'not among the final seeds 1..N; a configuration is scored by its mean '
+                   'validation R@20 over them (default 0)')
     p.add_argument('--seeds', type=int, default=10, help='final seeds 1..N per arm (default 10)')
     p.add_argument('--views', action='store_true', help='also ProEx with each single view (Fig. 4b)')
     p.add_argument('--view-seeds', type=int, default=3, help='seeds per single-view run (default 3)')
@@ -155,6 +163,9 @@ def main():
     p.add_argument('--restart', action='store_true', help='drop runs made by other sources')
     p.add_argument('--out', required=True)
     a = p.parse_args()
+    tune_seeds = [int(x) for x in a.tune_seeds.split(',')]
+    if any(1 <= t <= a.seeds for t in tune_seeds):
+        raise SystemExit(f'error: --tune-seeds {a.tune_seeds} overlaps the final seeds 1..{a.seeds}')
     mod = importlib.import_module(a.model)
     version = code_version(a.model)
     grids = {'base': [''], 'proex': ['--proex']} if a.defaults else dict(GRIDS[a.model])
@@ -188,11 +199,11 @@ def main():
             continue
         vals = []
         for cfg in grid:
-            r = run(mod, common + cfg.split() + ['--seed', str(a.tune_seed)], store,
-                    f'tune|{arm}|{cfg}|{a.tune_seed}', version, save)
-            vals.append(r['best_val_recall20'])
+            runs = [run(mod, common + cfg.split() + ['--seed', str(s)], store,
+                        f'tune|{arm}|{cfg}|{s}', version, save) for s in tune_seeds]
+            vals.append(statistics.mean(r['best_val_recall20'] for r in runs))
         chosen[arm] = grid[int(np.argmax(vals))]
-        print(f'== {arm}: chosen {chosen[arm]!r} on validation R@20 {max(vals):.4f}', flush=True)
+        print(f'== {arm}: chosen {chosen[arm]!r} on mean validation R@20 {max(vals):.4f}', flush=True)
     store['chosen'] = chosen
     # 2) final: the chosen configurations, paired seeds
     final = {}

@@ -214,9 +214,13 @@ def tuning_line(r):
     if not tune:
         return 'no tuning, one configuration per arm'
     seeds = sorted({t[2] for t in tune})
-    parts = [f"{arm} `{cfg or '(defaults)'}` {v:.4f}" + (' (chosen)' if r['chosen'][arm] == cfg else '')
-             for arm, cfg, _, v in tune]
-    return f"validation R@20 of each tuned configuration (seed {', '.join(seeds)}): " + ', '.join(parts)
+    by_cfg = {}  # (arm, cfg) -> validation R@20 of each tuning seed, in file order
+    for arm, cfg, _, v in tune:
+        by_cfg.setdefault((arm, cfg), []).append(v)
+    parts = [f"{arm} `{cfg or '(defaults)'}` {statistics.mean(v):.4f}"
+             + (' (chosen)' if r['chosen'][arm] == cfg else '') for (arm, cfg), v in by_cfg.items()]
+    what = 'seed' if len(seeds) == 1 else 'mean over seeds'
+    return f"validation R@20 of each tuned configuration ({what} {', '.join(seeds)}): " + ', '.join(parts)
 
 
 def quartile_line(r):
