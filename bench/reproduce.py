@@ -9,7 +9,8 @@ Steps, one result file:
             final seeds); the configuration with the best mean VALIDATION Recall@20 over them
             is chosen per arm (the test split plays no part);
   2. final  the chosen configuration of each arm with --seeds seeds (the same seeds in both
-            arms, so the runs pair up); mean +- std of test R@20 / N@20, a paired t-test
+            arms, run seed by seed so that the runs pair up even if the job is stopped; rerun
+            with a smaller --seeds to summarise the pairs finished); mean +- std of test R@20 / N@20, a paired t-test
             (scipy.stats.ttest_rel) per metric, the runs whose best epoch is 30 or earlier
             (an early plateau), and test R@20 per quartile of train interactions (Fig. 12);
   3. ablations (--ablations) ProEx's chosen configuration with each Fig. 6 switch (--no-var,
@@ -206,10 +207,9 @@ def main():
         print(f'== {arm}: chosen {chosen[arm]!r} on mean validation R@20 {max(vals):.4f}', flush=True)
     store['chosen'] = chosen
     # 2) final: the chosen configurations, paired seeds
-    final = {}
-    for arm, cfg in chosen.items():
-        final[arm] = []
-        for s in range(1, a.seeds + 1):
+    final = {arm: [] for arm in chosen}
+    for s in range(1, a.seeds + 1):  # seed by seed, both arms: a stopped job leaves pairs
+        for arm, cfg in chosen.items():
             final[arm].append(run(mod, common + cfg.split() + ['--seed', str(s)], store,
                                   f'final|{arm}|{cfg}|{s}', version, save))
     store['summary'] = {m: paired(final['base'], final['proex'], m) for m in ('recall@20', 'ndcg@20')}
