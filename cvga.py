@@ -27,7 +27,7 @@ import torch.nn as nn
 
 import data as D
 import proex_core as P
-from eval import TrainLog, add_train_args, start_run, timed
+from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
 # per-dataset defaults: dropout as Mult-VAE (RLMRec configs); other datasets: book's
 # the RLMRec datasets train the base with the official code's KL weight 1/B (--kl-over-batch),
@@ -80,13 +80,15 @@ def parse_args(argv=None):
                    'discriminative models)')
     p.add_argument('--dropout', type=float_range(0, 1, hi_open=True), default=None,
                    help='dropout probability on the encoder '
-                   'output (default: per dataset, book/yelp 0.3, steam 0.2)')
+                   'output (default: steam 0.2; book, yelp and every other dataset (ml100k, '
+                   'ml100k-grouplens, synthetic, any other folder) 0.3)')
     p.add_argument('--kl-over-batch', action=argparse.BooleanOptionalAction, default=None,
-                   help='base model as the official code (ID-GRec): divide the batch-mean KL by '
-                   'the batch size B once more, i.e. KL weight 1/B (default: on for book, yelp '
-                   'and steam, where it gives the paper\'s rows; off, the ELBO with weight 1, for '
-                   'ml100k, synthetic and other folders). Not with --proex, where Eq. 11 replaces '
-                   'the KL (weight 1 also in the released ProRec CVGA code)')
+                   help='base model as the official CVGA code (ID-GRec on GitHub): divide the '
+                   'batch-mean KL by the batch size B once more, i.e. KL weight 1/B (default: '
+                   'on for book, yelp and steam, where it gives the paper\'s rows; off, the ELBO '
+                   'with weight 1, for ml100k, ml100k-grouplens, synthetic and any other '
+                   'folder). Not with --proex, where Eq. 11 replaces the KL (weight 1 also in '
+                   'the released ProRec CVGA code)')
     p.add_argument('--kl-weight', type=float_range(0), default=1.0, help='base model: weight of '
                    'KL(q || N(0, I)) (default 1, the ELBO; divided by B with --kl-over-batch). '
                    'With --proex the KL to the prior is the beta part of Eq. 11, weight '
@@ -152,10 +154,11 @@ def main(args):
         return score
 
     log = TrainLog(args, data, device)  # validation R@20 every --eval-every epochs, patience, --out
-    for epoch in range(1, args.epochs + 1):
-        loss, seconds = timed(train_epoch, epoch)
-        if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
-            break
+    with interruptible(log):            # Ctrl-C: the epochs so far go to --out, then one line
+        for epoch in range(1, args.epochs + 1):
+            loss, seconds = timed(train_epoch, epoch)
+            if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
+                break
     return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
@@ -179,3 +182,5 @@ if __name__ == '__main__':
         main(args)
     except D.DataError as e:
         raise SystemExit(f'error: {e}')
+    except KeyboardInterrupt as e:      # Ctrl-C: one line, exit status 130
+        raise SystemExit(on_interrupt(e))

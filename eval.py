@@ -7,6 +7,7 @@
   TrainLog      around each model file's epoch loop: progress line, validation, early
                 stopping, why it stopped, the test split once, the result file
   add_train_args / start_run / write_result   the CLI, device/seed and output pieces they share
+  interruptible / on_interrupt   Ctrl-C in the epoch loop: the epochs so far to --out, one line
   int_range / float_range / out_file / device_name   argparse types that refuse bad values
                 with one `error:` line naming the flag (used by every model's parse_args)
 
@@ -18,6 +19,7 @@ Protocol (RLMRec's metrics, which the ProEx paper's numbers use):
   * users with no held-out item in the split are skipped (not counted as zeros).
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -26,6 +28,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -183,8 +186,16 @@ def out_file(s):
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f'folder {folder} does not exist; create it first '
                                          f'(mkdir -p {folder}) or write elsewhere')
-    if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f'folder {folder} is not writable; write elsewhere')
+    if path.exists() and not path.is_file():  # e.g. /dev/null: the result replaces the file
+        raise argparse.ArgumentTypeError(f'{s} exists and is not a regular file; give the '
+                                         f'name of a new or a regular file')
+    try:  # a real file, as write_result will make: os.access says yes to root on /proc
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f'.{path.name}.', suffix='.tmp'):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f'cannot create a file in folder {folder} '
+                                         f'({e.strerror or e}), so the result could not be '
+                                         f'saved; write elsewhere')
     return s
 
 
@@ -196,14 +207,23 @@ def device_name(s):
     return s
 
 
-def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=3):
+# small datasets whose default is one torch thread (--threads); measured on 2 cores beside two
+# other jobs: `python lightgcn.py` (synthetic) 30 s with 1 thread, 440 s with torch's 2
+ONE_THREAD = ('synthetic', 'ml100k', 'ml100k-grouplens')
+
+
+def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=3, optimizer='Adam'):
     """Flags every model file shares: data, device, seed, protocol and output."""
-    p.add_argument('--dataset', default='synthetic', help='book (Amazon-Book), yelp, steam, ml100k, '
-                   'ml100k-grouplens (built from the GroupLens ML-100K archive when missing), '
-                   'synthetic (offline, no files), or any folder under the data root '
+    p.add_argument('--dataset', default='synthetic', help='book (Amazon-Book), yelp, steam: the '
+                   'data of RLMRec (Ren et al., WWW\'24, the code behind the paper\'s numbers), '
+                   'downloaded into the data root when missing; ml100k: a prepared MovieLens-100K '
+                   'folder; ml100k-grouplens: built from the GroupLens ML-100K archive when '
+                   'missing; synthetic: generated in memory, no files, 3000 users x 2000 items; '
+                   'or any folder under the data root that holds trn/val/tst_mat.pkl '
                    '(default: synthetic)')
     p.add_argument('--data-dir', default=None, help='data root holding <dataset>/trn_mat.pkl '
-                   '(default: $PROEX_DATA, else ./data)')
+                   '(default: $PROEX_DATA, else ./data; not used by synthetic); the result file '
+                   'stores it as typed')
     p.add_argument('--seed', type=int_range(0, 2**32 - 1), default=2023,
                    help='random seed (default 2023)')
     p.add_argument('--device', type=device_name, default='auto',
@@ -212,17 +232,22 @@ def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=3):
                    help=f'maximum epochs (default {epochs})')
     p.add_argument('--patience', type=int_range(1), default=20, help='stop after this many '
                    'validations (not epochs) without a strict improvement of validation Recall@20, '
-                   'as the official RLMRec trainer counts it (default 20)')
+                   'as RLMRec\'s trainer counts it (default 20)')
     p.add_argument('--eval-every', type=int_range(1), default=eval_every,
                    help=f'validate every N epochs (default {eval_every})')
     p.add_argument('--lr', type=float_range(0, lo_open=True), default=lr,
-                   help=f'Adam learning rate (default {lr})')
+                   help=f'learning rate of {optimizer} (default {lr:g})')
     p.add_argument('--batch', type=int_range(1), default=batch, help=f'batch size (default {batch})')
-    p.add_argument('--threads', type=int_range(0), default=0,
-                   help='torch CPU threads (default 0: torch default; seeded runs are '
-                        'bit-identical only with 1)')
+    p.add_argument('--threads', type=int_range(0), default=None,
+                   help='torch CPU threads, 0 = torch default, one per core (default: 1 on '
+                        f'{", ".join(ONE_THREAD)}, whose small matrices gain nothing from more '
+                        'threads and, beside other jobs, run many times slower with them; 0 on '
+                        'book, yelp, steam and other folders). Seeded runs are bit-identical '
+                        'only with 1')
     p.add_argument('--out', type=out_file, default=None,
-                   help='write a JSON result (config, history, test) here; the folder must exist')
+                   help='write a JSON result (config, history, test) here; the folder must exist '
+                        '(default: none, no file). A run stopped by Ctrl-C writes what it '
+                        'measured so far')
     return p
 
 
@@ -230,6 +255,8 @@ def start_run(args):
     """The first steps of every model's main(): the device, the CPU threads and the seeds.
     Returns (device, a numpy Generator for the samplers)."""
     device = pick_device(args.device)
+    if args.threads is None:  # the per-dataset default, stored in the result's config
+        args.threads = 1 if args.dataset in ONE_THREAD else 0
     if args.threads:
         torch.set_num_threads(args.threads)
     return device, seed_all(args.seed)
@@ -260,10 +287,11 @@ class TrainLog:
     RLMRec's trainer), the loop itself stays in the model file:
 
         log = TrainLog(args, data, device)
-        for epoch in range(1, args.epochs + 1):
-            loss, seconds = timed(train_epoch, epoch)
-            if log.epoch(epoch, loss, seconds, modules, make_score_fn):
-                break
+        with interruptible(log):                  # Ctrl-C: save the epochs so far, stop
+            for epoch in range(1, args.epochs + 1):
+                loss, seconds = timed(train_epoch, epoch)
+                if log.epoch(epoch, loss, seconds, modules, make_score_fn):
+                    break
         result = log.test(modules, make_score_fn)
 
     epoch(): one history record and one progress line; validation Recall@20 with
@@ -272,7 +300,8 @@ class TrainLog:
     keeping the best parameters; True when training should stop (patience spent, or a
     non-finite loss). test(): the best parameters, the test split once (also per
     activity quartile, Fig. 12), the result dict written to --out and returned; a non-finite
-    loss raises Diverged after the result is written."""
+    loss raises Diverged after the result is written. interrupted(): Ctrl-C, see
+    interruptible below."""
 
     def __init__(self, args, data, device):
         check_item_count(data.train.shape[1], (10, 20))  # before training, not at the first eval
@@ -303,17 +332,29 @@ class TrainLog:
         val_txt = f"{rec['val_recall20']:.4f}" if 'eval_s' in rec else '  -   '  # not evaluated
         eval_txt = f" {rec['eval_s']:.2f}s eval" if 'eval_s' in rec else ''
         best_txt = f'{stop.best:.4f} @ {stop.best_epoch}' if stop.best_epoch else '-'
+        self.history.append(rec)                               # before the line that shows it
         print(f"epoch {epoch:4d} | loss {loss:.4f} | val R@20 {val_txt} | best {best_txt} | "
               f"{train_s:.2f}s train{eval_txt}", flush=True)
-        self.history.append(rec)
         if done:
             self.reason, self.detail = 'patience', (
                 f'no strict improvement of validation R@20 in {self.args.patience} validations '
                 f'(every {self.args.eval_every} epochs) after epoch {stop.best_epoch}')
         return done
 
+    def interrupted(self):
+        """Ctrl-C: write the result so far to --out (history, best epoch, no test metrics,
+        stop_reason 'interrupted'); returns the line that says so."""
+        self.last = self.history[-1]['epoch'] if self.history else 0  # the last epoch recorded
+        self.reason, self.detail = 'interrupted', f'Ctrl-C after epoch {self.last}'
+        out = getattr(self.args, 'out', None)
+        write_result(self.result(), out)
+        best = (f' (best val R@20 {self.stop.best:.4f} at epoch {self.stop.best_epoch})'
+                if self.stop.best_epoch else '')
+        saved = f'the epochs so far are in {out}, without test metrics' if out else 'no --out'
+        return f'stopped by Ctrl-C after epoch {self.last}{best}; {saved}'
+
     def test(self, modules, make_score_fn):
-        args, data, stop, history = self.args, self.data, self.stop, self.history
+        args, data, stop = self.args, self.data, self.stop
         print(f'stopped at epoch {self.last} ({self.reason}): {self.detail}')
         if stop.best_state is not None:
             modules.load_state_dict(stop.best_state)
@@ -330,20 +371,49 @@ class TrainLog:
         if test is not None:
             print(f"{chosen} | test "
                   + ' '.join(f'{k} {v:.4f}' for k, v in test.items()) + f' | {test_s:.2f}s')
-        result = {'config': vars(args), 'dataset': data.summary(), 'device': str(self.device),
-                  'torch_threads': torch.get_num_threads(), 'history': history,
-                  'best_epoch': stop.best_epoch, 'best_val_recall20': stop.best, 'test': test,
-                  'sec_per_epoch': statistics.median([h['train_s'] for h in history]) if history else None,
-                  'sec_per_eval': statistics.median([h['eval_s'] for h in history if 'eval_s' in h] or [0]),
-                  'stop_reason': self.reason, 'stop_epoch': self.last, 'stop_detail': self.detail,
-                  'test_by_activity': by_group, 'test_eval_s': test_s,
-                  'wall_s': time.time() - self.t_start,  # train + validate + test
-                  'versions': versions(), 'git': self.code, 'argv': list(sys.argv)}
+        result = self.result(test, by_group, test_s)
         write_result(result, getattr(args, 'out', None))
         if self.reason == 'non-finite loss':
             saved = f' (result written to {args.out})' if getattr(args, 'out', None) else ''
             raise Diverged(f'training diverged: {self.detail}{saved}')
         return result
+
+    def result(self, test=None, by_group=None, test_s=None):
+        """The result dict of the run so far (what --out holds)."""
+        stop, history = self.stop, self.history
+        return {'config': vars(self.args), 'dataset': self.data.summary(),
+                'device': str(self.device), 'torch_threads': torch.get_num_threads(),
+                'history': history, 'best_epoch': stop.best_epoch, 'best_val_recall20': stop.best,
+                'test': test,
+                'sec_per_epoch': statistics.median([h['train_s'] for h in history]) if history else None,
+                'sec_per_eval': statistics.median([h['eval_s'] for h in history if 'eval_s' in h] or [0]),
+                'stop_reason': self.reason, 'stop_epoch': self.last, 'stop_detail': self.detail,
+                'test_by_activity': by_group, 'test_eval_s': test_s,
+                'wall_s': time.time() - self.t_start,  # train + validate + test
+                'versions': versions(), 'git': self.code, 'argv': list(sys.argv)}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; TrainLog has written the epochs so far to --out."""
+
+
+@contextlib.contextmanager
+def interruptible(log):
+    """Around a model file's epoch loop: a Ctrl-C (KeyboardInterrupt) inside it has the
+    TrainLog write the epochs so far (log.interrupted()) and ends in Interrupted, whose
+    message is the one line the model file prints (on_interrupt)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(log.interrupted()) from None
+
+
+def on_interrupt(error):
+    """A model file's answer to Ctrl-C: its one line on stderr, and the exit status a shell
+    gives a process stopped by Ctrl-C (128 + SIGINT = 130)."""
+    print(f'interrupted: {error}' if isinstance(error, Interrupted) else
+          'interrupted by Ctrl-C; no result written', file=sys.stderr)
+    return 130
 
 
 def versions():
@@ -368,9 +438,17 @@ def git_state(folder=Path(__file__).resolve().parent):
 
 
 def write_result(result, path):
+    """Write the result as JSON, atomically: a temporary file in the same folder, renamed
+    over `path` only when complete, so an interrupted write never leaves half a file."""
     if path:
-        with open(path, 'w') as f:
-            json.dump(result, f, indent=1)
+        tmp = f'{path}.{os.getpid()}.tmp'  # in the same folder, so os.replace is atomic
+        try:
+            with open(tmp, 'w') as f:
+                json.dump(result, f, indent=1)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):  # the write failed or was interrupted
+                os.unlink(tmp)
         print(f'wrote {path}')
 
 

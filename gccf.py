@@ -19,7 +19,7 @@ import torch.nn as nn
 
 import data as D
 import proex_core as P
-from eval import TrainLog, add_train_args, start_run, timed
+from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
 # official per-dataset defaults (RLMRec gccf.yml); other datasets: book's
 DATASET_DEFAULTS = {
@@ -59,10 +59,10 @@ def parse_args(argv=None):
                    help='embedding size d of each layer (default '
                    '32; the final vectors have (L+1) d)')
     p.add_argument('--layers', type=int_range(0), default=None,
-                   help='propagation layers L (default: per '
-                   'dataset, 2 for book/yelp/steam)')
+                   help='propagation layers L (default 2 on '
+                   'every dataset)')
     p.add_argument('--reg', type=float_range(0), default=None,
-                   help='L2 weight on all parameters (default 1e-6)')
+                   help='L2 weight on all parameters (default 1e-6 on every dataset)')
     P.add_proex_args(p)
     args = P.resolve_proex_args(p.parse_args(argv))
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
@@ -113,10 +113,11 @@ def main(args):
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 
     log = TrainLog(args, data, device)  # validation R@20 every --eval-every epochs, patience, --out
-    for epoch in range(1, args.epochs + 1):
-        loss, seconds = timed(train_epoch, epoch)
-        if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
-            break
+    with interruptible(log):            # Ctrl-C: the epochs so far go to --out, then one line
+        for epoch in range(1, args.epochs + 1):
+            loss, seconds = timed(train_epoch, epoch)
+            if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
+                break
     return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
@@ -126,3 +127,5 @@ if __name__ == '__main__':
         main(args)
     except D.DataError as e:
         raise SystemExit(f'error: {e}')
+    except KeyboardInterrupt as e:      # Ctrl-C: one line, exit status 130
+        raise SystemExit(on_interrupt(e))

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import TrainLog, add_train_args, start_run, timed
+from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
 # per-dataset defaults from the paper's grid (steps {5, 40, 100}, scale {1e-5..1e-2}, min
 # {5e-4, 1e-3, 5e-3}, max {5e-3, 1e-2}); other datasets: book's. Book: the grid point whose
@@ -261,12 +261,14 @@ def parse_args(argv=None):
     from eval import float_range, int_range  # argparse types: a bad value is one error line
     p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_args(p, lr=5e-4, batch=400, eval_every=5)  # --lr: the AE's AdamW (official lr1);
+    add_train_args(p, lr=5e-4, batch=400, eval_every=5,  # --lr: the AE's AdamW (official lr1);
+                   optimizer="the autoencoder's AdamW (lr1 of the official code, the "
+                             "L-DiffRec authors' YiyanXu/DiffRec on GitHub)")
     # the official L-DiffRec validates every 5 epochs
     p.add_argument('--lr-denoiser', type=float_range(0, lo_open=True), default=1e-4,
-                   help="the denoiser's AdamW learning rate (official lr2, default 1e-4)")
+                   help="the denoiser's AdamW learning rate (default 1e-4, official lr2)")
     p.add_argument('--latent-dim', type=int_range(1), default=300,
-                   help='latent size d of the autoencoder (official in_dims [300])')
+                   help='latent size d of the autoencoder (default 300, official in_dims [300])')
     p.add_argument('--mlp-dims', type=dims, default=[300],
                    help="denoiser hidden sizes, comma-separated, mirrored as DiffRec's "
                         "(default 300; paper grid for DiffRec's MLP: 200,600 or 1000)")
@@ -275,27 +277,30 @@ def parse_args(argv=None):
     p.add_argument('--dropout', type=float_range(0, 1, hi_open=True), default=0.1,
                    help='dropout on the input row (default 0.1)')
     p.add_argument('--mlp-dropout', type=float_range(0, 1, hi_open=True), default=0.5,
-                   help="dropout on the denoiser's input x_t (official default 0.5)")
+                   help="dropout on the denoiser's input x_t (default 0.5, as the official code)")
     p.add_argument('--steps', type=int_range(1), default=None,
                    help='diffusion steps T (paper grid 5, 40, '
-                   '100; default per dataset, book 5)')
+                   '100; default 5 on every dataset: the grid point chosen on book)')
     p.add_argument('--noise-scale', type=float, default=None, help='noise scale s of the linear-var '
-                   'schedule (paper grid 1e-5..1e-2; default per dataset, book 1e-2)')
+                   'schedule (paper grid 1e-5..1e-2; default 1e-2 on every dataset, chosen on book)')
     p.add_argument('--noise-min', type=float, default=None, help='a_min of the schedule (paper grid '
-                   '5e-4, 1e-3, 5e-3; default per dataset, book 5e-3)')
+                   '5e-4, 1e-3, 5e-3; default 5e-3 on every dataset, chosen on book)')
     p.add_argument('--noise-max', type=float, default=None, help='a_max of the schedule (paper grid '
-                   '5e-3, 1e-2; default per dataset, book 1e-2)')
+                   '5e-3, 1e-2; default 1e-2 on every dataset, chosen on book)')
     p.add_argument('--lamda', type=float_range(0), default=0.05,
                    help='weight of the diffusion loss against '
-                   'the reconstruction (official name and amazon value 0.05)')
+                   'the reconstruction (default 0.05: the official name and amazon value)')
     p.add_argument('--anneal-cap', type=float_range(0), default=0.005,
-                   help='lamda decays to this floor (official 0.005)')
+                   help='lamda decays to this floor (default 0.005, as the official code)')
     p.add_argument('--anneal-steps', type=int_range(0), default=500,
-                   help='epochs over which lamda decays (official 500; 0: constant lamda)')
+                   help='epochs over which lamda decays (default 500, as the official code; 0: '
+                        'constant lamda)')
     p.add_argument('--vae-anneal-cap', type=float_range(0), default=0.3,
-                   help='final weight of the KL term of the base model (official 0.3)')
+                   help='final weight of the KL term of the base model (default 0.3, as the '
+                        'official code)')
     p.add_argument('--vae-anneal-steps', type=int_range(0), default=200,
-                   help='KL weight at batch s: min(--vae-anneal-cap, s / N) (official 200)')
+                   help='N: the KL weight at batch s is min(--vae-anneal-cap, s / N) (default '
+                        '200, as the official code)')
     P.add_proex_args(p, generative=True, lambda1=0.3)  # Eq. 11 carries the KL: the base's final weight 0.3
     args = P.resolve_proex_args(p.parse_args(argv), generative=True)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
@@ -370,10 +375,11 @@ def main(args):
         return score_fn
 
     log = TrainLog(args, data, device)  # validation R@20 every --eval-every epochs, patience, --out
-    for epoch in range(1, args.epochs + 1):
-        loss, seconds = timed(train_epoch, epoch)
-        if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
-            break
+    with interruptible(log):            # Ctrl-C: the epochs so far go to --out, then one line
+        for epoch in range(1, args.epochs + 1):
+            loss, seconds = timed(train_epoch, epoch)
+            if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
+                break
     return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
@@ -403,3 +409,5 @@ if __name__ == '__main__':
         main(args)
     except D.DataError as e:
         raise SystemExit(f'error: {e}')
+    except KeyboardInterrupt as e:      # Ctrl-C: one line, exit status 130
+        raise SystemExit(on_interrupt(e))

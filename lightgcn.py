@@ -1,6 +1,6 @@
 """LightGCN (He et al., SIGIR'20), base and with ProEx (KDD'26, Alg. 1-2), in one file.
 
-    python lightgcn.py                                  # offline first run on `synthetic`
+    python lightgcn.py                                  # offline first run on `synthetic`, ~30 s
     python lightgcn.py --dataset book --data-dir ../shared/datasets
     python lightgcn.py --proex --dataset ml100k --data-dir ../shared/datasets --out r.json
 
@@ -17,7 +17,7 @@ import torch.nn as nn
 
 import data as D
 import proex_core as P
-from eval import TrainLog, add_train_args, start_run, timed
+from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
 # official per-dataset defaults (RLMRec lightgcn.yml); other datasets: book's
 DATASET_DEFAULTS = {
@@ -60,17 +60,24 @@ def parse_args(argv=None):
     add_train_args(p)
     p.add_argument('--dim', type=int_range(1), default=32, help='embedding size d (default 32)')
     p.add_argument('--layers', type=int_range(0), default=None,
-                   help='propagation layers L (default: per '
-                   'dataset, book/yelp 3, steam 2)')
+                   help='propagation layers L (default: steam 2; book, yelp and every other '
+                   'dataset (ml100k, ml100k-grouplens, synthetic, any other folder) 3, book\'s '
+                   'value)')
     p.add_argument('--reg', type=float_range(0), default=None,
-                   help='L2 weight on all parameters (default 1e-6)')
+                   help='L2 weight on all parameters (default 1e-6 on every dataset)')
     p.add_argument('--keep-rate', type=float_range(0, 1, lo_open=True), default=None,
                    help='edge-dropout keep probability '
-                   'during training (default 0.8; 1 = no dropout)')
+                   'during training (default 0.8 on every dataset; 1 = no dropout; '
+                   '--proex --released sets 1)')
     p.add_argument('--skip-layer0', action='store_true', help='final = sum of layers 1..L '
-                   '(released ProEx-LightGCN; set by --released)')
-    P.add_proex_args(p)
+                   '(as the released ProEx-LightGCN; set by --proex --released)')
+    P.add_proex_args(p, released_also='; in this file also --skip-layer0 and keep_rate 1.0 '
+                     '(no edge dropout), as the released ProEx-LightGCN')
     args = P.resolve_proex_args(p.parse_args(argv))
+    if args.proex and args.released and args.keep_rate not in (None, 1.0):
+        p.error(f'argument --keep-rate: --released sets keep_rate 1.0 (no edge dropout, as the '
+                f'released code), so --keep-rate {args.keep_rate:g} would be ignored; drop '
+                f'--keep-rate or --released')
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -124,10 +131,11 @@ def main(args):
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 
     log = TrainLog(args, data, device)  # validation R@20 every --eval-every epochs, patience, --out
-    for epoch in range(1, args.epochs + 1):
-        loss, seconds = timed(train_epoch, epoch)
-        if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
-            break
+    with interruptible(log):            # Ctrl-C: the epochs so far go to --out, then one line
+        for epoch in range(1, args.epochs + 1):
+            loss, seconds = timed(train_epoch, epoch)
+            if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
+                break
     return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
@@ -137,3 +145,5 @@ if __name__ == '__main__':
         main(args)
     except D.DataError as e:
         raise SystemExit(f'error: {e}')
+    except KeyboardInterrupt as e:      # Ctrl-C: one line, exit status 130
+        raise SystemExit(on_interrupt(e))

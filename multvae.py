@@ -21,7 +21,7 @@ import torch.nn as nn
 
 import data as D
 import proex_core as P
-from eval import TrainLog, add_train_args, start_run, timed
+from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
 # official per-dataset defaults (RLMRec / DMRec configs); other datasets: book's
 DATASET_DEFAULTS = {
@@ -67,12 +67,13 @@ def parse_args(argv=None):
                    'decoder (default 600)')
     p.add_argument('--dropout', type=float_range(0, 1, hi_open=True), default=None,
                    help='dropout probability on the input '
-                   'row (default: per dataset, book/yelp 0.3, steam 0.2)')
+                   'row (default: steam 0.2; book, yelp and every other dataset (ml100k, '
+                   'ml100k-grouplens, synthetic, any other folder) 0.3, book\'s value)')
     p.add_argument('--kl-weight', type=float_range(0), default=1.0, help="base model: weight of "
-                   "KL(q || N(0, I)) (default 1 as DMRec's code; the paper tunes this 'decay "
-                   "coefficient' in [0.1, 0.9]; vae_cf anneals it to 0.2). With --proex the KL "
-                   "to the prior is the beta part of Eq. 11, weight lambda1 * beta, and this "
-                   "flag is unused")
+                   "KL(q || N(0, I)) (default 1 as DMRec, the ProEx authors' generative code; "
+                   "the paper tunes this 'decay coefficient' in [0.1, 0.9]; vae_cf, Liang et "
+                   "al.'s Mult-VAE code, anneals it to 0.2). With --proex the KL to the prior is "
+                   "the beta part of Eq. 11, weight lambda1 * beta, and this flag is unused")
     P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
     args = P.resolve_proex_args(p.parse_args(argv), generative=True)
     if args.proex and args.kl_weight != 1.0:  # the flag would silently do nothing
@@ -131,10 +132,11 @@ def main(args):
         return score
 
     log = TrainLog(args, data, device)  # validation R@20 every --eval-every epochs, patience, --out
-    for epoch in range(1, args.epochs + 1):
-        loss, seconds = timed(train_epoch, epoch)
-        if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
-            break
+    with interruptible(log):            # Ctrl-C: the epochs so far go to --out, then one line
+        for epoch in range(1, args.epochs + 1):
+            loss, seconds = timed(train_epoch, epoch)
+            if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
+                break
     return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
@@ -157,3 +159,5 @@ if __name__ == '__main__':
         main(args)
     except D.DataError as e:
         raise SystemExit(f'error: {e}')
+    except KeyboardInterrupt as e:      # Ctrl-C: one line, exit status 130
+        raise SystemExit(on_interrupt(e))

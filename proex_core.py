@@ -481,53 +481,70 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
 # ----------------------------------------------------------------------------
 # Command-line flags shared by the six model files
 
-def add_proex_args(parser, generative=False, lambda1=0.0):
+def add_proex_args(parser, generative=False, lambda1=0.0, released_also=''):
     """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing).
     generative=True: Eq. 11 carries the base model's KL to the prior, so --lambda1 is that
-    KL's weight (pass the base's, e.g. 1 for Mult-VAE) and must not default to 0."""
-    g = parser.add_argument_group('ProEx')
+    KL's weight (pass the base's, e.g. 1 for Mult-VAE) and must not default to 0; --beta and
+    --sum-of-samples exist only then (a discriminative parser does not know them).
+    released_also: what --released sets in this model file besides the shared weights."""
+    g = parser.add_argument_group('ProEx', (  # the model files' help keeps line breaks as written
+        '"released" below means the authors\' released ProEx code, BlueGhostYi/ProRec on\n'
+        'GitHub (lightgcn_proex.py); where it differs from the paper, the paper is the\n'
+        'default and a flag gives the released behaviour.'))
     g.add_argument('--proex', action='store_true',
-                   help='train with ProEx (Alg. 1) and predict with Alg. 2')
+                   help='train with ProEx (Alg. 1) and predict with Alg. 2; without it the base '
+                        'model trains and the other flags of this group have no effect')
     g.add_argument('--envs', type=int, default=3,
-                   help='E, number of environments (paper 2..8; released amazon log 3)')
+                   help='E, number of environments, i.e. random mixtures of the K profiles '
+                        '(Eq. 8-10; paper 2..8, released code 3; default %(default)s)')
     g.add_argument('--alpha', type=float, default=0.1,
-                   help='Dirichlet concentration of Eq. 10 (paper {0.1,0.2,0.3})')
+                   help='Dirichlet concentration of the mixing weights (Eq. 10; paper 0.1, 0.2 '
+                        'or 0.3; default %(default)s)')
     g.add_argument('--lambda1', type=float, default=lambda1,
-                   help=f'alignment weight of Eq. 13 (default {lambda1}; paper range [0,1]) ' + (
+                   help=f'alignment weight of Eq. 13 (default {lambda1:g}; paper range [0, 1]) ' + (
                        '-- Eq. 11 holds the KL to the prior too, so with --beta 1 this is the '
                        "base model's KL weight" if generative else
                        '-- 0 as in the released code: the InfoNCE alignment costs O(B^2 d) per '
                        'environment on CPU'))
     g.add_argument('--lambda2', type=float, default=0.01,
-                   help='L_reg weight of Eq. 14 (paper range [0,2]; 0.01 chosen on synthetic '
-                        'validation for Eq. 7 as printed; --released: 0.4 on its uniformity loss)')
+                   help='weight of L_reg, the term that keeps the K profiles of an entity apart '
+                        '(Eq. 7, 14; paper range [0, 2]; default %(default)s, chosen on synthetic '
+                        'validation for Eq. 7 as printed; --released: 0.4)')
     g.add_argument('--lambda3', type=float, default=1.0,
-                   help='Var_e weight of Eq. 14 (paper 1; released inv_weight 10)')
-    g.add_argument('--beta', type=float, default=0.5,
-                   help='generative models: prior weight of Eq. 11 (1 - beta on the environment)')
+                   help='weight of Var_e, the variance of the loss across environments (Eq. 14; '
+                        "default %(default)s as the paper; the released code's inv_weight is 10)")
+    if generative:
+        g.add_argument('--beta', type=float, default=0.5,
+                       help='prior weight of Eq. 11: beta pulls the latent Gaussian towards '
+                            "N(0, I), 1 - beta towards the environment's Gaussian "
+                            '(default %(default)s)')
     g.add_argument('--tau', type=float, default=0.2,
-                   help='temperature of Eq. 7 and of the InfoNCE alignment')
+                   help='temperature of Eq. 7 and of the InfoNCE alignment (default %(default)s)')
     if generative:
         g.add_argument('--profile-input', choices=['mean', 'dropped-sum'], default='mean',
                        help="input of Eq. 6's mapping: 'mean' of the profile vectors of the user's "
                             "train items plus the user's own (default); 'dropped-sum': their sum "
-                            "over the items left after input dropout, as the authors' DMRec code")
+                            "over the items left after input dropout, as DMRec, the authors' "
+                            "generative code in BlueGhostYi/ProRec")
     g.add_argument('--profile-dim', type=int, default=None,
                    help='CPU option, not in the paper: project each side\'s profile vectors onto '
                         'their top N principal directions at load (default: full width)')
     g.add_argument('--profiles', type=str, default='all',
-                   help="profile views used: 'all' or indices like '0,3' (0 = OP, k = NP#k)")
+                   help="profile views used: 'all' or indices like '0,3', where 0 is the "
+                        "original profile (OP) and k >= 1 the k-th extrapolated one (NP#k) "
+                        '(default %(default)s)')
     if generative:
         g.add_argument('--sum-of-samples', action='store_true',
                        help='for study, not the default: Eq. 12 as a sample of the posterior '
                             "plus a sample of the environment's Gaussian, Eq. 11 aligning the "
                             'posterior (default: the two Gaussians fused, means and '
-                            "log-variances added, as the authors' DMRec code)")
+                            "log-variances added, as DMRec's code)")
     # ablations of the paper's Fig. 6
     g.add_argument('--no-var', action='store_true',
                    help='ablation: no variance term, first environment only')
     g.add_argument('--no-reg', action='store_true', help='ablation: no L_reg (lambda2 = 0)')
-    g.add_argument('--no-align', action='store_true', help='ablation: no alignment (lambda1 = 0)')
+    g.add_argument('--no-align', action='store_true', help='ablation: no alignment (' + (
+        'beta = 1: only the KL to the prior is left)' if generative else 'lambda1 = 0)'))
     g.add_argument('--no-mixing', action='store_true',
                    help='ablation: mean pooling of the K profiles instead of environments')
     # released-code behaviours (BlueGhostYi/ProRec lightgcn_proex.py)
@@ -540,11 +557,18 @@ def add_proex_args(parser, generative=False, lambda1=0.0):
     g.add_argument('--var-of-means', action='store_true',
                    help='released: Var_e of the batch-mean environment losses instead of the '
                         'per-row variance averaged over the batch (Alg. 1)')
+    owned = 'lambda2 0.4, lambda3 10, envs 3' + (
+        '; lambda1 is kept, as it weights the KL to the prior here' if generative
+        else ', lambda1 0')
     g.add_argument('--released', action='store_true',
-                   help='all released behaviours: --uniformity-reg --shared-mixing --unbiased-var '
-                        '--var-of-means, '
-                        'lambda1 0, lambda2 0.4, lambda3 10, envs 3 (overrides those flags)')
+                   help='with --proex, all released behaviours: --uniformity-reg --shared-mixing '
+                        f'--unbiased-var --var-of-means, {owned}{released_also}. Giving one of '
+                        'the values it sets another value is an error')
     return parser
+
+
+# what --released sets (resolve_proex_args); lambda1 only for the discriminative models
+RELEASED = dict(lambda2=0.4, lambda3=10.0, envs=3)
 
 
 def resolve_proex_args(args, generative=False):
@@ -557,29 +581,31 @@ def resolve_proex_args(args, generative=False):
              ('lambda1', a.lambda1 >= 0, '>= 0 (a loss weight of Eq. 14)'),
              ('lambda2', a.lambda2 >= 0, '>= 0 (a loss weight of Eq. 14)'),
              ('lambda3', a.lambda3 >= 0, '>= 0 (a loss weight of Eq. 14)'),
-             ('tau', a.tau > 0, '> 0 (a temperature, Eq. 7)'),
-             ('beta', 0 <= a.beta <= 1, 'in [0, 1] (the prior weight of Eq. 11)')]
+             ('tau', a.tau > 0, '> 0 (a temperature, Eq. 7)')]
+    if generative:  # the discriminative parsers have no --beta
+        rules.append(('beta', 0 <= a.beta <= 1, 'in [0, 1] (the prior weight of Eq. 11)'))
     for flag, ok, need in rules:  # one `error:` line naming the flag
         if not (ok and np.isfinite(getattr(a, flag))):
             raise SystemExit(f'error: argument --{flag}: must be {need}, got {getattr(a, flag)}')
     if a.profile_dim is not None and a.profile_dim < 1:
         raise SystemExit(f'error: argument --profile-dim: must be an integer >= 1, got {a.profile_dim}')
     defaults = add_proex_args(argparse.ArgumentParser(), generative).parse_args([])
-    if not generative and a.beta != defaults.beta:  # Eq. 11's prior weight; no prior here
-        raise SystemExit(f'error: argument --beta: only the generative models (multvae, '
-                         f'ldiffrec, cvga) have the prior of Eq. 11 it weights; this model '
-                         f'ignores it: drop --beta {a.beta}')
+    owned = dict(RELEASED, **({} if generative else {'lambda1': 0.0}))
+    for k, v in owned.items() if a.released and a.proex else ():  # a value --released overwrites
+        if getattr(a, k) not in (getattr(defaults, k), v):
+            raise SystemExit(f'error: argument --{k}: --released sets {k} {v:g} (the released '
+                             f'code\'s value), so --{k} {getattr(a, k):g} would be ignored; drop '
+                             f'--{k} or --released')
     if not a.proex:  # the ProEx flags only act with --proex
         given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1')
                  and getattr(a, k) != v]
         if given:
             print(f"note: {', '.join('--' + k.replace('_', '-') for k in given)} "
                   f"{'has' if len(given) == 1 else 'have'} no effect without --proex")
-    if a.released:
+    if a.released:  # the released LightGCN also switches its InfoNCE alignment off (lambda1)
         a.uniformity_reg, a.shared_mixing, a.unbiased_var, a.var_of_means = True, True, True, True
-        a.lambda2, a.lambda3, a.envs = 0.4, 10.0, 3
-        if not generative:  # the released LightGCN switches its InfoNCE alignment off
-            a.lambda1 = 0.0
+        for k, v in owned.items():
+            setattr(a, k, v)
     if a.no_var:
         a.lambda3, a.envs = 0.0, 1
     if a.no_reg:

@@ -825,37 +825,50 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description='ProEx profile construction: F1-F4 LLM chain and embeddings '
                                  '(paper Sec. 2.3.1, Eq. 4-5). See the module docstring for files and policies.',
                                  allow_abbrev=False)  # a mistyped flag fails, it is not guessed
-    ap.add_argument('--dataset', required=True, help='dataset name; "book" reads the folder "amazon"')
+    ap.add_argument('--dataset', required=True,
+                    help='dataset name, i.e. a folder under --data-dir; "book" reads the folder "amazon"')
     ap.add_argument('--data-dir', default=None, help='folder holding the datasets (default: $PROEX_DATA, else ./data)')
     ap.add_argument('--out-dir', default=None, help='where outputs and journal go (default: the dataset folder)')
-    ap.add_argument('--side', choices=['user', 'item', 'both'], default='both', help='which entities to profile')
-    ap.add_argument('--user-input', default=None, help='user input file (.json OP list, .pkl RLMRec, .jsonl side info)')
-    ap.add_argument('--item-input', default=None, help='item input file (same formats as --user-input)')
+    ap.add_argument('--side', choices=['user', 'item', 'both'], default='both',
+                    help='which entities to profile (default %(default)s)')
+    ap.add_argument('--user-input', default=None,
+                    help='user input file: .json list of original profiles (OP), .pkl as RLMRec\'s, or .jsonl '
+                    'side information (default: usr_prf.json, usr_prf.pkl or usr_side.jsonl in the '
+                    'dataset folder, the first found)')
+    ap.add_argument('--item-input', default=None,
+                    help='item input file (same formats as --user-input; default: itm_prf.json, '
+                    'itm_prf.pkl or itm_side.jsonl in the dataset folder)')
     ap.add_argument('--base-url', default=BASE_URL, help='OpenAI-compatible API root including /v1, e.g. '
-                    'http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama)')
-    ap.add_argument('--model', default=MODEL, help='chat model for F1-F4')
-    ap.add_argument('--embed-model', default=EMBED_MODEL, help='embedding model for all K profiles (Eq. 5)')
+                    'http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama) (default %(default)s)')
+    ap.add_argument('--model', default=MODEL,
+                    help='chat model for the prompts F1-F4 (default %(default)s, the paper\'s)')
+    ap.add_argument('--embed-model', default=EMBED_MODEL, help='embedding model for all K profiles (Eq. 5; default '
+                    '%(default)s, the paper\'s)')
     ap.add_argument('--embed-base-url', default=None, help='another server for /embeddings (default: --base-url)')
     ap.add_argument('--embed-api-key-env', default=None, help='environment variable holding its key '
                     '(default: --api-key-env)')
-    ap.add_argument('--embed-dim', type=int, default=0, help='expected embedding dimension (0: ask the server once)')
+    ap.add_argument('--embed-dim', type=int, default=0,
+                    help='expected embedding dimension (default 0: ask the server once)')
     ap.add_argument('--api-key-env', default=API_KEY_ENV, help='environment variable holding the API key '
-                    '(may be unset for local servers)')
+                    '(may be unset for local servers; default %(default)s)')
     ap.add_argument('--n-profiles', type=int, default=K, metavar='K',
                     help='K, profiles per entity: the OP and K-1 new ones (default %(default)s)')
-    ap.add_argument('--concurrency', type=int, default=CONCURRENCY, help='entities processed in parallel')
-    ap.add_argument('--limit', type=int, default=0, help='only ids 0..N-1 (0: all); writes no output file '
+    ap.add_argument('--concurrency', type=int, default=CONCURRENCY,
+                    help='entities processed in parallel (default %(default)s)')
+    ap.add_argument('--limit', type=int, default=0, help='only ids 0..N-1 (default 0: all); writes no output file '
                     '(the files need every id)')
-    ap.add_argument('--connect-timeout', type=float, default=CONNECT_TIMEOUT, help='seconds to open a connection')
+    ap.add_argument('--connect-timeout', type=float, default=CONNECT_TIMEOUT,
+                    help='seconds to open a connection (default %(default)s)')
     ap.add_argument('--timeout', type=float, default=READ_TIMEOUT, help='seconds the server may stay silent '
-                    'while answering (read timeout)')
+                    'while answering (read timeout; default %(default)s)')
     ap.add_argument('--max-attempts', type=int, default=MAX_ATTEMPTS, help='attempts per request on 429, 5xx, '
-                    'network errors or malformed bodies, then the entity falls back')
-    ap.add_argument('--backoff', type=float, default=BACKOFF, help='first retry delay in seconds (doubles, jittered)')
+                    'network errors or malformed bodies, then the entity falls back (default %(default)s)')
+    ap.add_argument('--backoff', type=float, default=BACKOFF,
+                    help='first retry delay in seconds (doubles, jittered; default %(default)s)')
     ap.add_argument('--max-reasks', type=int, default=MAX_REASKS, help='re-asks when a reply is not the requested '
-                    'JSON, then the entity falls back')
+                    'JSON, then the entity falls back (default %(default)s)')
     ap.add_argument('--max-input-chars', type=int, default=MAX_INPUT_CHARS, help='embedding inputs are cut to '
-                    'this many characters after an HTTP 400, and sent once more')
+                    'this many characters after an HTTP 400, and sent once more (default %(default)s)')
     ap.add_argument('--retry-fallbacks', action='store_true', help='redo the entities that used a fallback, '
                     'from the step that failed')
     ap.add_argument('--json-mode', action='store_true', help='send response_format json_object (if the server has it)')
@@ -863,16 +876,21 @@ def parse_args(argv=None):
                     'schema (structured outputs: OpenAI, vLLM, Ollama, llama.cpp); dropped if the server answers 400')
     ap.add_argument('--batch-api', action='store_true', help='send each step as OpenAI Batch jobs '
                     '(/v1/files, /v1/batches): half the price, results within 24 h; resumable')
-    ap.add_argument('--batch-size', type=int, default=BATCH_MAX, help='requests per Batch job')
-    ap.add_argument('--poll-every', type=float, default=POLL_EVERY, help='seconds between Batch status checks')
+    ap.add_argument('--batch-size', type=int, default=BATCH_MAX,
+                    help='requests per Batch job (default %(default)s, the OpenAI limit)')
+    ap.add_argument('--poll-every', type=float, default=POLL_EVERY,
+                    help='seconds between Batch status checks (default %(default)s)')
     ap.add_argument('--overwrite', action='store_true', help='let a fresh run replace existing output files')
     ap.add_argument('--report', action='store_true', help='print and write <side>_prf_report.json: '
                     'mean cosine OP-vs-NP and NP-vs-NP, fallbacks')
     ap.add_argument('--dry-run', action='store_true', help='print the four prompts for one entity and estimate '
                     'calls, tokens, cost and time; no request is sent')
-    ap.add_argument('--price-in', type=float, default=0.0, help='dry run: $ per million prompt tokens')
-    ap.add_argument('--price-out', type=float, default=0.0, help='dry run: $ per million completion tokens')
-    ap.add_argument('--price-embed', type=float, default=0.0, help='dry run: $ per million embedding tokens')
+    ap.add_argument('--price-in', type=float, default=0.0,
+                    help='dry run: $ per million prompt tokens (default %(default)s)')
+    ap.add_argument('--price-out', type=float, default=0.0,
+                    help='dry run: $ per million completion tokens (default %(default)s)')
+    ap.add_argument('--price-embed', type=float, default=0.0,
+                    help='dry run: $ per million embedding tokens (default %(default)s)')
     args = ap.parse_args(argv)
     if args.n_profiles < 2 or args.concurrency < 1 or args.max_attempts < 1 or args.max_reasks < 0 \
             or args.batch_size < 1 or args.max_input_chars < 1:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import data as D
 import proex_core as P
-from eval import TrainLog, add_train_args, start_run, timed
+from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
 # official per-dataset defaults (RLMRec simgcl.yml); other datasets: book's
 DATASET_DEFAULTS = {
@@ -119,18 +119,20 @@ def parse_args(argv=None):
     add_train_args(p)
     p.add_argument('--dim', type=int_range(1), default=32, help='embedding size d (default 32)')
     p.add_argument('--layers', type=int_range(0), default=None,
-                   help='propagation layers L (default 3)')
+                   help='propagation layers L (default 3 on every dataset)')
     p.add_argument('--reg', type=float_range(0), default=None,
-                   help='L2 weight on all parameters (default 1e-5)')
+                   help='L2 weight on all parameters (default 1e-5 on every dataset)')
     p.add_argument('--cl', type=float_range(0), default=None,
                    help='weight of the contrastive InfoNCE term '
-                   '(default 0.1)')
+                   '(default 0.1 on every dataset)')
     p.add_argument('--cl-tau', type=float_range(0, lo_open=True), default=None,
                    help='temperature of the contrastive '
-                   'InfoNCE (default: book/yelp 0.2, steam 0.5); --tau is ProEx\'s')
+                   'InfoNCE (default: steam 0.5; book, yelp and every other dataset (ml100k, '
+                   'ml100k-grouplens, synthetic, any other folder) 0.2, book\'s value); --tau is ProEx\'s')
     p.add_argument('--eps', type=float_range(0), default=None,
                    help='norm of the noise added per row and '
-                   'layer in the noisy views (default: book/yelp 0.9, steam 0.2)')
+                   'layer in the noisy views (default: steam 0.2; book, yelp and every other '
+                   'dataset 0.9)')
     P.add_proex_args(p)
     args = P.resolve_proex_args(p.parse_args(argv))
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
@@ -181,10 +183,11 @@ def main(args):
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 
     log = TrainLog(args, data, device)  # validation R@20 every --eval-every epochs, patience, --out
-    for epoch in range(1, args.epochs + 1):
-        loss, seconds = timed(train_epoch, epoch)
-        if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
-            break
+    with interruptible(log):            # Ctrl-C: the epochs so far go to --out, then one line
+        for epoch in range(1, args.epochs + 1):
+            loss, seconds = timed(train_epoch, epoch)
+            if log.epoch(epoch, loss, seconds, modules, make_score_fn):  # patience spent, or loss not finite
+                break
     return log.test(modules, make_score_fn)                          # best parameters, test split once
 
 
@@ -194,3 +197,5 @@ if __name__ == '__main__':
         main(args)
     except D.DataError as e:
         raise SystemExit(f'error: {e}')
+    except KeyboardInterrupt as e:      # Ctrl-C: one line, exit status 130
+        raise SystemExit(on_interrupt(e))

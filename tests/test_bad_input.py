@@ -131,12 +131,13 @@ def test_flag_out_of_range(script, argv, flag, fix, toy, capsys, monkeypatch):
 # ---------------------------------------------------------------- flags that do nothing
 
 @pytest.mark.parametrize('script,argv,flag,fix', [
-    ('lightgcn.py', ['--proex', '--beta', '0.9'], '--beta', 'drop --beta'),
-    ('gccf.py', ['--proex', '--beta', '0.9'], '--beta', 'drop --beta'),
-    ('simgcl.py', ['--beta', '0'], '--beta', 'drop --beta'),
+    ('lightgcn.py', ['--proex', '--beta', '0.9'], '--beta', 'unrecognized'),   # generative only
+    ('gccf.py', ['--proex', '--beta', '0.9'], '--beta', 'unrecognized'),
+    ('simgcl.py', ['--sum-of-samples'], '--sum-of-samples', 'unrecognized'),
     ('lightgcn.py', ['--proex', '--no-align'], '--no-align', 'lambda1 = 0'),
-    ('lightgcn.py', ['--proex', '--released', '--lambda1', '0.5', '--no-align'], '--no-align',
-     '--released'),
+    ('lightgcn.py', ['--proex', '--released', '--no-align'], '--no-align', '--released'),
+    ('lightgcn.py', ['--proex', '--released', '--envs', '5'], '--envs', '--released sets envs 3'),
+    ('multvae.py', ['--proex', '--released', '--lambda2', '1'], '--lambda2', '--released sets'),
     ('multvae.py', ['--proex', '--beta', '1', '--no-align'], '--no-align', 'beta = 1'),
     ('lightgcn.py', ['--epoch', '1'], '--epoch', 'unrecognized'),     # not a prefix of --epochs
     ('multvae.py', ['--lambda', '1'], '--lambda', 'unrecognized'),
@@ -250,5 +251,4 @@ def test_real_process_exit_code_and_stderr(argv, names, toy, tmp_path):
 
 def test_readme_says_seeded_runs_need_one_thread():
     text = (REPO / 'README.md').read_text()
-    running = text[text.index('## Running the models'):text.index('## Tests')]
-    assert 'bit-identical' in running and '--threads 1' in running
+    assert 'bit-identical' in text and '--threads 1' in text

@@ -171,11 +171,10 @@ MODEL_FIELDS = ('layers', 'reg', 'keep_rate', 'skip_layer0', 'dim')
 
 
 @pytest.mark.parametrize('dataset', ['book', 'steam'])
-def test_released_with_proex_overrides_the_flags_it_owns(dataset):
-    """--released wins over explicit flags: the full graph (keep rate 1 whatever --keep-rate
-    says), layers 1..L, and proex_core's released weights and switches."""
-    r = L.parse_args(['--proex', '--released', '--dataset', dataset, '--keep-rate', '0.5',
-                      '--envs', '6', '--lambda2', '2', '--lambda3', '0.5', '--lambda1', '0.3'])
+def test_released_with_proex_sets_the_flags_it_owns(dataset):
+    """--released: the full graph (keep rate 1), layers 1..L, and proex_core's released
+    weights and switches."""
+    r = L.parse_args(['--proex', '--released', '--dataset', dataset])
     assert (r.skip_layer0, r.keep_rate) == (True, 1.0)
     assert (r.lambda1, r.lambda2, r.lambda3, r.envs) == (0.0, 0.4, 10.0, 3)
     assert r.uniformity_reg and r.shared_mixing and r.unbiased_var and r.var_of_means
@@ -184,6 +183,18 @@ def test_released_with_proex_overrides_the_flags_it_owns(dataset):
     assert r.layers == L.DATASET_DEFAULTS[dataset]['layers']  # L itself is not changed
     p = L.parse_args(['--proex', '--dataset', dataset, '--keep-rate', '0.5'])
     assert (p.skip_layer0, p.keep_rate) == (False, 0.5)        # plain --proex: the flag holds
+
+
+@pytest.mark.parametrize('argv,flag', [(['--keep-rate', '0.5'], '--keep-rate'),
+                                       (['--envs', '6'], '--envs'), (['--lambda1', '0.3'], '--lambda1')])
+def test_released_with_proex_refuses_a_value_it_would_override(argv, flag, capsys):
+    """A flag that --released overrides is an error naming it, not silently replaced."""
+    with pytest.raises(SystemExit) as e:
+        L.parse_args(['--proex', '--released', *argv])
+    out = capsys.readouterr().err + str(e.value.code)
+    assert f'argument {flag}: --released sets' in out and f'drop {flag} or --released' in out
+    assert L.parse_args(['--proex', '--released', '--keep-rate', '1']).keep_rate == 1.0  # same value
+    assert L.parse_args(['--released', '--keep-rate', '0.5']).keep_rate == 0.5   # no --proex: base
 
 
 @pytest.mark.parametrize('extra', [[], ['--keep-rate', '0.6', '--layers', '1', '--dim', '8']])

@@ -52,7 +52,7 @@ def built(tmp_path_factory):
     """<root>/ml100k-grouplens built from the archive given as a file:// URL."""
     root = tmp_path_factory.mktemp('root')
     t = time.time()
-    folder = D.fetch_ml100k(root, url=ARCHIVE.as_uri(), log=quiet)
+    folder = D.fetch_ml100k(root, url=ARCHIVE.resolve().as_uri(), log=quiet)
     print(f'build: {time.time() - t:.2f} s')
     return folder
 

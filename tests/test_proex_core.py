@@ -625,14 +625,52 @@ def parser():
 
 def test_defaults_and_released_shorthand():
     a = parser().parse_args([])
-    assert (a.envs, a.alpha, a.lambda1, a.lambda2, a.lambda3, a.beta, a.tau, a.profiles) == \
-        (3, 0.1, 0.0, 0.01, 1.0, 0.5, 0.2, 'all')
-    r = pc.resolve_proex_args(parser().parse_args(['--proex', '--released', '--envs', '5']))
+    assert (a.envs, a.alpha, a.lambda1, a.lambda2, a.lambda3, a.tau, a.profiles) == \
+        (3, 0.1, 0.0, 0.01, 1.0, 0.2, 'all')
+    r = pc.resolve_proex_args(parser().parse_args(['--proex', '--released', '--envs', '3']))
     assert r.uniformity_reg and r.shared_mixing and r.unbiased_var
     assert (r.lambda1, r.lambda3, r.envs, r.lambda2) == (0.0, 10.0, 3, 0.4)
     plain = pc.resolve_proex_args(parser().parse_args(['--proex']))
     assert not (plain.uniformity_reg or plain.shared_mixing or plain.unbiased_var)
     assert (plain.lambda1, plain.lambda2, plain.lambda3, plain.envs) == (0.0, 0.01, 1.0, 3)
+
+
+@pytest.mark.parametrize('generative', [False, True])
+def test_only_generative_parsers_know_beta_and_sum_of_samples(generative, capsys):
+    """The flags of the other model family are absent (argparse refuses them as unknown),
+    not accepted and then refused, and --help does not list them."""
+    p = pc.add_proex_args(argparse.ArgumentParser(), generative=generative)
+    for flag in ('--beta', '--sum-of-samples', '--profile-input'):
+        assert (flag in p.format_help()) == generative
+    if generative:
+        a = pc.resolve_proex_args(p.parse_args(['--beta', '0.2', '--sum-of-samples']), True)
+        assert a.beta == 0.2 and a.sum_of_samples
+    else:
+        with pytest.raises(SystemExit):
+            p.parse_args(['--beta', '0.2'])
+        assert 'unrecognized arguments: --beta' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('generative,argv,flag', [
+    (False, ['--envs', '5'], '--envs'), (False, ['--lambda2', '1'], '--lambda2'),
+    (False, ['--lambda3', '2'], '--lambda3'), (False, ['--lambda1', '0.5'], '--lambda1'),
+    (True, ['--envs', '2'], '--envs')])
+def test_a_value_that_released_overrides_is_an_error(generative, argv, flag):
+    """--released sets envs, lambda2, lambda3 (and lambda1 = 0 for the discriminative
+    models): another value given beside it is named, not silently replaced."""
+    p = pc.add_proex_args(argparse.ArgumentParser(), generative=generative)
+    with pytest.raises(SystemExit) as e:
+        pc.resolve_proex_args(p.parse_args(['--proex', '--released', *argv]), generative)
+    assert str(e.value).startswith(f'error: argument {flag}: --released sets')
+    same = pc.resolve_proex_args(p.parse_args(['--proex', '--released', '--lambda2', '0.4']), generative)
+    assert same.lambda2 == 0.4                                  # the value it sets anyway: fine
+
+
+def test_generative_released_keeps_lambda1():
+    """lambda1 weights the KL to the prior in the generative models: --released keeps it."""
+    p = pc.add_proex_args(argparse.ArgumentParser(), generative=True, lambda1=1.0)
+    r = pc.resolve_proex_args(p.parse_args(['--proex', '--released', '--lambda1', '0.5']), True)
+    assert (r.lambda1, r.lambda2, r.lambda3, r.envs) == (0.5, 0.4, 10.0, 3)
 
 
 def test_resolve_ablations_and_purity():
