@@ -25,6 +25,14 @@ def test_results_md_is_what_table_py_writes():
         'bench/RESULTS.md is stale: run python bench/table.py'
 
 
+def test_readme_summary_is_what_table_py_prints():
+    """The README's results table is `python bench/table.py --readme-summary`, word for word."""
+    if not RESULTS.is_dir():
+        pytest.skip('no bench/results in this checkout')
+    assert table().readme_summary(RESULTS).strip() in (ROOT / 'README.md').read_text(), \
+        'the README results table is stale: paste python bench/table.py --readme-summary'
+
+
 def protocol_file(base, proex, every=3):
     """A bench/reproduce.py file with final runs of the given (best epoch, test R@20) per seed."""
     runs, summary = {}, {}
