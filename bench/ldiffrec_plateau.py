@@ -73,7 +73,7 @@ def main():
     out = {'runs': old}
     for name in a.variants.split(','):
         out['runs'][name] = run(common + VARIANTS[name], SCALES.get(name, (1.0, 1.0)))
-        out['runs'][name].update(command=shlex.join([sys.executable] + sys.argv), git=git_state(ROOT))
+        out['runs'][name].update(command=shlex.join([sys.executable.rsplit("/", 1)[-1]] + sys.argv), git=git_state(ROOT))
         print(name, out['runs'][name]['val_curve'], flush=True)
         Path(a.out).write_text(json.dumps(out, indent=1))
 

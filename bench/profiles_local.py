@@ -89,7 +89,7 @@ def main():
                       result=json.load(open(os.path.join(args.work, 'lightgcn.json'))) if train.returncode == 0
                       else train.stdout[-1500:] + train.stderr[-1500:]))
     with open(args.out, 'w') as f:
-        json.dump(result, f, indent=1)
+        f.write(json.dumps(result, indent=1).replace(args.work, os.path.basename(args.work)))  # no machine paths
     print(f'wrote {args.out}')
 
 

@@ -95,7 +95,7 @@ def main():
         journal_bytes_per_entity=journal_per_entity, reports=reports,
         lightgcn=dict(exit_status=t_status, seconds=round(t_seconds, 1), epochs=args.epochs, result=trained))
     with open(args.out, 'w') as f:
-        json.dump(result, f, indent=1)
+        f.write(json.dumps(result, indent=1).replace(args.work, os.path.basename(args.work)))  # no machine paths
     print(f'wrote {args.out}')
     with open(os.path.join(folder, 'usr_emb_np_3.pkl'), 'rb') as f:
         print('usr_emb_np_3.pkl', pickle.load(f).shape)

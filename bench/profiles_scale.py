@@ -114,7 +114,7 @@ def main():
         finish_seconds=round(seconds, 1), peak_memory_mb=round(peak), running_pass_peak_mb=peaks, file_bytes=sizes,
         journal_bytes_per_entity=round(sizes['usr_prf_journal.jsonl'] / args.n))
     with open(args.out, 'w') as f:
-        json.dump(result, f, indent=1)
+        f.write(json.dumps(result, indent=1).replace(args.work, os.path.basename(args.work)))  # no machine paths
     print(json.dumps(result, indent=1))
     shutil.rmtree(args.work, ignore_errors=True)
 

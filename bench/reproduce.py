@@ -11,8 +11,8 @@ Steps, one result file:
   2. final  the chosen configuration of each arm with --seeds seeds (the same seeds in both
             arms, run seed by seed so that the runs pair up even if the job is stopped; rerun
             with a smaller --seeds to summarise the pairs finished); mean +- std of test
-            R@20 / N@20, a paired t-test (scipy.stats.ttest_rel) per metric, the runs whose best epoch is 30 or earlier
-            (an early plateau), and test R@20 per quartile of train interactions (Fig. 12);
+            R@20 / N@20, a paired t-test (scipy.stats.ttest_rel) per metric, the runs whose
+            best epoch is 30 or earlier (an early plateau), and test R@20 per quartile of train interactions (Fig. 12);
   3. ablations (--ablations) ProEx's chosen configuration with each Fig. 6 switch (--no-var,
             --no-reg, --no-align, --no-mixing), --ablation-seeds seeds, paired with ProEx's seeds;
   4. views  (--views) ProEx's chosen configuration with each single profile view
