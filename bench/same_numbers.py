@@ -8,6 +8,12 @@ Checks out each commit in a temporary git worktree, runs every model file base a
 epoch and the per-epoch losses and validation R@20 (timings aside). Seeded runs with one
 thread are bit-identical, so any difference is a change in what the code computes.
 Writes bench/results/same_numbers.json with both commits and the command line.
+
+    python bench/same_numbers.py 7b2e80f HEAD --runs "multvae:--proex --eval-every 1" \
+        --after-flags=--sum-of-samples --out bench/results/same_numbers_sum_of_samples.json
+
+--runs replaces the list of runs ("model:flags", comma-separated); --after-flags adds flags to
+the runs of the second commit only (a switch that should restore the first commit's numbers).
 """
 import argparse
 import json
@@ -43,12 +49,17 @@ def main():
     p.add_argument('--epochs', type=int, default=3)
     p.add_argument('--seed', type=int, default=7)
     p.add_argument('--out', default=str(ROOT / 'bench/results/same_numbers.json'))
+    p.add_argument('--runs', default=None, help='"model:flags,model:flags" (default: every model '
+                   'base and --proex, LightGCN --proex --released, Mult-VAE --proex --no-mixing)')
+    p.add_argument('--after-flags', default='', help='flags added to the second commit\'s runs only '
+                   '(write --after-flags=--flag)')
     a = p.parse_args()
+    runs = [tuple(r.split(':', 1)) for r in a.runs.split(',')] if a.runs else RUNS
     a.data_dir = os.path.abspath(a.data_dir)
     revs = {k: subprocess.run(['git', 'rev-parse', r], cwd=ROOT, check=True, capture_output=True,
                               text=True).stdout.strip() for k, r in (('before', a.before), ('after', a.after))}
     result = {'commits': revs, 'command': shlex.join(['python'] + sys.argv), 'dataset': a.dataset,
-              'epochs': a.epochs, 'seed': a.seed, 'runs': {}}
+              'epochs': a.epochs, 'seed': a.seed, 'after_flags': a.after_flags, 'runs': {}}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {}
         for k, rev in revs.items():
@@ -56,9 +67,10 @@ def main():
             subprocess.run(['git', 'worktree', 'add', '--detach', trees[k], rev], cwd=ROOT, check=True,
                            capture_output=True)
         try:
-            for model, flags in RUNS:
+            for model, flags in runs:
                 name = f'{model} {flags}'.strip()
-                got = {k: train(trees[k], model, flags, a, os.path.join(tmp, f'{k}.json')) for k in revs}
+                got = {k: train(trees[k], model, flags + (f' {a.after_flags}' if k == 'after' else ''), a,
+                                os.path.join(tmp, f'{k}.json')) for k in revs}
                 same = got['before'] == got['after']
                 result['runs'][name] = {'identical': same, 'test_recall@20': {k: g['test']['recall@20']
                                                                               for k, g in got.items()}}

@@ -635,20 +635,25 @@ def cost(d):
         for w, x in r['by_width'].items():
             out.append(f"| {w} | {x['base_s']:.3f} | {x['mlp_s']:.3f} | {x['proex_s']:.3f} | {x['ratio']:.1f}x | "
                        f"{x['floor_ratio']:.1f}x | {x['mlp_share_of_proex']:.0%} |")
-    r = load(d, 'same_numbers.json')
-    out += ['', '### Same numbers across a code change (`same_numbers.json`)', '']
+    for name in sorted(f.name for f in Path(d).glob('same_numbers*.json')):
+        out += same_numbers(load(d, name), name)
+    return out
+
+
+def same_numbers(r, name):
+    out = ['', f'### Same numbers across a code change (`{name}`)', '']
     if r is None or 'runs' not in r:
-        out += pending('same_numbers.json', 'missing or still being written')
-    else:
-        c = r['commits']
-        out += [f"{cmd_line(r.get('command'))} (before {c['before'][:7]}, after {c['after'][:7]}): every model "
-                f"file, seeded, {r['dataset']}, {r['epochs']} epochs, seed {r['seed']}, `--threads 1` (seeded "
-                f"single-thread runs are bit-identical, so a difference is a change in what the code computes); "
-                f"identical = same test metrics, best epoch, per-epoch losses and validation R@20.", '',
-                '| run | identical | test R@20 before | after |', '|---|---|---|---|']
-        for k, v in r['runs'].items():
-            t = v['test_recall@20']
-            out.append(f"| `{k}` | {'yes' if v['identical'] else 'no'} | {t['before']:.6f} | {t['after']:.6f} |")
+        return out + pending(name, 'missing or still being written')
+    c, after = r['commits'], r.get('after_flags')
+    out += [f"{cmd_line(r.get('command'))} (before {c['before'][:7]}, after {c['after'][:7]}"
+            + (f", the after runs with `{after}`" if after else '') + f"): seeded runs on {r['dataset']}, "
+            f"{r['epochs']} epochs, seed {r['seed']}, `--threads 1` (seeded single-thread runs are "
+            f"bit-identical, so a difference is a change in what the code computes); identical = same "
+            f"test metrics, best epoch, per-epoch losses and validation R@20.", '',
+            '| run | identical | test R@20 before | after |', '|---|---|---|---|']
+    for k, v in r['runs'].items():
+        t = v['test_recall@20']
+        out.append(f"| `{k}` | {'yes' if v['identical'] else 'no'} | {t['before']:.6f} | {t['after']:.6f} |")
     return out
 
 
