@@ -300,7 +300,8 @@ def parse_args(argv=None):
                         'official code)')
     p.add_argument('--vae-anneal-steps', type=int_range(0), default=200,
                    help='N: the KL weight at batch s is min(--vae-anneal-cap, s / N) (default '
-                        '200, as the official code)')
+                        '200, as the official code); with --proex, Eq. 11 (which replaces the KL) '
+                        'weighs min(--lambda1, s / N), the same schedule')
     P.add_proex_args(p, generative=True, lambda1=0.3)  # Eq. 11 carries the KL: the base's final weight 0.3
     args = P.resolve_proex_args(p.parse_args(argv), generative=True)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
