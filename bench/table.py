@@ -97,6 +97,11 @@ def clean_command(cmd):
     reproduce.py's --base-config= / --proex-config= quoted as one argument."""
     if not cmd:
         return None
+    if "'" in cmd:  # written by shlex.join (compare.py, same_numbers.py): already shell-quoted
+        tokens = shlex.split(cmd)
+        keep = [t for i, t in enumerate(tokens) if t != '--data-dir' and
+                (i == 0 or tokens[i - 1] != '--data-dir') and not t.startswith('--data-dir=')]
+        return shlex.join(['python'] + keep[1:] if keep[0].rsplit('/', 1)[-1].startswith('python') else keep)
     tokens = cmd.split()
     if tokens[0].endswith('.py'):
         tokens = ['python'] + tokens
@@ -461,7 +466,7 @@ PLATEAU = {'base': 'the L-DiffRec base model', 'proex': 'L-DiffRec + ProEx',
 
 def ldiffrec_plateau(d):
     name = 'ldiffrec_plateau.json'
-    out = ['## 7. L-DiffRec + ProEx: the plateau diagnostic', '',
+    out = ['## 8. L-DiffRec + ProEx: the plateau diagnostic', '',
            'Some L-DiffRec + ProEx runs stay at a low validation R@20 while the base climbs (a run "on a '
            'plateau"; sections 3-4 count them per commit). To find the cause, `bench/ldiffrec_plateau.py` '
            'trains short runs of variants, the same seed each, early stopping off, and keeps each '
@@ -514,7 +519,7 @@ def mb(b):
 
 
 def profiles(d):
-    out = ['## 8. Profiles pipeline (`profiles.py`)', '',
+    out = ['## 9. Profiles pipeline (`profiles.py`)', '',
            '`profiles.py` asks a chat model for the new profiles (NPs) of every user and item through the '
            'four-step chain F1-F4, starting from the original profile (OP), then embeds the OP and the NPs '
            '(Eq. 5); NP#k is the k-th new profile. It journals every finished entity (texts in '
@@ -597,7 +602,7 @@ def profiles(d):
 # ---------------------------------------------------------------- cost
 
 def cost(d):
-    out = ['## 9. Cost', '']
+    out = ['## 10. Cost', '']
     r = load(d, 'timing.json')
     if r is None or 'book' not in r:
         out += pending('timing.json', 'missing or still being written')
@@ -681,7 +686,7 @@ def protocol_intro(d):
             f'{n(syn)} on synthetic); mean ± std is over those seeds, and p is a *paired t-test over seeds* '
             '(`scipy.stats.ttest_rel` on the per-seed test values of the two arms).',
             f"* The runs of sections 3-5 used `--threads {', '.join(threads) or '1'}`, two jobs at a time on a 2-core "
-            'CPU, so the `sec_per_epoch` values inside those files are not timings (section 9 has timings).',
+            'CPU, so the `sec_per_epoch` values inside those files are not timings (section 10 has timings).',
             '* *code*: the commit that ran (first 7 characters; `+` = with uncommitted changes to the sources, '
             'whose diff the file keeps). Runs of commits before 9e9cc69 fused Eq. 12 of the generative models '
             'as the sum of two samples (`--sum-of-samples` today) rather than one fused Gaussian as DMRec '
@@ -692,6 +697,40 @@ def protocol_intro(d):
 
 # ---------------------------------------------------------------- the file and the README summary
 
+def profile_input(d):
+    """compare.py files profile_input_<dataset>.json: Eq. 6's input for the generative models,
+    selected on validation."""
+    out = ['## 7. Eq. 6\'s input for the generative models: mean or DMRec\'s dropped sum', '',
+           'Eq. 6 maps an aggregate of the user\'s item profiles; the paper does not say which. '
+           '`--profile-input mean` (the default) averages the profile vectors of the user\'s train items '
+           'and adds the user\'s own; `dropped-sum` sums them over the items left after input dropout, '
+           'as DMRec\'s `encode` does. Mult-VAE + ProEx at its defaults; the choice is made on '
+           '*validation* R@20 (best epoch), mean ± std over the seeds, with the paired t-test over seeds; '
+           'test R@20 is shown for completeness.', '']
+    names = sorted(f.name for f in Path(d).glob('profile_input_*.json'))
+    for name in names:
+        r = load(d, name)
+        if r is None or len(r.get('results', {})) < 2:
+            out += pending(name, 'missing or still being written')
+            continue
+        out += [f"`{name}` ({r['dataset']}): {compare_command(r, name)}", '',
+                '| variant | flags | seeds | validation R@20 | test R@20 | best epochs | code |',
+                '|---|---|---|---|---|---|---|']
+        val = {}
+        for k, v in r['results'].items():
+            runs = v['runs']
+            val[k] = {x['config']['seed']: x['best_val_recall20'] for x in runs}
+            out.append(f"| {k.split('/')[-1]} | `{v['flags']}` | {', '.join(str(s) for s in val[k])} | "
+                       f"{ms(val[k].values())} | {ms(x['test']['recall@20'] for x in runs)} | "
+                       f"{', '.join(str(x['best_epoch']) for x in runs)} | "
+                       f"{commits(v.get('git') or x.get('git') for x in runs)} |")
+        (a, va), (b, vb) = list(val.items())[:2]
+        out += ['', f"Validation R@20, {b.split('/')[-1]} - {a.split('/')[-1]}: "
+                    f"{statistics.mean(vb.values()) - statistics.mean(va.values()):+.4f}, paired p "
+                    f"{pval(paired_p(va, vb))}.", '']
+    return out if names else out + pending('profile_input_<dataset>.json', 'not made yet')
+
+
 def build(d=RESULTS):
     d = Path(d)
     parts = [['# Results', '',
@@ -700,7 +739,7 @@ def build(d=RESULTS):
               'result file keeps every run\'s command line, seed, code commit and validation curve. Sections '
               'name the command that makes their file; a file still being made is listed as pending.'],
             protocol_intro(d), book(d), protocol_ml100k(d), synthetic(d), ablations(d), profile_dim(d),
-            ldiffrec_plateau(d), profiles(d), cost(d)]
+            profile_input(d), ldiffrec_plateau(d), profiles(d), cost(d)]
     return '\n\n'.join('\n'.join(p).strip('\n') for p in parts) + '\n'
 
 
