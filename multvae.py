@@ -144,7 +144,8 @@ def main(args):
 # generative code, BlueGhostYi/ProRec, encoder/models/general_cf/mult_vae_mddm.py):
 #  * Eq. 6's input: the MEAN of the profile vectors of the user's train items plus the user's
 #    own (proex_core.aggregate_profiles); DMRec SUMS over the items left after input dropout,
-#    which --profile-input dropped-sum does (bench/RESULTS.md compares the two);
+#    which --profile-input dropped-sum does; validation keeps the mean (equal on ml100k,
+#    higher on synthetic; bench/RESULTS.md, section 7);
 #  * Eq. 12's fusion, as DMRec's cal_loss: the environment's Gaussian and the posterior are
 #    fused (means added, log-variances added) and sampled once (proex_core.fuse_gaussians);
 #    --sum-of-samples adds a sample of each to the other instead (for study);
