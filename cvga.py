@@ -29,9 +29,9 @@ import data as D
 import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
-# per-dataset defaults: dropout as Mult-VAE (RLMRec configs); other datasets: book's
-# the RLMRec datasets train the base with the official code's KL weight 1/B (--kl-over-batch),
-# the setting behind the paper's rows; other datasets: the ELBO as written (weight 1)
+# per-dataset defaults: dropout as Mult-VAE (RLMRec configs); the RLMRec datasets train the
+# base with the official code's KL weight 1/B (--kl-over-batch), the setting behind the paper's
+# rows; other datasets: dropout 0.3 and the ELBO as written (KL weight 1)
 DATASET_DEFAULTS = {
     'book':  dict(dropout=0.3, kl_over_batch=True),
     'yelp':  dict(dropout=0.3, kl_over_batch=True),
@@ -148,7 +148,8 @@ def main(args):
         def score(users):                                                  # no dropout: eval()
             z, _ = model.encode(D.dense_rows(R_hat, users.cpu(), device))  # z = mu, [B, d]
             if agg is not None:                                            # Alg. 2: + the mean
-                x = D.dense_rows(data.train, users.cpu(), device)          # [B, I]
+                x = D.dense_rows(data.train, users.cpu(), device) \
+                    if agg.input_rule == 'dropped-sum' else None           # [B, I], Eq. 6's sum
                 z = z + P.mean_profile(agg(users, x)[0])                      # of the K profile means
             return model.decode(z)                                         # [B, I]
         return score

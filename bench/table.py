@@ -213,6 +213,12 @@ def run_codes(r):
     return [v.get('code') for v in r.get('runs', {}).values()] or [r.get('code')]
 
 
+def run_columns(r, b, p):
+    """The last cells of a protocol row: best epoch <= 30 per arm, the stopping rule, the code."""
+    return (f"{early(b)} / {early(p)} | {protocol_stops(list(b.values()) + list(p.values()))} | "
+            f"{commits(run_codes(r))} |")
+
+
 def tuning_line(r):
     tune = [(k.split('|')[1], k.split('|')[2], k.split('|')[3], v['best_val_recall20'])
             for k, v in r['runs'].items() if k.startswith('tune|')]
@@ -262,8 +268,7 @@ def protocol_ml100k(d):
         out.append(f"| {NAMES[m]} | {len(b)} | {len(g.get('base', []))} / {len(g.get('proex', []))} | "
                    f"`{r['chosen']['base'] or '(defaults)'}` | {ms(r20(b).values())} | `{r['chosen']['proex']}` | "
                    f"{ms(r20(p).values())} | {pval(paired_p(r20(b), r20(p)))} | {ms(n20(b).values())} | "
-                   f"{ms(n20(p).values())} | {pval(paired_p(n20(b), n20(p)))} | {early(b)} / {early(p)} | "
-                   f"{protocol_stops(list(b.values()) + list(p.values()))} | {commits(run_codes(r))} |")
+                   f"{ms(n20(p).values())} | {pval(paired_p(n20(b), n20(p)))} | {run_columns(r, b, p)}")
     out.append('')
     for m, r in files.items():
         name = f'protocol_ml100k_{m}.json'
@@ -307,8 +312,7 @@ def synthetic(d):
         out.append(f"| {NAMES[m]} | `{r['chosen']['base'] or '(defaults)'}` | `{r['chosen']['proex']}` | "
                    f"{msn(r20(b).values())} | {msn(r20(p).values())} | {pval(paired_p(r20(b), r20(p)))} | "
                    f"{msn(view.values())} | {pval(paired_p(view, r20(p)))} | {above(r20(b), r20(p))} | "
-                   f"{above(view, r20(p))} | {early(b)} / {early(p)} | "
-                   f"{protocol_stops(list(b.values()) + list(p.values()))} | {commits(run_codes(r))} |")
+                   f"{above(view, r20(p))} | {run_columns(r, b, p)}")
     out.append('')
     for m, r in files.items():
         name = f'protocol_synthetic_{m}.json'
