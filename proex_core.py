@@ -170,12 +170,12 @@ class ProfileAggregator(nn.Module):
 # ----------------------------------------------------------------------------
 # Contrastive regularisation over the K profiles of one entity (Eq. 7)
 
-def contrastive_reg(views, tau=0.2):
+def contrastive_reg(views, tau=0.2, infonce=False):
     """Eq. 7, as printed: L_reg = sum_k log(1 + exp(1/tau) sum_{k'!=k} exp(c_k.c_k'/tau)),
     with L2-normalised vectors, averaged over the n entities. views: [K, n, d] -> scalar.
     Computed as softplus(1/tau + logsumexp_{k'!=k}(c_k.c_k'/tau)), which cannot overflow.
-    (Note: the InfoNCE with positive c_k.c_k = 1 would give exp(-1/tau); the paper's
-    printed sign is kept. Both push the K profiles of an entity apart.)"""
+    infonce=True: exp(-1/tau) instead, the InfoNCE whose positive is c_k with itself
+    (c_k.c_k = 1). Both push the K profiles of an entity apart; the printed sign is the default."""
     K = views.shape[0]
     if K == 1:
         return views.sum() * 0.0  # empty sum over k' != k: log(1 + 0) = 0
@@ -184,7 +184,8 @@ def contrastive_reg(views, tau=0.2):
     logits = gram / (norm[:, :, None] * norm[:, None, :]) / tau  # of the L2-normalised c, [n, K, K]
     self_pair = torch.eye(K, dtype=torch.bool, device=views.device)  # [K, K]
     logits = logits.masked_fill(self_pair, float('-inf'))  # drop k' == k
-    per_k = F.softplus(1.0 / tau + torch.logsumexp(logits, dim=-1))  # Eq. 7, [n, K]
+    sign = -1.0 if infonce else 1.0  # exp(-1/tau): InfoNCE form; exp(+1/tau): as printed
+    per_k = F.softplus(sign / tau + torch.logsumexp(logits, dim=-1))  # Eq. 7, [n, K]
     return per_k.sum(dim=1).mean()  # sum over k, mean over entities
 
 
@@ -382,7 +383,7 @@ def first_occurrences(ids):
 
 def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambda1,
                              lambda2, lambda3, tau=0.2, shared_mixing=False, uniformity=False,
-                             unbiased_var=False, var_of_means=False, no_mixing=False, rng=None,
+                             infonce_reg=False, unbiased_var=False, var_of_means=False, no_mixing=False, rng=None,
                              users=None, pos_items=None, rec_rows=bpr_rows):
     """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
     z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
@@ -417,7 +418,7 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambd
         i_rows = first_occurrences(pos_items) if pos_items is not None else slice(None)
         l_reg = uniformity_reg(c_u[:, u_rows], tau) + uniformity_reg(c_i[:, i_rows], tau)
     else:
-        l_reg = contrastive_reg(c_u, tau) + contrastive_reg(c_i, tau)  # Eq. 7
+        l_reg = contrastive_reg(c_u, tau, infonce_reg) + contrastive_reg(c_i, tau, infonce_reg)  # Eq. 7
     # 5) total (Eq. 14)
     var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
     total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)
@@ -555,6 +556,11 @@ def add_proex_args(parser, generative=False, lambda1=0.0, released_also=''):
                    help='released: uniformity InfoNCE per profile instead of Eq. 7')
     g.add_argument('--shared-mixing', action='store_true',
                    help='released: one Dirichlet draw per environment for the whole batch')
+    if not generative:
+        g.add_argument('--infonce-reg', action='store_true',
+                       help="Eq. 7 with exp(-1/tau) where the paper prints exp(+1/tau): the "
+                            'InfoNCE form, whose positive is a profile with itself (default: '
+                            'as printed)')
     g.add_argument('--unbiased-var', action='store_true',
                    help='released: unbiased Var_e (divide by E - 1)')
     g.add_argument('--var-of-means', action='store_true',
@@ -590,6 +596,9 @@ def resolve_proex_args(args, generative=False):
     for flag, ok, need in rules:  # one `error:` line naming the flag
         if not (ok and np.isfinite(getattr(a, flag))):
             raise SystemExit(f'error: argument --{flag}: must be {need}, got {getattr(a, flag)}')
+    if not generative and a.infonce_reg and (a.uniformity_reg or a.released):
+        raise SystemExit('error: argument --infonce-reg: --uniformity-reg (or --released) '
+                         'replaces Eq. 7, so its sign would be ignored; give one of them')
     if a.profile_dim is not None and a.profile_dim < 1:
         raise SystemExit(f'error: argument --profile-dim: must be an integer >= 1, got {a.profile_dim}')
     defaults = add_proex_args(argparse.ArgumentParser(), generative).parse_args([])
@@ -633,4 +642,4 @@ def switches(args, generative=False):
               var_of_means=args.var_of_means, no_mixing=args.no_mixing)
     if generative:
         return dict(kw, sum_of_samples=args.sum_of_samples)
-    return dict(kw, uniformity=args.uniformity_reg)
+    return dict(kw, uniformity=args.uniformity_reg, infonce_reg=args.infonce_reg)

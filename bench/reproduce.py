@@ -16,7 +16,9 @@ Steps, one result file:
   3. ablations (--ablations) ProEx's chosen configuration with each Fig. 6 switch (--no-var,
             --no-reg, --no-align, --no-mixing), --ablation-seeds seeds, paired with ProEx's seeds;
   4. views  (--views) ProEx's chosen configuration with each single profile view
-            (--profiles k), --view-seeds seeds each, beside all views (Fig. 4(b)).
+            (--profiles k), --view-seeds seeds each, paired with all views (Fig. 4(b));
+  5. eq7    (--eq7) ProEx's chosen configuration with each form of Eq. 7 (EQ7_FORMS),
+            --eq7-seeds seeds each, paired with the chosen configuration.
 Both arms use the model file's early-stopping rule (validation R@20 every --eval-every
 epochs, 3 by default and 5 for L-DiffRec; stop after 20 validations without improvement). Every run stores its command line and the git commit plus a hash of
 the source files it ran; a resumed file whose runs came from other sources is refused unless
@@ -44,17 +46,19 @@ sys.path.insert(0, str(ROOT))
 # ProEx searches its own (paper ranges). For the generative models the prior KL weight is
 # matched: base --kl-weight w against ProEx lambda1 * beta = w (Eq. 11), so a gain cannot
 # come from a different weight on KL(q || N(0, I)).
-# The discriminative ProEx grid crosses Eq. 7 off or on and the InfoNCE alignment of Eq. 13 off
-# or on, (lambda2, lambda1) in {(0, 0), (0, 0.1), (0.01, 0)}, with the environments (E, alpha)
-# in {(3, 0.1), (2, 0.3)}; the base gets as many configurations of its own knobs.
-PROEX_DISC = [f'--proex --lambda2 {l2} --lambda1 {l1} --envs {e} --alpha {al}'
-              for l2, l1 in ((0, 0), (0, 0.1), (0.01, 0)) for e, al in ((3, 0.1), (2, 0.3))]
+# The discriminative ProEx grid crosses Eq. 7 off or on, lambda2 in {0, 0.01}, with the
+# environments (E, alpha) in {(3, 0.1), (2, 0.3)}; the base gets as many configurations of its
+# own knobs. The InfoNCE alignment of Eq. 13 stays off (lambda1 = 0, the released code's value):
+# its B x B logits per environment (B = 4096) make an ml100k epoch 15-19 s on one core against
+# 0.7-1.1 s without it, about 50 min per run.
+PROEX_DISC = [f'--proex --lambda2 {l2} --envs {e} --alpha {al}'
+              for l2 in (0, 0.01) for e, al in ((3, 0.1), (2, 0.3))]
 GRIDS = {
-    'lightgcn': {'base': [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5', '1e-4') for lr in ('1e-3', '2e-3')],
+    'lightgcn': {'base': [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5') for lr in ('1e-3', '2e-3')],
                  'proex': PROEX_DISC},
-    'gccf': {'base': [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5', '1e-4') for lr in ('1e-3', '2e-3')],
+    'gccf': {'base': [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5') for lr in ('1e-3', '2e-3')],
              'proex': PROEX_DISC},
-    'simgcl': {'base': [f'--cl {c} --reg {r}' for c in ('0.05', '0.1', '0.2') for r in ('1e-6', '1e-5')],
+    'simgcl': {'base': [f'--cl {c} --reg {r}' for c in ('0.05', '0.1') for r in ('1e-6', '1e-5')],
                'proex': PROEX_DISC},
     'multvae': {'base': ['--kl-weight 0.2', '--kl-weight 0.5', '--kl-weight 1'],
                 'proex': ['--proex --lambda1 1 --beta 0.2', '--proex --lambda1 1 --beta 0.5',
@@ -71,6 +75,11 @@ GRIDS = {
 # Fig. 6 ablations, each added to ProEx's chosen configuration (one the model file refuses
 # because it would change nothing, e.g. --no-align at lambda1 = 0, is recorded as skipped)
 ABLATIONS = ['--no-var', '--no-reg', '--no-align', '--no-mixing']
+# Eq. 7 in three forms (--eq7), each with ProEx's chosen configuration: as printed, the InfoNCE
+# sign, and the released uniformity loss at the released weight; lambda2 0.01 (the default)
+# when the chosen configuration has Eq. 7 off
+EQ7_FORMS = {'printed': '--lambda2 {l2}', 'infonce': '--lambda2 {l2} --infonce-reg',
+             'uniformity': '--lambda2 0.4 --uniformity-reg'}
 SOURCES = ['data.py', 'eval.py', 'proex_core.py']
 
 
@@ -116,6 +125,12 @@ def paired(a_runs, b_runs, metric, names=('base', 'proex')):
             'p_paired_t': None if p is None or np.isnan(p) else float(p)}
 
 
+def with_pairs(runs, proex_runs):
+    """Test R@20 of a variant's seeds, and the paired difference to ProEx's same seeds."""
+    return dict(mean_std([r['test']['recall@20'] for r in runs]),
+                vs_chosen=paired(proex_runs[:len(runs)], runs, 'recall@20', ('proex', 'variant')))
+
+
 def early_best(runs):
     """Runs whose best validation epoch is 30 or earlier: stuck on an early plateau."""
     return sum(r['best_epoch'] <= 30 for r in runs)
@@ -150,6 +165,9 @@ def main():
     p.add_argument('--views', action='store_true', help='also ProEx with each single view (Fig. 4b)')
     p.add_argument('--view-seeds', type=int, default=3, help='seeds per single-view run (default 3)')
     p.add_argument('--view-list', default='0,1,2,3', help='the single views of --views (default 0,1,2,3)')
+    p.add_argument('--eq7', action='store_true', help="also ProEx's chosen configuration with "
+                   'each form of Eq. 7 (as printed, InfoNCE sign, released uniformity)')
+    p.add_argument('--eq7-seeds', type=int, default=5, help='seeds per Eq. 7 form (default 5)')
     p.add_argument('--ablations', action='store_true', help="also ProEx's chosen configuration "
                    'with each Fig. 6 ablation switch')
     p.add_argument('--ablation-seeds', type=int, default=5, help='seeds per ablation (default 5)')
@@ -173,8 +191,9 @@ def main():
     for arm, cfg in (('base', a.base_config), ('proex', a.proex_config)):
         if cfg is not None:
             grids[arm] = [cfg]
-    if (a.ablations and a.ablation_seeds > a.seeds) or (a.views and a.view_seeds > a.seeds):
-        raise SystemExit('error: --ablation-seeds and --view-seeds pair with the final seeds; '
+    if ((a.ablations and a.ablation_seeds > a.seeds) or (a.views and a.view_seeds > a.seeds)
+            or (a.eq7 and a.eq7_seeds > a.seeds)):
+        raise SystemExit('error: --ablation-seeds, --view-seeds and --eq7-seeds pair with the final seeds; '
                          'they must not exceed --seeds')
     store = {'runs': {}}
     if Path(a.out).exists():
@@ -232,15 +251,32 @@ def main():
                                for m in ('recall@20', 'ndcg@20')}
         store['summary']['ablations'] = ablations
         save()
-    # 4) single views (Fig. 4b)
+    # 4) single views (Fig. 4b), seed by seed so that a stopped job leaves complete seeds
     if a.views:
-        views = {}
-        for k in a.view_list.split(','):
-            runs = [run(mod, common + chosen['proex'].split() + ['--profiles', str(k), '--seed', str(s)],
-                        store, f'view|{k}|{s}', version, save) for s in range(1, a.view_seeds + 1)]
-            views[k] = mean_std([r['test']['recall@20'] for r in runs])
+        view_runs = {k: [] for k in a.view_list.split(',')}
+        for s in range(1, a.view_seeds + 1):
+            for k in view_runs:
+                view_runs[k].append(run(mod, common + chosen['proex'].split() + ['--profiles', k, '--seed', str(s)],
+                                        store, f'view|{k}|{s}', version, save))
+        views = {k: with_pairs(runs, final['proex']) for k, runs in view_runs.items()}
         views['all'] = mean_std([r['test']['recall@20'] for r in final['proex'][:a.view_seeds]])
         store['summary']['views_recall@20'] = views
+        save()
+    # 5) Eq. 7's forms, paired with ProEx's final runs of the same seeds
+    if a.eq7:
+        cfg = chosen['proex'].split()
+        l2 = float(cfg[cfg.index('--lambda2') + 1]) if '--lambda2' in cfg else 0.01
+        rest = [x for n, x in enumerate(cfg) if '--lambda2' not in cfg[max(n - 1, 0):n + 1]]
+        form_runs = {}
+        for s in range(1, a.eq7_seeds + 1):
+            for name, form in EQ7_FORMS.items():
+                argv = rest + form.format(l2=l2 or 0.01).split()
+                same = sorted(argv) == sorted(cfg)  # the chosen configuration itself
+                form_runs.setdefault(name, {'config': ' '.join(argv), 'runs': []})['runs'].append(
+                    final['proex'][s - 1] if same else
+                    run(mod, common + argv + ['--seed', str(s)], store, f'eq7|{name}|{s}', version, save))
+        store['summary']['eq7'] = {name: dict(config=f['config'], **with_pairs(f['runs'], final['proex']))
+                                   for name, f in form_runs.items()}
         save()
     s = store['summary']
     for m in ('recall@20', 'ndcg@20'):

@@ -138,15 +138,16 @@ def test_mean_profile():
 
 # ---------------------------------------------------------------- regularisation
 
-def eq7_by_hand(views, tau):
-    """Eq. 7 with Python floats (float64), loops over entities and profiles."""
+def eq7_by_hand(views, tau, sign=1):
+    """Eq. 7 with Python floats (float64), loops over entities and profiles; sign=-1 is the
+    InfoNCE form, exp(-1/tau)."""
     K, n, _ = views.shape
     total = 0.0
     for i in range(n):
         c = [unit(views[k, i].double()) for k in range(K)]
         for k in range(K):
             s = sum(math.exp(float(c[k] @ c[j]) / tau) for j in range(K) if j != k)
-            total += math.log(1 + math.exp(1 / tau) * s)
+            total += math.log(1 + math.exp(sign / tau) * s)
     return total / n
 
 
@@ -155,6 +156,14 @@ def test_contrastive_reg_matches_eq7():
     views = torch.randn(4, 5, 3)
     assert pc.contrastive_reg(views, 0.2).item() == pytest.approx(eq7_by_hand(views, 0.2), rel=1e-5)
     assert pc.contrastive_reg(views, 0.7).item() == pytest.approx(eq7_by_hand(views, 0.7), rel=1e-5)
+
+
+def test_contrastive_reg_infonce_form_matches_by_hand():
+    torch.manual_seed(4)
+    views = torch.randn(4, 5, 3)
+    got = pc.contrastive_reg(views, 0.2, infonce=True).item()
+    assert got == pytest.approx(eq7_by_hand(views, 0.2, sign=-1), rel=1e-5)
+    assert got < pc.contrastive_reg(views, 0.2).item()  # a different, smaller value
 
 
 def test_contrastive_reg_small_tau_no_overflow():
