@@ -252,8 +252,8 @@ def protocol_ml100k(d):
            'descriptions of each, embedded), standing in for the original and new profiles. For each '
            'model, each arm (base, '
            'and base + ProEx) tries the same number of configurations (`GRIDS` in `bench/reproduce.py`) '
-           'on one tuning seed and keeps the one *selected on validation R@20* (the highest validation '
-           'Recall@20; the test split plays no part). The chosen configuration of each arm then runs '
+           'on the tuning seeds named below (not among the final seeds) and keeps the one *selected on '
+           'validation R@20* (the highest mean validation Recall@20; the test split plays no part). The chosen configuration of each arm then runs '
            f"with seeds 1..n (n = {', '.join(map(str, seeds)) or '-'}), the same seeds in both arms.",
            '',
            'For the generative models the *prior KL is matched*: both arms put the same weight on '
@@ -281,11 +281,70 @@ def protocol_ml100k(d):
         q = quartile_line(r)
         if q:
             out.append(f'  * {q}')
-        v = r['summary'].get('views_recall@20')
-        if v:
-            out.append('  * ProEx with one profile view (`--profiles k`), test R@20: ' + ', '.join(
-                f"view {k} {x['mean']:.4f} ± {x['std']:.4f} (n={x['n']})" for k, x in v.items()))
-    return out
+    return out + single_views(files) + eq7_forms(files)
+
+
+VIEW_NAMES = {'0': 'OP', '1': 'NP1', '2': 'NP2', '3': 'NP3'}
+
+
+def keyed(r, prefix):
+    """{seed: test R@20} of the runs whose key starts with prefix (e.g. 'view|0|')."""
+    return {int(k[len(prefix):]): v['test']['recall@20'] for k, v in r['runs'].items() if k.startswith(prefix)}
+
+
+def single_views(files):
+    """Fig. 4(b): ProEx with one profile view against all of them, the same seeds."""
+    rows = []
+    for m, r in files.items():
+        if incomplete(r) or 'views_recall@20' not in r['summary']:
+            continue
+        allv = r20(finals(r, 'proex'))
+        for k in (k for k in r['summary']['views_recall@20'] if k != 'all'):
+            one = keyed(r, f'view|{k}|')
+            both = {s: allv[s] for s in one if s in allv}
+            rows.append(f"| {NAMES[m]} | {k} ({VIEW_NAMES.get(k, k)}) | {msn(one.values())} | {ms(both.values())} | "
+                        f"{statistics.mean(one.values()) - statistics.mean(both.values()):+.4f} | "
+                        f"{pval(paired_p(both, one))} |")
+    if not rows:
+        return []
+    return ['', '### Fig. 4(b): ProEx with one profile view', '',
+            "Each model's chosen ProEx configuration (above) with one view (`--profiles k`: 0 the original "
+            'profile OP, k >= 1 the k-th new one NPk) against all four views, the same seeds; test R@20, '
+            'p of the paired t-test over seeds (`--views` of `bench/reproduce.py`, in the same files).', '',
+            '| model | view | one view | all views | difference | p |', '|---|---|---|---|---|---|'] + rows
+
+
+def eq7_forms(files):
+    """Eq. 7 as printed, with the InfoNCE sign, and the released uniformity loss, each paired with
+    the chosen ProEx configuration."""
+    rows = []
+    for m, r in files.items():
+        if incomplete(r) or 'eq7' not in r['summary']:
+            continue
+        chosen = r['chosen']['proex']
+        base = r20(finals(r, 'proex'))
+        cells, seeds = [], set()
+        for name, f in r['summary']['eq7'].items():
+            runs = keyed(r, f'eq7|{name}|')
+            if sorted(f['config'].split()) == sorted(chosen.split()):  # the chosen one: its final runs
+                runs = {s: base[s] for s in range(1, f['n'] + 1) if s in base}
+            both = {s: base[s] for s in runs if s in base}
+            seeds |= set(both)
+            cells.append(f"{msn(runs.values())}, {statistics.mean(runs.values()) - statistics.mean(both.values()):+.4f}"
+                         f" (p {pval(paired_p(both, runs))})")
+        rows.append(f"| {NAMES[m]} | `{chosen}` | {msn(base[s] for s in sorted(seeds))} | " + ' | '.join(cells) + ' |')
+    if not rows:
+        return []
+    names = list(next(r for r in files.values() if r and 'eq7' in r.get('summary', {}))['summary']['eq7'])
+    return ['', '### Eq. 7 in three forms', '',
+            "Each model's chosen ProEx configuration with L_reg as printed (`--lambda2 l`: exp(+1/tau)), in "
+            'the InfoNCE form (`--infonce-reg`: exp(-1/tau), the positive being a profile with itself) and as '
+            "the released code's uniformity loss at its weight (`--uniformity-reg --lambda2 0.4`); l is the "
+            'chosen lambda2, or the default 0.01 when the chosen configuration has Eq. 7 off. Test R@20, '
+            'then the difference to the chosen configuration over the same seeds and its paired p '
+            '(`--eq7` of `bench/reproduce.py`).', '',
+            '| model | chosen ProEx config | chosen | ' + ' | '.join(names) + ' |',
+            '|---|---|---|' + '---|' * len(names)] + rows
 
 
 # ---------------------------------------------------------------- synthetic check

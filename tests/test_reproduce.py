@@ -1,0 +1,51 @@
+"""bench/reproduce.py's extra steps on a few epochs of `synthetic`: the Eq. 7 forms and the
+single views run with the chosen ProEx configuration and pair with its final seeds, and
+bench/table.py turns them into the two tables of section 3."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / 'bench'))
+import table  # noqa: E402
+
+
+def reproduce(tmp_path, proex_config):
+    out = tmp_path / 'protocol_ml100k_lightgcn.json'  # named as table.py looks for it
+    subprocess.run([sys.executable, str(ROOT / 'bench' / 'reproduce.py'), '--model', 'lightgcn',
+                    '--dataset', 'synthetic', f'--proex-config={proex_config}', '--base-config=--reg 1e-6',
+                    '--seeds', '2', '--views', '--view-seeds', '2', '--view-list', '0,3', '--eq7',
+                    '--eq7-seeds', '2', '--extra', '--epochs 2 --eval-every 1', '--out', str(out)],
+                   check=True, capture_output=True, cwd=tmp_path)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize('lambda2, extra_runs', [('0', ['printed', 'infonce', 'uniformity']),
+                                                  ('0.01', ['infonce', 'uniformity'])])
+def test_eq7_forms_and_views_pair_with_the_chosen_configuration(tmp_path, lambda2, extra_runs):
+    r = reproduce(tmp_path, f'--proex --lambda2 {lambda2} --envs 2 --alpha 0.3')
+    eq7 = sorted({k.split('|')[1] for k in r['runs'] if k.startswith('eq7|')})
+    assert eq7 == sorted(extra_runs)  # the form equal to the chosen configuration is not rerun
+    argv = r['runs']['eq7|infonce|2']['argv']
+    assert '--infonce-reg' in argv and argv[argv.index('--lambda2') + 1] == '0.01'
+    assert argv.count('--lambda2') == 1 and argv[argv.index('--seed') + 1] == '2'
+    assert r['runs']['eq7|uniformity|1']['argv'][-5:] == ['--lambda2', '0.4', '--uniformity-reg', '--seed', '1']
+    printed = r['summary']['eq7']['printed']
+    assert printed['n'] == 2 and printed['config'].endswith('--lambda2 0.01')
+    if lambda2 == '0.01':  # the chosen configuration itself: its final runs
+        assert printed['mean'] == r['summary']['recall@20']['proex']['mean']
+    view = r['summary']['views_recall@20']['3']
+    assert view['n'] == 2 and view['vs_chosen']['proex']['mean'] == r['summary']['recall@20']['proex']['mean']
+    text = '\n'.join(table.protocol_ml100k(tmp_path))
+    assert '| LightGCN | 3 (NP3) |' in text and '### Eq. 7 in three forms' in text
+    assert text.count('(n=2), ') == 3  # three forms, each over the two seeds
+
+
+def test_eq7_seeds_must_pair_with_final_seeds(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / 'bench' / 'reproduce.py'), '--model', 'lightgcn',
+                        '--dataset', 'synthetic', '--defaults', '--seeds', '2', '--eq7', '--eq7-seeds', '3',
+                        '--out', str(tmp_path / 'r.json')], capture_output=True, text=True)
+    assert p.returncode != 0 and '--eq7-seeds' in p.stderr and not (tmp_path / 'r.json').exists()
