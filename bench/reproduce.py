@@ -251,32 +251,30 @@ def main():
                                for m in ('recall@20', 'ndcg@20')}
         store['summary']['ablations'] = ablations
         save()
-    # 4) single views (Fig. 4b), seed by seed so that a stopped job leaves complete seeds
-    if a.views:
-        view_runs = {k: [] for k in a.view_list.split(',')}
-        for s in range(1, a.view_seeds + 1):
-            for k in view_runs:
-                view_runs[k].append(run(mod, common + chosen['proex'].split() + ['--profiles', k, '--seed', str(s)],
-                                        store, f'view|{k}|{s}', version, save))
-        views = {k: with_pairs(runs, final['proex']) for k, runs in view_runs.items()}
-        views['all'] = mean_std([r['test']['recall@20'] for r in final['proex'][:a.view_seeds]])
-        store['summary']['views_recall@20'] = views
-        save()
-    # 5) Eq. 7's forms, paired with ProEx's final runs of the same seeds
-    if a.eq7:
-        cfg = chosen['proex'].split()
-        l2 = float(cfg[cfg.index('--lambda2') + 1]) if '--lambda2' in cfg else 0.01
-        rest = [x for n, x in enumerate(cfg) if '--lambda2' not in cfg[max(n - 1, 0):n + 1]]
-        form_runs = {}
-        for s in range(1, a.eq7_seeds + 1):
-            for name, form in EQ7_FORMS.items():
-                argv = rest + form.format(l2=l2 or 0.01).split()
-                same = sorted(argv) == sorted(cfg)  # the chosen configuration itself
-                form_runs.setdefault(name, {'config': ' '.join(argv), 'runs': []})['runs'].append(
-                    final['proex'][s - 1] if same else
-                    run(mod, common + argv + ['--seed', str(s)], store, f'eq7|{name}|{s}', version, save))
-        store['summary']['eq7'] = {name: dict(config=f['config'], **with_pairs(f['runs'], final['proex']))
-                                   for name, f in form_runs.items()}
+    # 4) single views (Fig. 4b) and 5) Eq. 7's forms, paired with ProEx's final runs of the same
+    #    seeds; seed by seed for both, the summary saved after each seed, so that a stopped job
+    #    leaves a summary of complete seeds
+    cfg = chosen['proex'].split()
+    l2 = float(cfg[cfg.index('--lambda2') + 1]) if '--lambda2' in cfg else 0.01
+    rest = [x for n, x in enumerate(cfg) if '--lambda2' not in cfg[max(n - 1, 0):n + 1]]
+    forms = {name: rest + form.format(l2=l2 or 0.01).split() for name, form in EQ7_FORMS.items()}
+    view_runs = {k: [] for k in a.view_list.split(',')} if a.views else {}
+    form_runs = {name: [] for name in forms} if a.eq7 else {}
+    for s in range(1, max(a.view_seeds * a.views, a.eq7_seeds * a.eq7) + 1):
+        for k, runs in view_runs.items() if s <= a.view_seeds else ():
+            runs.append(run(mod, common + cfg + ['--profiles', k, '--seed', str(s)], store,
+                            f'view|{k}|{s}', version, save))
+        for name, runs in form_runs.items() if s <= a.eq7_seeds else ():
+            same = sorted(forms[name]) == sorted(cfg)  # the chosen configuration itself: its final run
+            runs.append(final['proex'][s - 1] if same else run(
+                mod, common + forms[name] + ['--seed', str(s)], store, f'eq7|{name}|{s}', version, save))
+        if view_runs:
+            views = {k: with_pairs(runs, final['proex']) for k, runs in view_runs.items()}
+            views['all'] = mean_std([r['test']['recall@20'] for r in final['proex'][:min(s, a.view_seeds)]])
+            store['summary']['views_recall@20'] = views
+        if form_runs:
+            store['summary']['eq7'] = {name: dict(config=' '.join(forms[name]), **with_pairs(runs, final['proex']))
+                                       for name, runs in form_runs.items()}
         save()
     s = store['summary']
     for m in ('recall@20', 'ndcg@20'):

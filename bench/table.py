@@ -832,7 +832,47 @@ def readme_summary(d=RESULTS):
             f"{bk['test_mean']['recall@20']:.4f} ({bk['paper']['recall@20']:.4f})"
         lines.append(f"| {NAMES[m]} | {b} | {cell(load(d, f'protocol_ml100k_{m}.json'))} | "
                      f"{cell(load(d, f'protocol_synthetic_{m}.json'))} |")
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + readme_variants(d)) + '\n'
+
+
+def readme_variants(d):
+    """The README's compact Fig. 4(b) and Eq. 7 tables (ml100k, discriminative models)."""
+    files = {m: r for m in MODELS if not incomplete(r := load(d, f'protocol_ml100k_{m}.json'))}
+
+    def cell(r, runs):
+        allv = r20(finals(r, 'proex'))
+        both = {s: allv[s] for s in runs if s in allv}
+        return f"{statistics.mean(runs.values()):.4f} ({statistics.mean(runs.values()) - statistics.mean(both.values()):+.4f}, p {pval(paired_p(both, runs))})"
+
+    out = []
+    views = {m: r for m, r in files.items() if 'views_recall@20' in r['summary']}
+    if views:
+        n = sorted({len(keyed(r, 'view|0|')) for r in views.values()})
+        ks = [k for k in next(iter(views.values()))['summary']['views_recall@20'] if k != 'all']
+        out += ['', f"ml100k, Fig. 4(b): ProEx with one profile view, test R@20 (difference to all four views over "
+                    f"the same seeds {', '.join(f'1..{k}' for k in n)}, paired p):", '',
+                '| model | all four | ' + ' | '.join(VIEW_NAMES.get(k, k) for k in ks) + ' |',
+                '|---|---|' + '---|' * len(ks)]
+        for m, r in views.items():
+            ks = [k for k in r['summary']['views_recall@20'] if k != 'all']
+            allv = r20(finals(r, 'proex'))
+            seeds = set().union(*(keyed(r, f'view|{k}|') for k in ks))
+            out.append(f"| {NAMES[m]} | {statistics.mean(allv[s] for s in seeds if s in allv):.4f} | "
+                       + ' | '.join(cell(r, keyed(r, f'view|{k}|')) for k in ks) + ' |')
+    eq7 = {m: r for m, r in files.items() if 'eq7' in r['summary']}
+    if eq7:
+        out += ['', 'ml100k, Eq. 7: test R@20 of the chosen ProEx configuration with L_reg as printed, in the '
+                    "InfoNCE form and as the released uniformity loss (difference to the chosen configuration, "
+                    'paired p; section 3 of `bench/RESULTS.md`):', '',
+                '| model | chosen ProEx config | as printed | InfoNCE sign | uniformity (released) |', '|---|---|---|---|---|']
+        for m, r in eq7.items():
+            chosen = r['chosen']['proex']
+            cells = []
+            for name, f in r['summary']['eq7'].items():
+                same = sorted(f['config'].split()) == sorted(chosen.split())
+                cells.append('= chosen' if same else cell(r, keyed(r, f'eq7|{name}|')))
+            out.append(f"| {NAMES[m]} | `{chosen}` | " + ' | '.join(cells) + ' |')
+    return out
 
 
 def main():
