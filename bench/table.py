@@ -256,6 +256,11 @@ def protocol_ml100k(d):
            'validation R@20* (the highest mean validation Recall@20; the test split plays no part). The chosen configuration of each arm then runs '
            f"with seeds 1..n (n = {', '.join(map(str, seeds)) or '-'}), the same seeds in both arms.",
            '',
+           'The discriminative ProEx grid crosses Eq. 7 off or on (lambda2 0 or 0.01) with two environment '
+           'settings, (E, alpha) = (3, 0.1) or (2, 0.3), and keeps the InfoNCE alignment of Eq. 13 off '
+           '(lambda1 = 0, as the released code): it builds B x B logits per environment and batch (B = 4096), '
+           'which makes a CPU epoch too slow for a grid of this size; its base arm tries as many '
+           'configurations of its own knobs (L2 weight x learning rate; SimGCL: contrastive weight x L2).', '',
            'For the generative models the *prior KL is matched*: both arms put the same weight on '
            'KL(q || N(0, I)), the base through `--kl-weight w` (L-DiffRec: `--vae-anneal-cap w`) and ProEx '
            'through Eq. 11, whose prior term weighs lambda1 * beta = w (`--lambda1`, `--beta`).', '',
