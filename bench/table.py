@@ -297,15 +297,23 @@ def keyed(r, prefix):
     return {int(k[len(prefix):]): v['test']['recall@20'] for k, v in r['runs'].items() if k.startswith(prefix)}
 
 
+def view_seeds(r):
+    """{view: {seed: test R@20}} over the seeds that have every single-view run (a job stopped
+    within a seed leaves it out), or {} if the file has no single views."""
+    ks = [k for k in r['summary'].get('views_recall@20', {}) if k != 'all']
+    runs = {k: keyed(r, f'view|{k}|') for k in ks}
+    common = set.intersection(*(set(v) for v in runs.values())) if runs else set()
+    return {k: {s: v[s] for s in sorted(common)} for k, v in runs.items()} if common else {}
+
+
 def single_views(files):
     """Fig. 4(b): ProEx with one profile view against all of them, the same seeds."""
     rows = []
     for m, r in files.items():
-        if incomplete(r) or 'views_recall@20' not in r['summary']:
+        if incomplete(r) or not view_seeds(r):
             continue
         allv = r20(finals(r, 'proex'))
-        for k in (k for k in r['summary']['views_recall@20'] if k != 'all'):
-            one = keyed(r, f'view|{k}|')
+        for k, one in view_seeds(r).items():
             both = {s: allv[s] for s in one if s in allv}
             rows.append(f"| {NAMES[m]} | {k} ({VIEW_NAMES.get(k, k)}) | {msn(one.values())} | {ms(both.values())} | "
                         f"{statistics.mean(one.values()) - statistics.mean(both.values()):+.4f} | "
@@ -841,7 +849,8 @@ def readme_summary(d=RESULTS):
 
 
 def readme_variants(d):
-    """The README's compact Fig. 4(b) and Eq. 7 tables (ml100k, discriminative models)."""
+    """The README's compact Fig. 4(b) and Eq. 7 tables (ml100k, discriminative models), with the
+    models that have at least 3 paired seeds of them."""
     files = {m: r for m in MODELS if not incomplete(r := load(d, f'protocol_ml100k_{m}.json'))}
 
     def cell(r, runs):
@@ -850,21 +859,21 @@ def readme_variants(d):
         return f"{statistics.mean(runs.values()):.4f} ({statistics.mean(runs.values()) - statistics.mean(both.values()):+.4f}, p {pval(paired_p(both, runs))})"
 
     out = []
-    views = {m: r for m, r in files.items() if 'views_recall@20' in r['summary']}
+    # a model enters once it has 3 paired seeds (RESULTS.md shows any number)
+    views = {m: v for m, r in files.items() if len(next(iter((v := view_seeds(r)).values()), {})) >= 3}
     if views:
-        n = sorted({len(keyed(r, 'view|0|')) for r in views.values()})
-        ks = [k for k in next(iter(views.values()))['summary']['views_recall@20'] if k != 'all']
-        out += ['', f"ml100k, Fig. 4(b): ProEx with one profile view, test R@20 (difference to all four views over "
-                    f"the same seeds {', '.join(f'1..{k}' for k in n)}, paired p):", '',
-                '| model | all four | ' + ' | '.join(VIEW_NAMES.get(k, k) for k in ks) + ' |',
-                '|---|---|' + '---|' * len(ks)]
-        for m, r in views.items():
-            ks = [k for k in r['summary']['views_recall@20'] if k != 'all']
+        ks = list(next(iter(views.values())))
+        out += ['', 'ml100k, Fig. 4(b): ProEx with one profile view, test R@20 (difference to all four views over '
+                    'the same seeds, paired p):', '',
+                '| model | seeds | all four | ' + ' | '.join(VIEW_NAMES.get(k, k) for k in ks) + ' |',
+                '|---|---|---|' + '---|' * len(ks)]
+        for m, v in views.items():
+            r, seeds = files[m], list(next(iter(v.values())))
             allv = r20(finals(r, 'proex'))
-            seeds = set().union(*(keyed(r, f'view|{k}|') for k in ks))
-            out.append(f"| {NAMES[m]} | {statistics.mean(allv[s] for s in seeds if s in allv):.4f} | "
-                       + ' | '.join(cell(r, keyed(r, f'view|{k}|')) for k in ks) + ' |')
-    eq7 = {m: r for m, r in files.items() if 'eq7' in r['summary']}
+            out.append(f"| {NAMES[m]} | 1-{max(seeds)} | {statistics.mean(allv[s] for s in seeds):.4f} | "
+                       + ' | '.join(cell(r, v[k]) for k in ks) + ' |')
+    eq7 = {m: r for m, r in files.items()
+           if min((f['n'] for f in r['summary'].get('eq7', {}).values()), default=0) >= 3}
     if eq7:
         out += ['', 'ml100k, Eq. 7: test R@20 of the chosen ProEx configuration with L_reg as printed, in the '
                     "InfoNCE form and as the released uniformity loss (difference to the chosen configuration, "
