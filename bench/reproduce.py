@@ -204,6 +204,9 @@ def main():
                              f'(e.g. {stale[0]}); rerun with --restart to drop them, or write a new --out')
         for k in stale:
             del store['runs'][k]
+        if stale:  # the old choice and summary were made from the runs just dropped
+            store.pop('chosen', None)
+            store.pop('summary', None)
     store.update(model=a.model, dataset=a.dataset, grids=grids, extra=a.extra,
                  command=' '.join([sys.executable.split('/')[-1]] + sys.argv), code=version)
     common = ['--dataset', a.dataset, '--data-dir', a.data_dir, '--threads', str(a.threads)] + a.extra.split()
@@ -255,8 +258,8 @@ def main():
     #    seeds; seed by seed for both, the summary saved after each seed, so that a stopped job
     #    leaves a summary of complete seeds
     cfg = chosen['proex'].split()
-    l2 = float(cfg[cfg.index('--lambda2') + 1]) if '--lambda2' in cfg else 0.01
-    rest = [x for n, x in enumerate(cfg) if '--lambda2' not in cfg[max(n - 1, 0):n + 1]]
+    i = cfg.index('--lambda2') if '--lambda2' in cfg else len(cfg)
+    rest, l2 = cfg[:i] + cfg[i + 2:], float(cfg[i + 1]) if i < len(cfg) else 0.0  # lambda2 taken out
     forms = {name: rest + form.format(l2=l2 or 0.01).split() for name, form in EQ7_FORMS.items()}
     view_runs = {k: [] for k in a.view_list.split(',')} if a.views else {}
     form_runs = {name: [] for name in forms} if a.eq7 else {}

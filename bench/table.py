@@ -297,27 +297,46 @@ def keyed(r, prefix):
     return {int(k[len(prefix):]): v['test']['recall@20'] for k, v in r['runs'].items() if k.startswith(prefix)}
 
 
+def complete_seeds(variants):
+    """{name: {seed: value}} cut to the seeds every variant has (a job stopped within a seed
+    leaves that seed out), or {} if there is none."""
+    common = set.intersection(*(set(v) for v in variants.values())) if variants else set()
+    return {k: {s: v[s] for s in sorted(common)} for k, v in variants.items()} if common else {}
+
+
 def view_seeds(r):
-    """{view: {seed: test R@20}} over the seeds that have every single-view run (a job stopped
-    within a seed leaves it out), or {} if the file has no single views."""
+    """Fig. 4(b)'s single-view runs, {view: {seed: test R@20}}, over complete seeds."""
     ks = [k for k in r['summary'].get('views_recall@20', {}) if k != 'all']
-    runs = {k: keyed(r, f'view|{k}|') for k in ks}
-    common = set.intersection(*(set(v) for v in runs.values())) if runs else set()
-    return {k: {s: v[s] for s in sorted(common)} for k, v in runs.items()} if common else {}
+    return complete_seeds({k: keyed(r, f'view|{k}|') for k in ks})
+
+
+def eq7_seeds(r):
+    """The Eq. 7 forms, {form: {seed: test R@20}}, over complete seeds; the form equal to the
+    chosen ProEx configuration is its final runs (bench/reproduce.py does not rerun it)."""
+    chosen, forms = sorted(r['chosen']['proex'].split()), r['summary'].get('eq7', {})
+    runs = {name: keyed(r, f'eq7|{name}|') for name, f in forms.items() if sorted(f['config'].split()) != chosen}
+    runs = complete_seeds(runs)
+    proex = r20(finals(r, 'proex'))
+    return {name: runs.get(name) or {s: proex[s] for s in next(iter(runs.values()), {})} for name in forms} \
+        if runs else {}
+
+
+def vs_proex(r, runs):
+    """A variant's {seed: test R@20} against ProEx's final runs of the same seeds:
+    (those ProEx values, mean difference, paired p)."""
+    proex = r20(finals(r, 'proex'))
+    both = {s: proex[s] for s in runs if s in proex}
+    return both, statistics.mean(runs.values()) - statistics.mean(both.values()), paired_p(both, runs)
 
 
 def single_views(files):
     """Fig. 4(b): ProEx with one profile view against all of them, the same seeds."""
     rows = []
     for m, r in files.items():
-        if incomplete(r) or not view_seeds(r):
-            continue
-        allv = r20(finals(r, 'proex'))
-        for k, one in view_seeds(r).items():
-            both = {s: allv[s] for s in one if s in allv}
+        for k, one in (view_seeds(r) if not incomplete(r) else {}).items():
+            both, diff, p = vs_proex(r, one)
             rows.append(f"| {NAMES[m]} | {k} ({VIEW_NAMES.get(k, k)}) | {msn(one.values())} | {ms(both.values())} | "
-                        f"{statistics.mean(one.values()) - statistics.mean(both.values()):+.4f} | "
-                        f"{pval(paired_p(both, one))} |")
+                        f"{diff:+.4f} | {pval(p)} |")
     if not rows:
         return []
     return ['', '### Fig. 4(b): ProEx with one profile view', '',
@@ -330,25 +349,19 @@ def single_views(files):
 def eq7_forms(files):
     """Eq. 7 as printed, with the InfoNCE sign, and the released uniformity loss, each paired with
     the chosen ProEx configuration."""
-    rows = []
+    rows, names = [], []
     for m, r in files.items():
-        if incomplete(r) or 'eq7' not in r['summary']:
+        forms = eq7_seeds(r) if not incomplete(r) else {}
+        if not forms:
             continue
-        chosen = r['chosen']['proex']
-        base = r20(finals(r, 'proex'))
-        cells, seeds = [], set()
-        for name, f in r['summary']['eq7'].items():
-            runs = keyed(r, f'eq7|{name}|')
-            if sorted(f['config'].split()) == sorted(chosen.split()):  # the chosen one: its final runs
-                runs = {s: base[s] for s in range(1, f['n'] + 1) if s in base}
-            both = {s: base[s] for s in runs if s in base}
-            seeds |= set(both)
-            cells.append(f"{msn(runs.values())}, {statistics.mean(runs.values()) - statistics.mean(both.values()):+.4f}"
-                         f" (p {pval(paired_p(both, runs))})")
-        rows.append(f"| {NAMES[m]} | `{chosen}` | {msn(base[s] for s in sorted(seeds))} | " + ' | '.join(cells) + ' |')
+        names = list(forms)
+        cells = []
+        for runs in forms.values():
+            both, diff, p = vs_proex(r, runs)
+            cells.append(f"{msn(runs.values())}, {diff:+.4f} (p {pval(p)})")
+        rows.append(f"| {NAMES[m]} | `{r['chosen']['proex']}` | {msn(both.values())} | " + ' | '.join(cells) + ' |')
     if not rows:
         return []
-    names = list(next(r for r in files.values() if r and 'eq7' in r.get('summary', {}))['summary']['eq7'])
     return ['', '### Eq. 7 in three forms', '',
             "Each model's chosen ProEx configuration with L_reg as printed (`--lambda2 l`: exp(+1/tau)), in "
             'the InfoNCE form (`--infonce-reg`: exp(-1/tau), the positive being a profile with itself) and as '
@@ -854,12 +867,11 @@ def readme_variants(d):
     files = {m: r for m in MODELS if not incomplete(r := load(d, f'protocol_ml100k_{m}.json'))}
 
     def cell(r, runs):
-        allv = r20(finals(r, 'proex'))
-        both = {s: allv[s] for s in runs if s in allv}
-        return f"{statistics.mean(runs.values()):.4f} ({statistics.mean(runs.values()) - statistics.mean(both.values()):+.4f}, p {pval(paired_p(both, runs))})"
+        _, diff, p = vs_proex(r, runs)
+        return f"{statistics.mean(runs.values()):.4f} ({diff:+.4f}, p {pval(p)})"
 
     out = []
-    # a model enters once it has 3 paired seeds (RESULTS.md shows any number)
+    # a model enters once it has 3 complete paired seeds (RESULTS.md shows any number)
     views = {m: v for m, r in files.items() if len(next(iter((v := view_seeds(r)).values()), {})) >= 3}
     if views:
         ks = list(next(iter(views.values())))
@@ -868,23 +880,19 @@ def readme_variants(d):
                 '| model | seeds | all four | ' + ' | '.join(VIEW_NAMES.get(k, k) for k in ks) + ' |',
                 '|---|---|---|' + '---|' * len(ks)]
         for m, v in views.items():
-            r, seeds = files[m], list(next(iter(v.values())))
-            allv = r20(finals(r, 'proex'))
-            out.append(f"| {NAMES[m]} | 1-{max(seeds)} | {statistics.mean(allv[s] for s in seeds):.4f} | "
-                       + ' | '.join(cell(r, v[k]) for k in ks) + ' |')
-    eq7 = {m: r for m, r in files.items()
-           if min((f['n'] for f in r['summary'].get('eq7', {}).values()), default=0) >= 3}
+            one = next(iter(v.values()))
+            out.append(f"| {NAMES[m]} | 1-{max(one)} | {statistics.mean(vs_proex(files[m], one)[0].values()):.4f} | "
+                       + ' | '.join(cell(files[m], v[k]) for k in ks) + ' |')
+    eq7 = {m: f for m, r in files.items() if len(next(iter((f := eq7_seeds(r)).values()), {})) >= 3}
     if eq7:
         out += ['', 'ml100k, Eq. 7: test R@20 of the chosen ProEx configuration with L_reg as printed, in the '
                     "InfoNCE form and as the released uniformity loss (difference to the chosen configuration, "
                     'paired p; section 3 of `bench/RESULTS.md`):', '',
                 '| model | chosen ProEx config | as printed | InfoNCE sign | uniformity (released) |', '|---|---|---|---|---|']
-        for m, r in eq7.items():
-            chosen = r['chosen']['proex']
-            cells = []
-            for name, f in r['summary']['eq7'].items():
-                same = sorted(f['config'].split()) == sorted(chosen.split())
-                cells.append('= chosen' if same else cell(r, keyed(r, f'eq7|{name}|')))
+        for m, forms in eq7.items():
+            chosen = files[m]['chosen']['proex']
+            cells = ['= chosen' if sorted(files[m]['summary']['eq7'][name]['config'].split()) == sorted(chosen.split())
+                     else cell(files[m], runs) for name, runs in forms.items()]
             out.append(f"| {NAMES[m]} | `{chosen}` | " + ' | '.join(cells) + ' |')
     return out
 
