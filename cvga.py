@@ -94,7 +94,7 @@ def parse_args(argv=None):
                    'With --proex the KL to the prior is the beta part of Eq. 11, weight '
                    'lambda1 * beta, and this flag is unused')
     P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
-    args = P.resolve_proex_args(p.parse_args(argv), generative=True)
+    args = P.resolve_proex_args(p, argv, generative=True)
     if args.proex and (args.kl_weight != 1.0 or args.kl_over_batch is not None):  # would do nothing
         flag = '--kl-weight' if args.kl_weight != 1.0 else '--[no-]kl-over-batch'
         raise SystemExit(f'error: argument {flag}: weights the base model\'s KL; with --proex '

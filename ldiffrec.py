@@ -303,7 +303,7 @@ def parse_args(argv=None):
                         '200, as the official code); with --proex, Eq. 11 (which replaces the KL) '
                         'weighs min(--lambda1, s / N), the same schedule')
     P.add_proex_args(p, generative=True, lambda1=0.3)  # Eq. 11 carries the KL: the base's final weight 0.3
-    args = P.resolve_proex_args(p.parse_args(argv), generative=True)
+    args = P.resolve_proex_args(p, argv, generative=True)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)

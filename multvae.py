@@ -75,7 +75,7 @@ def parse_args(argv=None):
                    "al.'s Mult-VAE code, anneals it to 0.2). With --proex the KL to the prior is "
                    "the beta part of Eq. 11, weight lambda1 * beta, and this flag is unused")
     P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
-    args = P.resolve_proex_args(p.parse_args(argv), generative=True)
+    args = P.resolve_proex_args(p, argv, generative=True)
     if args.proex and args.kl_weight != 1.0:  # the flag would silently do nothing
         raise SystemExit('error: argument --kl-weight: weights the base model\'s KL; with --proex '
                          'the KL to the prior weighs lambda1 * beta (Eq. 11): set --lambda1 and '

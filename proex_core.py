@@ -383,8 +383,9 @@ def first_occurrences(ids):
 
 def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambda1,
                              lambda2, lambda3, tau=0.2, shared_mixing=False, uniformity=False,
-                             infonce_reg=False, unbiased_var=False, var_of_means=False, no_mixing=False, rng=None,
-                             users=None, pos_items=None, rec_rows=bpr_rows):
+                             infonce_reg=False, unbiased_var=False, var_of_means=False,
+                             no_mixing=False, rng=None, users=None, pos_items=None,
+                             rec_rows=bpr_rows):
     """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
     z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
     c_u, c_i, c_j: [K, B, d] their K profiles, already mapped by DirectMapping.
@@ -484,12 +485,15 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
 # ----------------------------------------------------------------------------
 # Command-line flags shared by the six model files
 
-def add_proex_args(parser, generative=False, lambda1=0.0, released_also=''):
+def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, alpha=0.1,
+                   chosen='', released_also=''):
     """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing).
     generative=True: Eq. 11 carries the base model's KL to the prior, so --lambda1 is that
     KL's weight (pass the base's, e.g. 1 for Mult-VAE) and must not default to 0; --beta and
     --sum-of-samples exist only then (a discriminative parser does not know them).
+    lambda2, envs, alpha: this model file's defaults; chosen: where they come from, in words.
     released_also: what --released sets in this model file besides the shared weights."""
+    chosen = f'; {chosen}' if chosen else ''
     g = parser.add_argument_group('ProEx', (  # the model files' help keeps line breaks as written
         '"released" below means the authors\' released ProEx code, BlueGhostYi/ProRec on\n'
         'GitHub (lightgcn_proex.py); where it differs from the paper, the paper is the\n'
@@ -497,22 +501,23 @@ def add_proex_args(parser, generative=False, lambda1=0.0, released_also=''):
     g.add_argument('--proex', action='store_true',
                    help='train with ProEx (Alg. 1) and predict with Alg. 2; without it the base '
                         'model trains and the other flags of this group have no effect')
-    g.add_argument('--envs', type=int, default=3,
+    g.add_argument('--envs', type=int, default=envs,
                    help='E, number of environments, i.e. random mixtures of the K profiles '
-                        '(Eq. 8-10; paper 2..8, released code 3; default %(default)s)')
-    g.add_argument('--alpha', type=float, default=0.1,
+                        f'(Eq. 8-10; paper 2..8, released code 3; default %(default)s{chosen})')
+    g.add_argument('--alpha', type=float, default=alpha,
                    help='Dirichlet concentration of the mixing weights (Eq. 10; paper 0.1, 0.2 '
-                        'or 0.3; default %(default)s)')
+                        f'or 0.3; default %(default)s{chosen})')
     g.add_argument('--lambda1', type=float, default=lambda1,
                    help=f'alignment weight of Eq. 13 (default {lambda1:g}; paper range [0, 1]) ' + (
                        '-- Eq. 11 holds the KL to the prior too, so with --beta 1 this is the '
                        "base model's KL weight" if generative else
                        '-- 0 as in the released code: the InfoNCE alignment costs O(B^2 d) per '
                        'environment on CPU'))
-    g.add_argument('--lambda2', type=float, default=0.01,
+    g.add_argument('--lambda2', type=float, default=lambda2,
                    help='weight of L_reg, the term that keeps the K profiles of an entity apart '
-                        '(Eq. 7, 14; paper range [0, 2]; default %(default)s, chosen on synthetic '
-                        'validation for Eq. 7 as printed; --released: 0.4)')
+                        '(Eq. 7, 14; paper range [0, 2]; default %(default)s'
+                        f'{chosen or ", chosen on synthetic validation for Eq. 7 as printed"}; '
+                        '--released: 0.4)')
     g.add_argument('--lambda3', type=float, default=1.0,
                    help='weight of Var_e, the variance of the loss across environments (Eq. 14; '
                         "default %(default)s as the paper; the released code's inv_weight is 10)")
@@ -551,16 +556,17 @@ def add_proex_args(parser, generative=False, lambda1=0.0, released_also=''):
         'beta = 1: only the KL to the prior is left)' if generative else 'lambda1 = 0)'))
     g.add_argument('--no-mixing', action='store_true',
                    help='ablation: mean pooling of the K profiles instead of environments')
-    # released-code behaviours (BlueGhostYi/ProRec lightgcn_proex.py)
-    g.add_argument('--uniformity-reg', action='store_true',
-                   help='released: uniformity InfoNCE per profile instead of Eq. 7')
-    g.add_argument('--shared-mixing', action='store_true',
-                   help='released: one Dirichlet draw per environment for the whole batch')
     if not generative:
         g.add_argument('--infonce-reg', action='store_true',
                        help="Eq. 7 with exp(-1/tau) where the paper prints exp(+1/tau): the "
                             'InfoNCE form, whose positive is a profile with itself (default: '
-                            'as printed)')
+                            'as printed; needs --lambda2 > 0)')
+    # released-code behaviours (BlueGhostYi/ProRec lightgcn_proex.py)
+    g.add_argument('--uniformity-reg', action='store_true',
+                   help='released: uniformity InfoNCE per profile instead of Eq. 7 (needs '
+                        '--lambda2 > 0 or --released)')
+    g.add_argument('--shared-mixing', action='store_true',
+                   help='released: one Dirichlet draw per environment for the whole batch')
     g.add_argument('--unbiased-var', action='store_true',
                    help='released: unbiased Var_e (divide by E - 1)')
     g.add_argument('--var-of-means', action='store_true',
@@ -580,11 +586,14 @@ def add_proex_args(parser, generative=False, lambda1=0.0, released_also=''):
 RELEASED = dict(lambda2=0.4, lambda3=10.0, envs=3)
 
 
-def resolve_proex_args(args, generative=False):
-    """Apply --released, then the ablation switches; returns a new Namespace.
+def resolve_proex_args(parser, argv=None, generative=False):
+    """Parse argv with the model file's parser (add_proex_args called on it), then apply
+    --released and the ablation switches; returns the Namespace.
     generative=True: 'w/o alignment' drops the profile part of Eq. 11 (beta = 1) but keeps
     lambda1, the weight of the KL to the prior (lambda1 = 0 would drop the VAE's KL too)."""
-    a = argparse.Namespace(**vars(args))
+    a = parser.parse_args(argv)
+    proex_flags = vars(add_proex_args(argparse.ArgumentParser(), generative).parse_args([]))
+    defaults = argparse.Namespace(**{k: parser.get_default(k) for k in proex_flags})  # this file's
     rules = [('envs', a.envs >= 1, 'an integer >= 1 (the number E of environments)'),
              ('alpha', a.alpha > 0, '> 0 (the Dirichlet concentration of Eq. 10)'),
              ('lambda1', a.lambda1 >= 0, '>= 0 (a loss weight of Eq. 14)'),
@@ -596,12 +605,15 @@ def resolve_proex_args(args, generative=False):
     for flag, ok, need in rules:  # one `error:` line naming the flag
         if not (ok and np.isfinite(getattr(a, flag))):
             raise SystemExit(f'error: argument --{flag}: must be {need}, got {getattr(a, flag)}')
-    if not generative and a.infonce_reg and (a.uniformity_reg or a.released):
+    if a.proex and not generative and a.infonce_reg and (a.uniformity_reg or a.released):
         raise SystemExit('error: argument --infonce-reg: --uniformity-reg (or --released) '
                          'replaces Eq. 7, so its sign would be ignored; give one of them')
+    form = [f for f in ('infonce_reg', 'uniformity_reg') if getattr(a, f, False)]
+    if a.proex and form and a.lambda2 == 0 and not a.released:  # L_reg off: the form is unused
+        raise SystemExit(f"error: argument --{form[0].replace('_', '-')}: L_reg is off "
+                         '(lambda2 = 0), so its form would change nothing; set --lambda2')
     if a.profile_dim is not None and a.profile_dim < 1:
         raise SystemExit(f'error: argument --profile-dim: must be an integer >= 1, got {a.profile_dim}')
-    defaults = add_proex_args(argparse.ArgumentParser(), generative).parse_args([])
     owned = dict(RELEASED, **({} if generative else {'lambda1': 0.0}))
     for k, v in owned.items() if a.released and a.proex else ():  # a value --released overwrites
         if getattr(a, k) not in (getattr(defaults, k), v):
@@ -620,7 +632,10 @@ def resolve_proex_args(args, generative=False):
             setattr(a, k, v)
     if a.no_var:
         a.lambda3, a.envs = 0.0, 1
-    if a.no_reg:
+    if a.no_reg:  # refused when it would change nothing, as --no-align below
+        if a.lambda2 == 0:
+            raise SystemExit('error: argument --no-reg: L_reg is already off (lambda2 = 0), so '
+                             'this run would equal plain --proex; drop --no-reg, or set --lambda2')
         a.lambda2 = 0.0
     if a.no_align:  # an ablation that would change nothing is refused, not run as --proex
         weight, off = ('beta', 1.0) if generative else ('lambda1', 0.0)

@@ -636,10 +636,10 @@ def test_defaults_and_released_shorthand():
     a = parser().parse_args([])
     assert (a.envs, a.alpha, a.lambda1, a.lambda2, a.lambda3, a.tau, a.profiles) == \
         (3, 0.1, 0.0, 0.01, 1.0, 0.2, 'all')
-    r = pc.resolve_proex_args(parser().parse_args(['--proex', '--released', '--envs', '3']))
+    r = pc.resolve_proex_args(parser(), ['--proex', '--released', '--envs', '3'])
     assert r.uniformity_reg and r.shared_mixing and r.unbiased_var
     assert (r.lambda1, r.lambda3, r.envs, r.lambda2) == (0.0, 10.0, 3, 0.4)
-    plain = pc.resolve_proex_args(parser().parse_args(['--proex']))
+    plain = pc.resolve_proex_args(parser(), ['--proex'])
     assert not (plain.uniformity_reg or plain.shared_mixing or plain.unbiased_var)
     assert (plain.lambda1, plain.lambda2, plain.lambda3, plain.envs) == (0.0, 0.01, 1.0, 3)
 
@@ -652,7 +652,7 @@ def test_only_generative_parsers_know_beta_and_sum_of_samples(generative, capsys
     for flag in ('--beta', '--sum-of-samples', '--profile-input'):
         assert (flag in p.format_help()) == generative
     if generative:
-        a = pc.resolve_proex_args(p.parse_args(['--beta', '0.2', '--sum-of-samples']), True)
+        a = pc.resolve_proex_args(p, ['--beta', '0.2', '--sum-of-samples'], True)
         assert a.beta == 0.2 and a.sum_of_samples
     else:
         with pytest.raises(SystemExit):
@@ -669,25 +669,51 @@ def test_a_value_that_released_overrides_is_an_error(generative, argv, flag):
     models): another value given beside it is named, not silently replaced."""
     p = pc.add_proex_args(argparse.ArgumentParser(), generative=generative)
     with pytest.raises(SystemExit) as e:
-        pc.resolve_proex_args(p.parse_args(['--proex', '--released', *argv]), generative)
+        pc.resolve_proex_args(p, ['--proex', '--released', *argv], generative)
     assert str(e.value).startswith(f'error: argument {flag}: --released sets')
-    same = pc.resolve_proex_args(p.parse_args(['--proex', '--released', '--lambda2', '0.4']), generative)
+    same = pc.resolve_proex_args(p, ['--proex', '--released', '--lambda2', '0.4'], generative)
     assert same.lambda2 == 0.4                                  # the value it sets anyway: fine
 
 
 def test_generative_released_keeps_lambda1():
     """lambda1 weights the KL to the prior in the generative models: --released keeps it."""
     p = pc.add_proex_args(argparse.ArgumentParser(), generative=True, lambda1=1.0)
-    r = pc.resolve_proex_args(p.parse_args(['--proex', '--released', '--lambda1', '0.5']), True)
+    r = pc.resolve_proex_args(p, ['--proex', '--released', '--lambda1', '0.5'], True)
     assert (r.lambda1, r.lambda2, r.lambda3, r.envs) == (0.5, 0.4, 10.0, 3)
 
 
-def test_resolve_ablations_and_purity():
-    args = parser().parse_args(['--no-var', '--no-reg', '--no-align', '--lambda1', '0.1'])
-    r = pc.resolve_proex_args(args)
+def test_resolve_ablations():
+    r = pc.resolve_proex_args(parser(), ['--no-var', '--no-reg', '--no-align', '--lambda1', '0.1'])
     assert (r.lambda3, r.envs, r.lambda2, r.lambda1) == (0.0, 1, 0.0, 0.0)
-    assert (args.lambda3, args.envs, args.lambda2, args.lambda1) == (1.0, 3, 0.01, 0.1)  # input untouched
-    assert pc.resolve_proex_args(parser().parse_args(['--no-mixing'])).envs == 1
+    assert pc.resolve_proex_args(parser(), ['--no-mixing']).envs == 1
+
+
+def test_a_model_files_own_defaults_are_its_defaults():
+    """A model file that passes its own lambda2 / envs / alpha gets them, --help names where
+    they come from, and --released compares a given value with the file's default (the file's
+    default beside --released is not 'another value')."""
+    p = pc.add_proex_args(argparse.ArgumentParser(), lambda2=0.0, envs=2, alpha=0.3,
+                          chosen='picked on validation')
+    a = pc.resolve_proex_args(p, ['--proex'])
+    assert (a.lambda2, a.envs, a.alpha) == (0.0, 2, 0.3)
+    assert ' '.join(p.format_help().split()).count('picked on validation') == 3
+    r = pc.resolve_proex_args(p, ['--proex', '--released'])
+    assert (r.lambda2, r.envs) == (0.4, 3)
+    with pytest.raises(SystemExit, match='--lambda2 0.01 would be ignored'):
+        pc.resolve_proex_args(p, ['--proex', '--released', '--lambda2', '0.01'])
+
+
+@pytest.mark.parametrize('argv,flag', [(['--no-reg'], '--no-reg'),
+                                       (['--infonce-reg'], '--infonce-reg'),
+                                       (['--uniformity-reg'], '--uniformity-reg')])
+def test_a_switch_of_l_reg_at_lambda2_0_is_refused(argv, flag):
+    """With L_reg off (lambda2 = 0), --no-reg or a form of Eq. 7 would change nothing: refused
+    with the flag named, not run as plain --proex; with lambda2 > 0 each is accepted."""
+    p = pc.add_proex_args(argparse.ArgumentParser(), lambda2=0.0)
+    with pytest.raises(SystemExit, match=f'^error: argument {flag}: L_reg is'):
+        pc.resolve_proex_args(p, ['--proex', *argv])
+    assert pc.resolve_proex_args(p, ['--proex', '--lambda2', '0.01', *argv]).proex
+    assert pc.resolve_proex_args(p, ['--proex', '--released', '--uniformity-reg']).lambda2 == 0.4
 
 
 MODEL_FILES = ['lightgcn', 'gccf', 'simgcl', 'multvae', 'ldiffrec', 'cvga']
