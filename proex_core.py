@@ -486,12 +486,13 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
 # Command-line flags shared by the six model files
 
 def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, alpha=0.1,
-                   chosen='', released_also=''):
+                   infonce_reg=False, form_why='', chosen='', released_also=''):
     """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing).
     generative=True: Eq. 11 carries the base model's KL to the prior, so --lambda1 is that
     KL's weight (pass the base's, e.g. 1 for Mult-VAE) and must not default to 0; --beta and
     --sum-of-samples exist only then (a discriminative parser does not know them).
-    lambda2, envs, alpha: this model file's defaults; chosen: where they come from, in words.
+    lambda2, envs, alpha, infonce_reg (the form of Eq. 7, discriminative only): this model
+    file's defaults; chosen, form_why: where they come from, in words.
     released_also: what --released sets in this model file besides the shared weights."""
     chosen = f'; {chosen}' if chosen else ''
     g = parser.add_argument_group('ProEx', (  # the model files' help keeps line breaks as written
@@ -557,10 +558,11 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
     g.add_argument('--no-mixing', action='store_true',
                    help='ablation: mean pooling of the K profiles instead of environments')
     if not generative:
-        g.add_argument('--infonce-reg', action='store_true',
+        g.add_argument('--infonce-reg', action=argparse.BooleanOptionalAction, default=infonce_reg,
                        help="Eq. 7 with exp(-1/tau) where the paper prints exp(+1/tau): the "
-                            'InfoNCE form, whose positive is a profile with itself (default: '
-                            'as printed; needs --lambda2 > 0)')
+                            'InfoNCE form, whose positive is a profile with itself; '
+                            '--no-infonce-reg: as printed; acts only with --lambda2 > 0 '
+                            f"(default: {form_why or 'as printed, the paper'})")
     # released-code behaviours (BlueGhostYi/ProRec lightgcn_proex.py)
     g.add_argument('--uniformity-reg', action='store_true',
                    help='released: uniformity InfoNCE per profile instead of Eq. 7 (needs '
@@ -605,13 +607,16 @@ def resolve_proex_args(parser, argv=None, generative=False):
     for flag, ok, need in rules:  # one `error:` line naming the flag
         if not (ok and np.isfinite(getattr(a, flag))):
             raise SystemExit(f'error: argument --{flag}: must be {need}, got {getattr(a, flag)}')
-    if a.proex and not generative and a.infonce_reg and (a.uniformity_reg or a.released):
-        raise SystemExit('error: argument --infonce-reg: --uniformity-reg (or --released) '
+    # a form of Eq. 7 given where it would change nothing is an error, not a silent no-op
+    sign = [] if generative or a.infonce_reg == defaults.infonce_reg else \
+        ['--infonce-reg' if a.infonce_reg else '--no-infonce-reg']  # given, not the default
+    if a.proex and sign and (a.uniformity_reg or a.released):
+        raise SystemExit(f'error: argument {sign[0]}: --uniformity-reg (or --released) '
                          'replaces Eq. 7, so its sign would be ignored; give one of them')
-    form = [f for f in ('infonce_reg', 'uniformity_reg') if getattr(a, f, False)]
+    form = sign + ['--uniformity-reg'] * a.uniformity_reg
     if a.proex and form and a.lambda2 == 0 and not a.released:  # L_reg off: the form is unused
-        raise SystemExit(f"error: argument --{form[0].replace('_', '-')}: L_reg is off "
-                         '(lambda2 = 0), so its form would change nothing; set --lambda2')
+        raise SystemExit(f'error: argument {form[0]}: L_reg is off (lambda2 = 0), so its '
+                         'form would change nothing; set --lambda2')
     if a.profile_dim is not None and a.profile_dim < 1:
         raise SystemExit(f'error: argument --profile-dim: must be an integer >= 1, got {a.profile_dim}')
     owned = dict(RELEASED, **({} if generative else {'lambda1': 0.0}))

@@ -76,9 +76,9 @@ GRIDS = {
 # because it would change nothing, e.g. --no-align at lambda1 = 0, is recorded as skipped)
 ABLATIONS = ['--no-var', '--no-reg', '--no-align', '--no-mixing']
 # Eq. 7 in three forms (--eq7), each with ProEx's chosen configuration: as printed, the InfoNCE
-# sign, and the released uniformity loss at the released weight; lambda2 0.01 (the default)
-# when the chosen configuration has Eq. 7 off
-EQ7_FORMS = {'printed': '--lambda2 {l2}', 'infonce': '--lambda2 {l2} --infonce-reg',
+# sign, and the released uniformity loss at the released weight; lambda2 0.01 when the chosen
+# configuration has Eq. 7 off
+EQ7_FORMS = {'printed': '--lambda2 {l2} --no-infonce-reg', 'infonce': '--lambda2 {l2} --infonce-reg',
              'uniformity': '--lambda2 0.4 --uniformity-reg'}
 SOURCES = ['data.py', 'eval.py', 'proex_core.py']
 
@@ -259,8 +259,10 @@ def main():
     #    leaves a summary of complete seeds
     cfg = chosen['proex'].split()
     i = cfg.index('--lambda2') if '--lambda2' in cfg else len(cfg)
-    rest, l2 = cfg[:i] + cfg[i + 2:], float(cfg[i + 1]) if i < len(cfg) else 0.0  # lambda2 taken out
+    rest, l2 = cfg[:i] + cfg[i + 2:], mod.parse_args(common + cfg).lambda2  # lambda2 taken out
     forms = {name: rest + form.format(l2=l2 or 0.01).split() for name, form in EQ7_FORMS.items()}
+    chosen_args = vars(mod.parse_args(common + cfg))  # a form that parses to it is the chosen one
+    is_chosen = {name: vars(mod.parse_args(common + f)) == chosen_args for name, f in forms.items()}
     view_runs = {k: [] for k in a.view_list.split(',')} if a.views else {}
     form_runs = {name: [] for name in forms} if a.eq7 else {}
     for s in range(1, max(a.view_seeds * a.views, a.eq7_seeds * a.eq7) + 1):
@@ -268,15 +270,15 @@ def main():
             runs.append(run(mod, common + cfg + ['--profiles', k, '--seed', str(s)], store,
                             f'view|{k}|{s}', version, save))
         for name, runs in form_runs.items() if s <= a.eq7_seeds else ():
-            same = sorted(forms[name]) == sorted(cfg)  # the chosen configuration itself: its final run
-            runs.append(final['proex'][s - 1] if same else run(
+            runs.append(final['proex'][s - 1] if is_chosen[name] else run(  # chosen: its final run
                 mod, common + forms[name] + ['--seed', str(s)], store, f'eq7|{name}|{s}', version, save))
         if view_runs:
             views = {k: with_pairs(runs, final['proex']) for k, runs in view_runs.items()}
             views['all'] = mean_std([r['test']['recall@20'] for r in final['proex'][:min(s, a.view_seeds)]])
             store['summary']['views_recall@20'] = views
         if form_runs:
-            store['summary']['eq7'] = {name: dict(config=' '.join(forms[name]), **with_pairs(runs, final['proex']))
+            store['summary']['eq7'] = {name: dict(config=' '.join(forms[name]), is_chosen=is_chosen[name],
+                                                  **with_pairs(runs, final['proex']))
                                        for name, runs in form_runs.items()}
         save()
     s = store['summary']

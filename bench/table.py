@@ -260,7 +260,8 @@ def protocol_ml100k(d):
            'settings, (E, alpha) = (3, 0.1) or (2, 0.3), and keeps the InfoNCE alignment of Eq. 13 off '
            '(lambda1 = 0, as the released code): it builds B x B logits per environment and batch (B = 4096), '
            'which makes a CPU epoch too slow for a grid of this size; its base arm tries as many '
-           'configurations of its own knobs (L2 weight x learning rate; SimGCL: contrastive weight x L2).', '',
+           'configurations of its own knobs (L2 weight x learning rate; SimGCL: contrastive weight x L2). '
+           "The ProEx configuration chosen here is the ProEx default of that model's file (`--help` says so).", '',
            'For the generative models the *prior KL is matched*: both arms put the same weight on '
            'KL(q || N(0, I)), the base through `--kl-weight w` (L-DiffRec: `--vae-anneal-cap w`) and ProEx '
            'through Eq. 11, whose prior term weighs lambda1 * beta = w (`--lambda1`, `--beta`).', '',
@@ -292,9 +293,17 @@ def protocol_ml100k(d):
 VIEW_NAMES = {'0': 'OP', '1': 'NP1', '2': 'NP2', '3': 'NP3'}
 
 
-def keyed(r, prefix):
-    """{seed: test R@20} of the runs whose key starts with prefix (e.g. 'view|0|')."""
-    return {int(k[len(prefix):]): v['test']['recall@20'] for k, v in r['runs'].items() if k.startswith(prefix)}
+def test_r20(run):
+    return run['test']['recall@20']
+
+
+def val_r20(run):
+    return run['best_val_recall20']
+
+
+def keyed(r, prefix, value=test_r20):
+    """{seed: value(run)} (test R@20 by default) of the runs whose key starts with prefix (e.g. 'view|0|')."""
+    return {int(k[len(prefix):]): value(v) for k, v in r['runs'].items() if k.startswith(prefix)}
 
 
 def complete_seeds(variants):
@@ -310,13 +319,20 @@ def view_seeds(r):
     return complete_seeds({k: keyed(r, f'view|{k}|') for k in ks})
 
 
-def eq7_seeds(r):
-    """The Eq. 7 forms, {form: {seed: test R@20}}, over complete seeds; the form equal to the
-    chosen ProEx configuration is its final runs (bench/reproduce.py does not rerun it)."""
-    chosen, forms = sorted(r['chosen']['proex'].split()), r['summary'].get('eq7', {})
-    runs = {name: keyed(r, f'eq7|{name}|') for name, f in forms.items() if sorted(f['config'].split()) != chosen}
+def eq7_is_chosen(r, name):
+    """Whether Eq. 7's form `name` is the chosen ProEx configuration itself (then its runs are
+    ProEx's final runs); files written before reproduce.py stored it compare the flag strings."""
+    f = r['summary']['eq7'][name]
+    return f.get('is_chosen', sorted(f['config'].split()) == sorted(r['chosen']['proex'].split()))
+
+
+def eq7_seeds(r, value=test_r20):
+    """The Eq. 7 forms, {form: {seed: value(run)}} (test R@20 by default), over complete seeds; the
+    form equal to the chosen ProEx configuration is its final runs (bench/reproduce.py does not rerun it)."""
+    forms = r['summary'].get('eq7', {})
+    runs = {name: keyed(r, f'eq7|{name}|', value) for name in forms if not eq7_is_chosen(r, name)}
     runs = complete_seeds(runs)
-    proex = r20(finals(r, 'proex'))
+    proex = {s: value(v) for s, v in finals(r, 'proex').items()}
     return {name: runs.get(name) or {s: proex[s] for s in next(iter(runs.values()), {})} for name in forms} \
         if runs else {}
 
@@ -354,20 +370,27 @@ def eq7_forms(files):
         forms = eq7_seeds(r) if not incomplete(r) else {}
         if not forms:
             continue
-        names = list(forms)
+        names, val = list(forms), eq7_seeds(r, val_r20)
         cells = []
-        for runs in forms.values():
+        for name, runs in forms.items():
             both, diff, p = vs_proex(r, runs)
-            cells.append(f"{msn(runs.values())}, {diff:+.4f} (p {pval(p)})")
-        rows.append(f"| {NAMES[m]} | `{r['chosen']['proex']}` | {msn(both.values())} | " + ' | '.join(cells) + ' |')
+            if eq7_is_chosen(r, name):
+                cells.append('= chosen')
+                continue
+            cells.append(f"{msn(runs.values())}, {diff:+.4f} (p {pval(p)}); val {statistics.mean(val[name].values()):.4f}")
+        chosen_val = {s: val_r20(v) for s, v in finals(r, 'proex').items() if s in both}
+        rows.append(f"| {NAMES[m]} | `{r['chosen']['proex']}` | {msn(both.values())}; val "
+                    f"{statistics.mean(chosen_val.values()):.4f} | " + ' | '.join(cells) + ' |')
     if not rows:
         return []
     return ['', '### Eq. 7 in three forms', '',
-            "Each model's chosen ProEx configuration with L_reg as printed (`--lambda2 l`: exp(+1/tau)), in "
-            'the InfoNCE form (`--infonce-reg`: exp(-1/tau), the positive being a profile with itself) and as '
+            "Each model's chosen ProEx configuration with L_reg as printed (`--lambda2 l`, with "
+            '`--no-infonce-reg` where that is not the default: exp(+1/tau)), in the InfoNCE form '
+            '(`--infonce-reg`: exp(-1/tau), the positive being a profile with itself) and as '
             "the released code's uniformity loss at its weight (`--uniformity-reg --lambda2 0.4`); l is the "
-            'chosen lambda2, or the default 0.01 when the chosen configuration has Eq. 7 off. Test R@20, '
-            'then the difference to the chosen configuration over the same seeds and its paired p '
+            'chosen lambda2, or 0.01 when the chosen configuration has Eq. 7 off. Test R@20, '
+            'then the difference to the chosen configuration over the same seeds and its paired p, '
+            'and the mean validation R@20 of the same runs ("val", what a choice of form may use) '
             '(`--eq7` of `bench/reproduce.py`).', '',
             '| model | chosen ProEx config | chosen | ' + ' | '.join(names) + ' |',
             '|---|---|---|' + '---|' * len(names)] + rows
@@ -381,8 +404,8 @@ def synthetic(d):
            'K = 4 profile views, views 0-2 informative (the planted factors plus noise) and view 3 '
            'misleading (another entity\'s profile). Where the profiles carry the planted signal, ProEx '
            'should beat the base, and ProEx on all views should beat ProEx fed view 3 alone '
-           '(`--profiles 3`). No tuning: the model files\' defaults, the prior KL matched for the '
-           'generative models. Test R@20, mean ± std over seeds 1..n; p of paired t-tests over the '
+           '(`--profiles 3`). No tuning: the model files\' defaults at the commit named in the last column, '
+           'the prior KL matched for the generative models. Test R@20, mean ± std over seeds 1..n; p of paired t-tests over the '
            'seeds both runs share; "yes" = higher with p < .05, "n.s." = higher, p >= .05.', '',
            '| model | base config | ProEx config | base | ProEx | p | ProEx, view 3 alone | p | '
            'ProEx > base | ProEx > view 3 | best epoch <= 30, base / ProEx | stopping | code |',
@@ -888,12 +911,15 @@ def readme_variants(d):
         out += ['', 'ml100k, Eq. 7: test R@20 of the chosen ProEx configuration with L_reg as printed, in the '
                     "InfoNCE form and as the released uniformity loss (difference to the chosen configuration, "
                     'paired p; section 3 of `bench/RESULTS.md`):', '',
-                '| model | chosen ProEx config | as printed | InfoNCE sign | uniformity (released) |', '|---|---|---|---|---|']
+                '| model | seeds | chosen ProEx config | chosen | as printed | InfoNCE sign | uniformity (released) |',
+                '|---|---|---|---|---|---|---|']
         for m, forms in eq7.items():
             chosen = files[m]['chosen']['proex']
-            cells = ['= chosen' if sorted(files[m]['summary']['eq7'][name]['config'].split()) == sorted(chosen.split())
-                     else cell(files[m], runs) for name, runs in forms.items()]
-            out.append(f"| {NAMES[m]} | `{chosen}` | " + ' | '.join(cells) + ' |')
+            cells = ['= chosen' if eq7_is_chosen(files[m], name) else cell(files[m], runs)
+                     for name, runs in forms.items()]
+            one = next(iter(forms.values()))
+            out.append(f"| {NAMES[m]} | 1-{max(one)} | `{chosen}` | "
+                       f"{statistics.mean(vs_proex(files[m], one)[0].values()):.4f} | " + ' | '.join(cells) + ' |')
     return out
 
 

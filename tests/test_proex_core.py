@@ -716,6 +716,22 @@ def test_a_switch_of_l_reg_at_lambda2_0_is_refused(argv, flag):
     assert pc.resolve_proex_args(p, ['--proex', '--released', '--uniformity-reg']).lambda2 == 0.4
 
 
+@pytest.mark.parametrize('default', [False, True])
+def test_the_form_of_eq7_is_a_file_default_with_a_flag_each_way(default):
+    """--infonce-reg / --no-infonce-reg pick Eq. 7's sign over the file's default; the flag that
+    restates the default is accepted beside --uniformity-reg, the other one is refused there."""
+    p = pc.add_proex_args(argparse.ArgumentParser(), infonce_reg=default, form_why='why')
+    assert pc.resolve_proex_args(p, ['--proex']).infonce_reg is default
+    assert pc.resolve_proex_args(p, ['--proex', '--infonce-reg']).infonce_reg is True
+    assert pc.resolve_proex_args(p, ['--proex', '--no-infonce-reg']).infonce_reg is False
+    assert pc.switches(pc.resolve_proex_args(p, ['--proex']))['infonce_reg'] is default
+    other = '--no-infonce-reg' if default else '--infonce-reg'
+    with pytest.raises(SystemExit, match=f'^error: argument {other}: --uniformity-reg'):
+        pc.resolve_proex_args(p, ['--proex', '--uniformity-reg', other])
+    assert pc.resolve_proex_args(p, ['--proex', '--uniformity-reg']).uniformity_reg
+    assert '(default: why)' in ' '.join(p.format_help().split())
+
+
 MODEL_FILES = ['lightgcn', 'gccf', 'simgcl', 'multvae', 'ldiffrec', 'cvga']
 
 

@@ -34,14 +34,17 @@ def test_eq7_forms_and_views_pair_with_the_chosen_configuration(tmp_path, lambda
     assert argv.count('--lambda2') == 1 and argv[argv.index('--seed') + 1] == '2'
     assert r['runs']['eq7|uniformity|1']['argv'][-5:] == ['--lambda2', '0.4', '--uniformity-reg', '--seed', '1']
     printed = r['summary']['eq7']['printed']
-    assert printed['n'] == 2 and printed['config'].endswith('--lambda2 0.01')
+    assert printed['n'] == 2 and printed['config'].endswith('--lambda2 0.01 --no-infonce-reg')
+    assert [f['is_chosen'] for f in r['summary']['eq7'].values()] == [lambda2 == '0.01', False, False]
     if lambda2 == '0.01':  # the chosen configuration itself: its final runs
         assert printed['mean'] == r['summary']['recall@20']['proex']['mean']
     view = r['summary']['views_recall@20']['3']
     assert view['n'] == 2 and view['vs_chosen']['proex']['mean'] == r['summary']['recall@20']['proex']['mean']
     text = '\n'.join(table.protocol_ml100k(tmp_path))
     assert '| LightGCN | 3 (NP3) |' in text and '### Eq. 7 in three forms' in text
-    assert text.count('(n=2), ') == 3  # three forms, each over the two seeds
+    assert text.count('(n=2), ') == len(extra_runs)  # each form run, over the two seeds
+    assert text.count('= chosen') == 3 - len(extra_runs)  # the form that is the chosen configuration
+    assert text.count('; val 0.') == len(extra_runs) + 1  # validation R@20 of each form and of the chosen
 
 
 def test_eq7_seeds_must_pair_with_final_seeds(tmp_path):
