@@ -1,7 +1,10 @@
 """Base vs ProEx (and ablations) over several seeds: mean and std of test R@20, N@20.
 
     python bench/compare.py --dataset ml100k --models lightgcn,gccf,simgcl \
-        --variants base,proex,no-var,no-reg,no-align,no-mixing --out bench/results/ml100k_disc.json
+        --variants base,proex,no-var,no-mixing --out bench/results/ml100k_disc.json
+
+(--no-reg and --no-align are refused where the file's default already has that term off:
+lambda2 = 0 in gccf.py and lightgcn.py, lambda1 = 0 in all three discriminative files.)
 
 A variant is a name from VARIANTS (or `name=flags` for your own, e.g. "l2=--proex --lambda2 0.1").
 Every run trains with early stopping on validation Recall@20 and tests once with the best
