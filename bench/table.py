@@ -910,16 +910,18 @@ def readme_variants(d):
     if eq7:
         out += ['', 'ml100k, Eq. 7: test R@20 of the chosen ProEx configuration with L_reg as printed, in the '
                     "InfoNCE form and as the released uniformity loss (difference to the chosen configuration, "
-                    'paired p; section 3 of `bench/RESULTS.md`):', '',
+                    'paired p; then the mean validation R@20 of the same runs; section 3 of `bench/RESULTS.md`):', '',
                 '| model | seeds | chosen ProEx config | chosen | as printed | InfoNCE sign | uniformity (released) |',
                 '|---|---|---|---|---|---|---|']
         for m, forms in eq7.items():
-            chosen = files[m]['chosen']['proex']
-            cells = ['= chosen' if eq7_is_chosen(files[m], name) else cell(files[m], runs)
-                     for name, runs in forms.items()]
+            r, val = files[m], eq7_seeds(files[m], val_r20)
+            cells = ['= chosen' if eq7_is_chosen(r, name) else
+                     f"{cell(r, runs)}; val {statistics.mean(val[name].values()):.4f}" for name, runs in forms.items()]
             one = next(iter(forms.values()))
-            out.append(f"| {NAMES[m]} | 1-{max(one)} | `{chosen}` | "
-                       f"{statistics.mean(vs_proex(files[m], one)[0].values()):.4f} | " + ' | '.join(cells) + ' |')
+            chosen_val = statistics.mean(val_r20(v) for s, v in finals(r, 'proex').items() if s in one)
+            out.append(f"| {NAMES[m]} | 1-{max(one)} | `{r['chosen']['proex']}` | "
+                       f"{statistics.mean(vs_proex(r, one)[0].values()):.4f}; val {chosen_val:.4f} | "
+                       + ' | '.join(cells) + ' |')
     return out
 
 
