@@ -371,14 +371,16 @@ def eq7_forms(files):
         if not forms:
             continue
         names, val = list(forms), eq7_seeds(r, val_r20)
+        seeds = next(iter(forms.values()))
+        chosen_val = {s: val_r20(v) for s, v in finals(r, 'proex').items() if s in seeds}
         cells = []
         for name, runs in forms.items():
             both, diff, p = vs_proex(r, runs)
             if eq7_is_chosen(r, name):
                 cells.append('= chosen')
                 continue
-            cells.append(f"{msn(runs.values())}, {diff:+.4f} (p {pval(p)}); val {statistics.mean(val[name].values()):.4f}")
-        chosen_val = {s: val_r20(v) for s, v in finals(r, 'proex').items() if s in both}
+            cells.append(f"{msn(runs.values())}, {diff:+.4f} (p {pval(p)}); val "
+                         f"{statistics.mean(val[name].values()):.4f} (p {pval(paired_p(chosen_val, val[name]))})")
         rows.append(f"| {NAMES[m]} | `{r['chosen']['proex']}` | {msn(both.values())}; val "
                     f"{statistics.mean(chosen_val.values()):.4f} | " + ' | '.join(cells) + ' |')
     if not rows:
@@ -390,7 +392,8 @@ def eq7_forms(files):
             "the released code's uniformity loss at its weight (`--uniformity-reg --lambda2 0.4`); l is the "
             'chosen lambda2, or 0.01 when the chosen configuration has Eq. 7 off. Test R@20, '
             'then the difference to the chosen configuration over the same seeds and its paired p, '
-            'and the mean validation R@20 of the same runs ("val", what a choice of form may use) '
+            'and the mean validation R@20 of the same runs ("val", what a choice of form may use) with '
+            'the paired p of its difference to the chosen configuration\'s '
             '(`--eq7` of `bench/reproduce.py`).', '',
             '| model | chosen ProEx config | chosen | ' + ' | '.join(names) + ' |',
             '|---|---|---|' + '---|' * len(names)] + rows
