@@ -259,9 +259,9 @@ def main():
     #    leaves a summary of complete seeds
     cfg = chosen['proex'].split()
     i = cfg.index('--lambda2') if '--lambda2' in cfg else len(cfg)
-    rest, l2 = cfg[:i] + cfg[i + 2:], mod.parse_args(common + cfg).lambda2  # lambda2 taken out
-    forms = {name: rest + form.format(l2=l2 or 0.01).split() for name, form in EQ7_FORMS.items()}
     chosen_args = vars(mod.parse_args(common + cfg))  # a form that parses to it is the chosen one
+    rest, l2 = cfg[:i] + cfg[i + 2:], chosen_args['lambda2']  # lambda2 taken out
+    forms = {name: rest + form.format(l2=l2 or 0.01).split() for name, form in EQ7_FORMS.items()}
     is_chosen = {name: vars(mod.parse_args(common + f)) == chosen_args for name, f in forms.items()}
     view_runs = {k: [] for k in a.view_list.split(',')} if a.views else {}
     form_runs = {name: [] for name in forms} if a.eq7 else {}

@@ -326,22 +326,25 @@ def eq7_is_chosen(r, name):
     return f.get('is_chosen', sorted(f['config'].split()) == sorted(r['chosen']['proex'].split()))
 
 
+def proex_on(r, seeds, value=test_r20):
+    """{seed: value(run)} (test R@20 by default) of ProEx's final runs of the given seeds."""
+    return {s: value(v) for s, v in finals(r, 'proex').items() if s in seeds}
+
+
 def eq7_seeds(r, value=test_r20):
     """The Eq. 7 forms, {form: {seed: value(run)}} (test R@20 by default), over complete seeds; the
     form equal to the chosen ProEx configuration is its final runs (bench/reproduce.py does not rerun it)."""
     forms = r['summary'].get('eq7', {})
     runs = {name: keyed(r, f'eq7|{name}|', value) for name in forms if not eq7_is_chosen(r, name)}
     runs = complete_seeds(runs)
-    proex = {s: value(v) for s, v in finals(r, 'proex').items()}
-    return {name: runs.get(name) or {s: proex[s] for s in next(iter(runs.values()), {})} for name in forms} \
+    return {name: runs.get(name) or proex_on(r, next(iter(runs.values())), value) for name in forms} \
         if runs else {}
 
 
 def vs_proex(r, runs):
     """A variant's {seed: test R@20} against ProEx's final runs of the same seeds:
     (those ProEx values, mean difference, paired p)."""
-    proex = r20(finals(r, 'proex'))
-    both = {s: proex[s] for s in runs if s in proex}
+    both = proex_on(r, runs)
     return both, statistics.mean(runs.values()) - statistics.mean(both.values()), paired_p(both, runs)
 
 
@@ -372,7 +375,7 @@ def eq7_forms(files):
             continue
         names, val = list(forms), eq7_seeds(r, val_r20)
         seeds = next(iter(forms.values()))
-        chosen_val = {s: val_r20(v) for s, v in finals(r, 'proex').items() if s in seeds}
+        chosen_val = proex_on(r, seeds, val_r20)
         cells = []
         for name, runs in forms.items():
             both, diff, p = vs_proex(r, runs)
@@ -921,7 +924,7 @@ def readme_variants(d):
             cells = ['= chosen' if eq7_is_chosen(r, name) else
                      f"{cell(r, runs)}; val {statistics.mean(val[name].values()):.4f}" for name, runs in forms.items()]
             one = next(iter(forms.values()))
-            chosen_val = statistics.mean(val_r20(v) for s, v in finals(r, 'proex').items() if s in one)
+            chosen_val = statistics.mean(proex_on(r, one, val_r20).values())
             out.append(f"| {NAMES[m]} | 1-{max(one)} | `{r['chosen']['proex']}` | "
                        f"{statistics.mean(vs_proex(r, one)[0].values()):.4f}; val {chosen_val:.4f} | "
                        + ' | '.join(cells) + ' |')

@@ -683,8 +683,11 @@ def test_generative_released_keeps_lambda1():
 
 
 def test_resolve_ablations():
-    r = pc.resolve_proex_args(parser(), ['--no-var', '--no-reg', '--no-align', '--lambda1', '0.1'])
+    p = parser()
+    r = pc.resolve_proex_args(p, ['--no-var', '--no-reg', '--no-align', '--lambda1', '0.1'])
     assert (r.lambda3, r.envs, r.lambda2, r.lambda1) == (0.0, 1, 0.0, 0.0)
+    assert [p.get_default(k) for k in ('lambda3', 'envs', 'lambda2', 'lambda1')] == [1.0, 3, 0.01, 0.0]  # parser untouched
+    assert pc.resolve_proex_args(p, ['--proex']).lambda2 == 0.01  # the same parser, parsed again
     assert pc.resolve_proex_args(parser(), ['--no-mixing']).envs == 1
 
 
