@@ -28,6 +28,10 @@ DATASET_DEFAULTS = {
     'steam': dict(layers=2, reg=1e-6),
 }
 
+# ProEx on ml100k, synthetic and other datasets: the configuration ml100k validation picks
+# (bench/RESULTS.md, section 3); book, yelp, steam: proex_core.PAPER_DATASETS
+PROEX_TUNED = dict(lambda1=0.0, lambda2=0.0, envs=3, alpha=0.1, infonce_reg=False)
+
 
 class GCCF(nn.Module):
     def __init__(self, n_users, n_items, d, layers):
@@ -63,10 +67,10 @@ def parse_args(argv=None):
                    'every dataset)')
     p.add_argument('--reg', type=float_range(0), default=None,
                    help='L2 weight on all parameters (default 1e-6 on every dataset)')
-    P.add_proex_args(p, lambda2=0.0, envs=3, alpha=0.1,  # the configuration ml100k validation picks
+    P.add_proex_args(p, tuned=PROEX_TUNED,
                      chosen='picked by validation R@20 on ml100k, mean of two tuning seeds: '
                      'bench/results/protocol_ml100k_gccf.json')
-    args = P.resolve_proex_args(p, argv)
+    args = P.resolve_proex_args(p, argv, tuned=PROEX_TUNED)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)

@@ -26,6 +26,10 @@ DATASET_DEFAULTS = {
     'steam': dict(layers=2, reg=1e-6, keep_rate=0.8),
 }
 
+# ProEx on ml100k, synthetic and other datasets: the configuration ml100k validation picks
+# (bench/RESULTS.md, section 3); book, yelp, steam: proex_core.PAPER_DATASETS
+PROEX_TUNED = dict(lambda1=0.0, lambda2=0.0, envs=2, alpha=0.3, infonce_reg=False)
+
 
 class LightGCN(nn.Module):
     def __init__(self, n_users, n_items, d, layers, skip_layer0=False):
@@ -71,12 +75,12 @@ def parse_args(argv=None):
                    '--proex --released sets 1)')
     p.add_argument('--skip-layer0', action='store_true', help='final = sum of layers 1..L '
                    '(as the released ProEx-LightGCN; set by --proex --released)')
-    P.add_proex_args(p, lambda2=0.0, envs=2, alpha=0.3,  # the configuration ml100k validation picks
+    P.add_proex_args(p, tuned=PROEX_TUNED,
                      chosen='picked by validation R@20 on ml100k, mean of two tuning seeds: '
                      'bench/results/protocol_ml100k_lightgcn.json',
                      released_also='; in this file also --skip-layer0 and keep_rate 1.0 '
                      '(no edge dropout), as the released ProEx-LightGCN')
-    args = P.resolve_proex_args(p, argv)
+    args = P.resolve_proex_args(p, argv, tuned=PROEX_TUNED)
     if args.proex and args.released and args.keep_rate not in (None, 1.0):
         p.error(f'argument --keep-rate: --released sets keep_rate 1.0 (no edge dropout, as the '
                 f'released code), so --keep-rate {args.keep_rate:g} would be ignored; drop '

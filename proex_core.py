@@ -59,6 +59,8 @@ class AggregationMapping(nn.Module):
     def __init__(self, d_s, d, hidden=600):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(d_s, hidden), nn.Tanh(), nn.Linear(hidden, 2 * d))
+        for layer in (self.mlp[0], self.mlp[2]):
+            nn.init.xavier_uniform_(layer.weight)  # Sec. 3.1.4: "initialized using Xavier"
 
     def forward(self, c):
         mu, logvar = self.mlp(c).chunk(2, dim=-1)  # [..., 2d] -> 2 x [..., d]
@@ -78,19 +80,24 @@ def aggregate_profiles(x, c_items, c_users):
 # ----------------------------------------------------------------------------
 # The K profile views of every user and item, mapped on demand (used by the model files)
 
-def stack_views(arrays, profile_dim=None):
-    """The K views of one side (users or items), K arrays [n, d_s] -> [K, n, d_s] float32.
-    profile_dim=N (optional, for CPUs; not in the paper): project every view onto the top N
-    principal directions of that side's K * n profile vectors (PCA fitted once, here), so
-    the mapping MLP of Eq. 6 reads N numbers instead of d_s -> [K, n, N]."""
-    c = torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in arrays])  # [K, n, d_s]
-    if profile_dim is None or profile_dim >= c.shape[-1]:
-        return c
-    flat = c.reshape(-1, c.shape[-1]).double()  # [K n, d_s]
-    centred = flat - flat.mean(dim=0)
+def stack_views(arrays):
+    """The K views of one side (users or items), K arrays [n, d_s] -> [K, n, d_s] float32."""
+    return torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in arrays])  # [K, n, d_s]
+
+
+def project_views(c_users, c_items, profile_dim=None):
+    """profile_dim=N (optional, for CPUs; not in the paper): project the users' and the items'
+    views onto the top N principal directions of all their K (U + I) profile vectors together
+    (one centre, one basis, fitted once here), so that the one mapping of Eq. 6 reads the same
+    coordinates on both sides. [K, U, d_s], [K, I, d_s] -> [K, U, N], [K, I, N]."""
+    if profile_dim is None or profile_dim >= c_users.shape[-1]:
+        return c_users, c_items
+    flat = torch.cat([c_users, c_items], dim=1).reshape(-1, c_users.shape[-1]).double()  # [K(U+I), d_s]
+    centre = flat.mean(dim=0)  # [d_s]
+    centred = flat - centre
     _, eigvec = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues, [d_s, d_s]
     top = eigvec[:, -profile_dim:].flip(-1)  # the N leading directions, [d_s, N]
-    return (centred @ top).float().reshape(c.shape[0], c.shape[1], profile_dim)  # [K, n, N]
+    return tuple(((c.double() - centre) @ top).float() for c in (c_users, c_items))
 
 
 class ProfileEncoder(nn.Module):
@@ -101,8 +108,9 @@ class ProfileEncoder(nn.Module):
     def __init__(self, usr_prf, itm_prf, d, profile_dim=None):
         super().__init__()
         # K arrays [n, d_s] -> [K, n, d_s]; persistent=False keeps them out of state_dict
-        self.register_buffer('c_users', stack_views(usr_prf, profile_dim), persistent=False)
-        self.register_buffer('c_items', stack_views(itm_prf, profile_dim), persistent=False)
+        c_users, c_items = project_views(stack_views(usr_prf), stack_views(itm_prf), profile_dim)
+        self.register_buffer('c_users', c_users, persistent=False)
+        self.register_buffer('c_items', c_items, persistent=False)
         self.f_psi = DirectMapping(self.c_users.shape[-1], d)
 
     def _map(self, c, ids):
@@ -145,8 +153,8 @@ class ProfileAggregator(nn.Module):
                  input_rule='mean'):
         super().__init__()
         self.input_rule = input_rule
-        c_users = stack_views(usr_prf, profile_dim)  # [K, U, d_s]
-        c_items = stack_views(itm_prf, profile_dim)  # [K, I, d_s]
+        c_users, c_items = project_views(stack_views(usr_prf), stack_views(itm_prf),
+                                         profile_dim)  # [K, U, d_s], [K, I, d_s]
         self.f_psi = AggregationMapping(c_users.shape[-1], d, hidden)
         if input_rule == 'dropped-sum':  # buffers: not in state_dict
             self.register_buffer('c_users', c_users, persistent=False)
@@ -257,6 +265,33 @@ def info_nce_rows(z, c, tau=0.2):
 def info_nce(z, c, tau=0.2):
     """info_nce_rows averaged over the n rows: [n, d], [n, d] -> scalar."""
     return info_nce_rows(z, c, tau).mean()
+
+
+def distinct_rows(ids):
+    """The distinct ids of a batch: row of each one's first occurrence [n] and, for every
+    row, the index of its id among them [B]. ids: [B] -> ([n], [B])."""
+    uniq, inverse = torch.unique(ids, return_inverse=True)  # [n], [B]
+    rows = torch.arange(ids.numel(), device=ids.device)  # [B]
+    first = torch.full_like(uniq, ids.numel())
+    return first.scatter_reduce(0, inverse, rows, reduce='amin'), inverse  # [n], [B]
+
+
+def first_occurrences(ids):
+    """Row index of the first occurrence of each distinct id: [B] -> [n]."""
+    return distinct_rows(ids)[0]
+
+
+def entity_alignment(z, c_env, ids, tau=0.2):
+    """L_align of Eq. 13 for one side (users or items) of a BPR batch, per environment and row:
+    InfoNCE between each DISTINCT entity's collaborative vector and its mixed profile, the
+    other distinct entities of the batch being the negatives (a repeated row would be a
+    negative as close as the positive). Each row then takes its entity's value (Alg. 1 is
+    per row). z: [B, d], c_env: [E, B, d], ids: [B] -> [E, B]."""
+    first, inverse = distinct_rows(ids)  # [n], [B]
+    z_n = z.index_select(0, first)  # [n, d]
+    per_entity = torch.stack([info_nce_rows(z_n, c.index_select(0, first), tau)
+                              for c in c_env])  # [E, n]
+    return per_entity.index_select(1, inverse)  # [E, B]
 
 
 def kl_diag_gaussians(mu_q, var_q, mu_p, var_p):
@@ -373,14 +408,6 @@ def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False, var
     return env_losses.mean(dim=1).sum() + lambda2 * l_reg + lambda3 * var_e
 
 
-def first_occurrences(ids):
-    """Row index of the first occurrence of each distinct id: [B] -> [n_unique]."""
-    uniq, inverse = torch.unique(ids, return_inverse=True)  # [U], [B]
-    rows = torch.arange(ids.numel(), device=ids.device)  # [B]
-    first = torch.full_like(uniq, ids.numel())
-    return first.scatter_reduce(0, inverse, rows, reduce='amin')  # [U]
-
-
 def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambda1,
                              lambda2, lambda3, tau=0.2, shared_mixing=False, uniformity=False,
                              infonce_reg=False, unbiased_var=False, var_of_means=False,
@@ -389,7 +416,8 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambd
     """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
     z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
     c_u, c_i, c_j: [K, B, d] their K profiles, already mapped by DirectMapping.
-    users, pos_items: [B] ids, used only by uniformity=True to keep unique rows.
+    users, pos_items: [B] ids; the alignment (lambda1 > 0) and uniformity=True run over the
+      distinct ones.
     rec_rows: L_rec of one triple, (z_u, z_i, z_j) [..., B, d] -> [..., B]; BPR by default.
     Returns (total, parts): parts = detached scalar tensors {'rec', 'align', 'reg', 'var'}
     (unweighted; 'rec' and 'align' summed over environments), kept on the device so that
@@ -407,9 +435,11 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambd
     # 2) fusion by addition (Eq. 12) and the recommendation loss per environment and triple
     rec = rec_rows(fuse_vectors(z_u, cu_e), fuse_vectors(z_i, ci_e), fuse_vectors(z_j, cj_e))  # [E, B]
     # 3) alignment per environment and row (L_align of Eq. 13); skipped when switched off
-    if lambda1 != 0:
-        align = torch.stack([info_nce_rows(z_u, cu, tau) + info_nce_rows(z_i, ci, tau)
-                             for cu, ci in zip(cu_e, ci_e)])  # [E, B]
+    if lambda1 != 0:  # over the distinct users and positive items of the batch
+        if users is None or pos_items is None:
+            raise ValueError('discriminative_objective: lambda1 > 0 needs users= and pos_items= '
+                             '([B] ids), as Eq. 13 contrasts the distinct entities of the batch')
+        align = entity_alignment(z_u, cu_e, users, tau) + entity_alignment(z_i, ci_e, pos_items, tau)  # [E, B]
     else:
         align = torch.zeros_like(rec)  # [E, B]
     env_losses = rec + lambda1 * align  # Eq. 13, L^e per row, [E, B]
@@ -435,7 +465,7 @@ def summary(rec, align, l_reg, var_e):
 def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lambda1,
                          lambda2, lambda3, tau=0.2, shared_mixing=False, unbiased_var=False,
                          var_of_means=False, no_mixing=False, sum_of_samples=False,
-                         generator=None, rng=None):
+                         align_fused=False, uniformity=False, generator=None, rng=None):
     """Alg. 1 for one batch of a generative model (Mult-VAE, L-DiffRec, CVGA).
     nll_fn: z [B, d] -> [B] reconstruction loss of each user under the base model (no KL
       term: the KL to the prior is the beta part of Eq. 11, so beta = 1 with lambda1 the
@@ -443,10 +473,16 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
     mu, var: [B, d] the base posterior q(z_u | x_u); mu_k, var_k: [K, B, d] from
     AggregationMapping, one per profile. Returns (total, parts) as discriminative_objective.
     Eq. 12 (default): per environment the fused Gaussian N(mu + mu~e, var * var~e)
-      (fuse_gaussians, as DMRec), one sample of it, and Eq. 11 aligns the fused Gaussian.
-    sum_of_samples=True (for study): z ~ q plus a sample of the environment's Gaussian, and
-      Eq. 11 aligns q itself; on a batch of ml100k or synthetic users this reading holds
-      L-DiffRec on a plateau (bench/RESULTS.md).
+      (fuse_gaussians, as DMRec) and one sample of it feed L_rec; Eq. 11 aligns the base
+      posterior q = N(mu, var) of Eq. 2 with the environment's Gaussian, as Sec. 2.4 says.
+    align_fused=True (DMRec's code): Eq. 11 aligns the FUSED Gaussian instead. Then the
+      environment's mean cancels from the mean term ((mu + mu~e) - mu~e = mu): the term
+      shrinks mu and gives the profile means no gradient.
+    sum_of_samples=True (for study): z ~ q plus a sample of the environment's Gaussian;
+      on a batch of ml100k or synthetic users this holds L-DiffRec on a plateau
+      (bench/RESULTS.md).
+    uniformity=True (released code): L_reg is uniformity_reg over the K profile means
+      instead of Eq. 7 (the users of a batch are distinct).
     generator, rng (tests): a torch Generator on mu's device for the Gaussian samples and a
     numpy Generator for the Dirichlet draws; the model files use the global RNGs."""
     B = mu.shape[0]
@@ -471,12 +507,13 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
             mu_f, var_f = fuse_gaussians(mu, var, m_e, v_e)  # Eq. 12, [B, d] each
             z_e = mu_f + var_f.sqrt() * eps  # a sample of the fused Gaussian, [B, d]
         rec.append(nll_fn(z_e))  # [B]
-        align.append(distribution_alignment(mu_f, var_f, m_e, v_e, beta)
+        mu_q, var_q = (mu_f, var_f) if align_fused else (mu, var)  # the Gaussian Eq. 11 aligns
+        align.append(distribution_alignment(mu_q, var_q, m_e, v_e, beta)
                      if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]
     rec, align = torch.stack(rec), torch.stack(align)  # [E, B] each
     env_losses = rec + lambda1 * align  # Eq. 13, L^e per user, [E, B]
     # 3) Eq. 7 over the K profile means (deterministic: no sampling noise in L_reg)
-    l_reg = contrastive_reg(mu_k, tau)
+    l_reg = uniformity_reg(mu_k, tau) if uniformity else contrastive_reg(mu_k, tau)
     var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
     total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)  # Eq. 14
     return total, summary(rec, align, l_reg, var_e)
@@ -485,16 +522,47 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
 # ----------------------------------------------------------------------------
 # Command-line flags shared by the six model files
 
+# ProEx's values on the paper's datasets for the discriminative models: the paper states
+# K = 4, lambda3 = 1, tau = 0.2 and Eq. 7 as printed; E, alpha, lambda2 and lambda1 are the
+# released configuration's (BlueGhostYi/ProRec, lightgcn_proex.py and its amazon/yelp/steam
+# configs: inv_weight aside, E 3/3/2, alpha 0.1, ex_weight 0.4/0.4/2.0, alignment off)
+PAPER_DATASETS = {
+    'book':  dict(envs=3, alpha=0.1, lambda2=0.4, lambda1=0.0, infonce_reg=False),
+    'yelp':  dict(envs=3, alpha=0.1, lambda2=0.4, lambda1=0.0, infonce_reg=False),
+    'steam': dict(envs=2, alpha=0.1, lambda2=2.0, lambda1=0.0, infonce_reg=False),
+}
+
+
+def proex_dataset_defaults(dataset, tuned):
+    """The ProEx values a discriminative model file starts from on `dataset`: the paper's
+    and released values on book, yelp and steam (PAPER_DATASETS), else `tuned`, the model
+    file's own choice (validation on ml100k)."""
+    return PAPER_DATASETS.get(dataset, tuned)
+
+
 def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, alpha=0.1,
-                   infonce_reg=False, form_why='', chosen='', released_also=''):
+                   infonce_reg=False, form_why='', chosen='', released_also='', tuned=None):
     """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing).
     generative=True: Eq. 11 carries the base model's KL to the prior, so --lambda1 is that
     KL's weight (pass the base's, e.g. 1 for Mult-VAE) and must not default to 0; --beta and
     --sum-of-samples exist only then (a discriminative parser does not know them).
     lambda2, envs, alpha, infonce_reg (the form of Eq. 7, discriminative only): this model
     file's defaults; chosen, form_why: where they come from, in words.
-    released_also: what --released sets in this model file besides the shared weights."""
+    released_also: what --released sets in this model file besides the shared weights.
+    tuned (discriminative): a dict of envs, alpha, lambda1, lambda2, infonce_reg, the file's
+    values for every dataset but book, yelp and steam (PAPER_DATASETS); those flags then
+    default to None and resolve_proex_args(..., tuned=tuned) fills them for --dataset."""
+    if tuned is not None:
+        lambda1, lambda2, envs, alpha, infonce_reg = (tuned[k] for k in (
+            'lambda1', 'lambda2', 'envs', 'alpha', 'infonce_reg'))
+        book, steam = PAPER_DATASETS['book'], PAPER_DATASETS['steam']
+        by_set = lambda k, fmt='{:g}': (  # noqa: E731  help text: where each value comes from
+            f"book and yelp {fmt.format(book[k])}, steam {fmt.format(steam[k])} (the released "
+            f"configuration); ml100k, synthetic and any other dataset {fmt.format(tuned[k])}")
     chosen = f'; {chosen}' if chosen else ''
+    said = lambda k, value: (f'default: {by_set(k)}{chosen}' if tuned is not None  # noqa: E731
+                             else f'default {value}{chosen}')
+    unset = lambda value: None if tuned is not None else value  # noqa: E731  filled per dataset
     g = parser.add_argument_group('ProEx', (  # the model files' help keeps line breaks as written
         '"released" below means the authors\' released ProEx code, BlueGhostYi/ProRec on\n'
         'GitHub (lightgcn_proex.py); where it differs from the paper, the paper is the\n'
@@ -502,23 +570,25 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
     g.add_argument('--proex', action='store_true',
                    help='train with ProEx (Alg. 1) and predict with Alg. 2; without it the base '
                         'model trains and the other flags of this group have no effect')
-    g.add_argument('--envs', type=int, default=envs,
+    g.add_argument('--envs', type=int, default=unset(envs),
                    help='E, number of environments, i.e. random mixtures of the K profiles '
-                        f'(Eq. 8-10; paper 2..8, released code 3; default %(default)s{chosen})')
-    g.add_argument('--alpha', type=float, default=alpha,
+                        f"(Eq. 8-10; paper 2..8; {said('envs', envs)})")
+    g.add_argument('--alpha', type=float, default=unset(alpha),
                    help='Dirichlet concentration of the mixing weights (Eq. 10; paper 0.1, 0.2 '
-                        f'or 0.3; default %(default)s{chosen})')
-    g.add_argument('--lambda1', type=float, default=lambda1,
-                   help=f'alignment weight of Eq. 13 (default {lambda1:g}; paper range [0, 1]) ' + (
-                       '-- Eq. 11 holds the KL to the prior too, so with --beta 1 this is the '
-                       "base model's KL weight" if generative else
-                       '-- 0 as in the released code: the InfoNCE alignment costs O(B^2 d) per '
-                       'environment on CPU'))
-    g.add_argument('--lambda2', type=float, default=lambda2,
+                        f"or 0.3; {said('alpha', alpha)})")
+    g.add_argument('--lambda1', type=float, default=unset(lambda1),
+                   help="alignment weight of Eq. 13 (paper range [0, 1]; " + (
+                       f'default {lambda1:g}) -- Eq. 11 holds the KL to the prior too, so with '
+                       "--beta 1 this is the base model's KL weight" if generative else
+                       f"{said('lambda1', lambda1) if tuned is not None else f'default {lambda1:g}'}"
+                       ") -- InfoNCE between each distinct user's "
+                       "(item's) vector and its mixed profile, over the batch's distinct ones"))
+    g.add_argument('--lambda2', type=float, default=unset(lambda2),
                    help='weight of L_reg, the term that keeps the K profiles of an entity apart '
-                        '(Eq. 7, 14; paper range [0, 2]; default %(default)s'
-                        f'{chosen or ", chosen on synthetic validation for Eq. 7 as printed"}; '
-                        '--released: 0.4)')
+                        '(Eq. 7, 14; paper range [0, 2]; ' + (
+                            said('lambda2', lambda2) if tuned is not None or chosen else
+                            f'default {lambda2:g}, not tuned here: a small weight') +
+                        '; --released: 0.4)')
     g.add_argument('--lambda3', type=float, default=1.0,
                    help='weight of Var_e, the variance of the loss across environments (Eq. 14; '
                         "default %(default)s as the paper; the released code's inv_weight is 10)")
@@ -544,11 +614,15 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
                         "original profile (OP) and k >= 1 the k-th extrapolated one (NP#k) "
                         '(default %(default)s)')
     if generative:
+        g.add_argument('--align-fused', action=argparse.BooleanOptionalAction, default=False,
+                       help="DMRec's code: Eq. 11 aligns the fused Gaussian of Eq. 12 with the "
+                            "environment's; the environment's mean then cancels from it, so it "
+                            'only shrinks the posterior mean and never moves the profile means '
+                            '(default --no-align-fused: the posterior of Eq. 2, as Sec. 2.4)')
         g.add_argument('--sum-of-samples', action='store_true',
                        help='for study, not the default: Eq. 12 as a sample of the posterior '
-                            "plus a sample of the environment's Gaussian, Eq. 11 aligning the "
-                            'posterior (default: the two Gaussians fused, means and '
-                            "log-variances added, as DMRec's code)")
+                            "plus a sample of the environment's Gaussian (default: the two "
+                            "Gaussians fused, means and log-variances added, as DMRec's code)")
     # ablations of the paper's Fig. 6
     g.add_argument('--no-var', action='store_true',
                    help='ablation: no variance term, first environment only')
@@ -558,11 +632,15 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
     g.add_argument('--no-mixing', action='store_true',
                    help='ablation: mean pooling of the K profiles instead of environments')
     if not generative:
-        g.add_argument('--infonce-reg', action=argparse.BooleanOptionalAction, default=infonce_reg,
+        form = 'InfoNCE' if infonce_reg else 'as printed'
+        where = (f'book, yelp and steam as printed (the paper); ml100k, synthetic and any other '
+                 f'dataset {form}' if tuned is not None else form)
+        g.add_argument('--infonce-reg', action=argparse.BooleanOptionalAction,
+                       default=unset(infonce_reg),
                        help="Eq. 7 with exp(-1/tau) where the paper prints exp(+1/tau): the "
                             'InfoNCE form, whose positive is a profile with itself; '
                             '--no-infonce-reg: as printed; acts only with --lambda2 > 0 '
-                            f"(default: {form_why or 'as printed, the paper'})")
+                            f"(default: {where}{'; ' + form_why if form_why else ''})")
     # released-code behaviours (BlueGhostYi/ProRec lightgcn_proex.py)
     g.add_argument('--uniformity-reg', action='store_true',
                    help='released: uniformity InfoNCE per profile instead of Eq. 7 (needs '
@@ -588,14 +666,28 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
 RELEASED = dict(lambda2=0.4, lambda3=10.0, envs=3)
 
 
-def resolve_proex_args(parser, argv=None, generative=False):
+def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
     """Parse argv with the model file's parser (add_proex_args called on it), then apply
     --released and the ablation switches; returns the Namespace.
     generative=True: 'w/o alignment' drops the profile part of Eq. 11 (beta = 1) but keeps
-    lambda1, the weight of the KL to the prior (lambda1 = 0 would drop the VAE's KL too)."""
+    lambda1, the weight of the KL to the prior (lambda1 = 0 would drop the VAE's KL too).
+    tuned: the dict given to add_proex_args; fills the flags left unset for --dataset.
+    Without --proex the ProEx flags are only reported as having no effect, not checked."""
     a = parser.parse_args(argv)
     proex_flags = vars(add_proex_args(argparse.ArgumentParser(), generative).parse_args([]))
     defaults = argparse.Namespace(**{k: parser.get_default(k) for k in proex_flags})  # this file's
+    for k, v in proex_dataset_defaults(a.dataset, tuned).items() if tuned is not None else ():
+        setattr(defaults, k, v)  # this file's value on this dataset
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if not a.proex:  # the ProEx flags only act with --proex: one note, then their defaults
+        given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1')
+                 and getattr(a, k) != v]
+        if given:
+            print(f"note: {', '.join('--' + k.replace('_', '-') for k in given)} "
+                  f"{'has' if len(given) == 1 else 'have'} no effect without --proex")
+        for k in given:
+            setattr(a, k, getattr(defaults, k))
     rules = [('envs', a.envs >= 1, 'an integer >= 1 (the number E of environments)'),
              ('alpha', a.alpha > 0, '> 0 (the Dirichlet concentration of Eq. 10)'),
              ('lambda1', a.lambda1 >= 0, '>= 0 (a loss weight of Eq. 14)'),
@@ -625,12 +717,10 @@ def resolve_proex_args(parser, argv=None, generative=False):
             raise SystemExit(f'error: argument --{k}: --released sets {k} {v:g} (the released '
                              f'code\'s value), so --{k} {getattr(a, k):g} would be ignored; drop '
                              f'--{k} or --released')
-    if not a.proex:  # the ProEx flags only act with --proex
-        given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1')
-                 and getattr(a, k) != v]
-        if given:
-            print(f"note: {', '.join('--' + k.replace('_', '-') for k in given)} "
-                  f"{'has' if len(given) == 1 else 'have'} no effect without --proex")
+    if a.proex and generative and a.sum_of_samples and a.align_fused:
+        raise SystemExit('error: argument --align-fused: --sum-of-samples samples the posterior '
+                         'and the environment apart, so there is no fused Gaussian to align; '
+                         'give one of them')
     if a.released:  # the released LightGCN also switches its InfoNCE alignment off (lambda1)
         a.uniformity_reg, a.shared_mixing, a.unbiased_var, a.var_of_means = True, True, True, True
         for k, v in owned.items():
@@ -661,5 +751,6 @@ def switches(args, generative=False):
     kw = dict(shared_mixing=args.shared_mixing, unbiased_var=args.unbiased_var,
               var_of_means=args.var_of_means, no_mixing=args.no_mixing)
     if generative:
-        return dict(kw, sum_of_samples=args.sum_of_samples)
+        return dict(kw, sum_of_samples=args.sum_of_samples, align_fused=args.align_fused,
+                    uniformity=args.uniformity_reg)
     return dict(kw, uniformity=args.uniformity_reg, infonce_reg=args.infonce_reg)

@@ -18,7 +18,16 @@ Steps, one result file:
   4. views  (--views) ProEx's chosen configuration with each single profile view
             (--profiles k), --view-seeds seeds each, paired with all views (Fig. 4(b));
   5. eq7    (--eq7) ProEx's chosen configuration with each form of Eq. 7 (EQ7_FORMS),
-            --eq7-seeds seeds each, paired with the chosen configuration.
+            --eq7-seeds seeds each, paired with the chosen configuration;
+  6. fused  (--fused-seeds N, generative) ProEx's chosen configuration with --align-fused
+            (Eq. 11 on the fused Gaussian, as DMRec's code) on final seeds 1..N, paired with
+            the chosen configuration on validation and test R@20 and N@20.
+  7. dmrec  (--dmrec, generative) DMRec-M's recipe inside this code for each of --view-list:
+            ProEx's chosen configuration with one profile (--profiles k), one environment and
+            no variance term (--no-var), Eq. 11 on the fused Gaussian (--align-fused);
+            --view-seeds seeds each, paired with ProEx (paper Table 3; the mean is DMRec_avg).
+--keep-base keeps the base arm's runs made by earlier source files (when the base model's
+code did not change: check with bench/same_numbers.py) and reruns only the rest.
 Both arms use the model file's early-stopping rule (validation R@20 every --eval-every
 epochs, 3 by default and 5 for L-DiffRec; stop after 20 validations without improvement). Every run stores its command line and the git commit plus a hash of
 the source files it ran; a resumed file whose runs came from other sources is refused unless
@@ -80,6 +89,9 @@ ABLATIONS = ['--no-var', '--no-reg', '--no-align', '--no-mixing']
 # configuration has Eq. 7 off
 EQ7_FORMS = {'printed': '--lambda2 {l2} --no-infonce-reg', 'infonce': '--lambda2 {l2} --infonce-reg',
              'uniformity': '--lambda2 0.4 --uniformity-reg'}
+# DMRec-M (the authors' generative code with one profile) inside this code, added to ProEx's
+# chosen configuration with --profiles k: one environment, no variance, Eq. 11 on the fused Gaussian
+DMREC = ['--no-var', '--align-fused']
 SOURCES = ['data.py', 'eval.py', 'proex_core.py']
 
 
@@ -118,8 +130,8 @@ def run(mod, argv, store, key, version, save):
 
 def paired(a_runs, b_runs, metric, names=('base', 'proex')):
     """Mean +- std of each arm, the difference b - a, and a paired t-test over the seeds."""
-    a = [r['test'][metric] for r in a_runs]
-    b = [r['test'][metric] for r in b_runs]
+    value = (lambda r: r['best_val_recall20']) if metric == 'val_recall@20' else (lambda r: r['test'][metric])
+    a, b = [value(r) for r in a_runs], [value(r) for r in b_runs]
     p = stats.ttest_rel(b, a).pvalue if len(a) > 1 else None
     return {names[0]: mean_std(a), names[1]: mean_std(b), 'diff': statistics.mean(b) - statistics.mean(a),
             'p_paired_t': None if p is None or np.isnan(p) else float(p)}
@@ -179,7 +191,13 @@ def main():
                    "file's defaults (base '', ProEx '--proex')")
     p.add_argument('--threads', type=int, default=1, help='torch threads per run (default 1)')
     p.add_argument('--extra', default='', help='flags added to every run of both arms')
+    p.add_argument('--fused-seeds', type=int, default=0, help='generative models: also ProEx\'s '
+                   'chosen configuration with --align-fused on final seeds 1..N (default 0: not run)')
+    p.add_argument('--dmrec', action='store_true', help='generative models: also DMRec-M\'s recipe '
+                   'per view of --view-list (' + ' '.join(DMREC) + '), --view-seeds seeds each')
     p.add_argument('--restart', action='store_true', help='drop runs made by other sources')
+    p.add_argument('--keep-base', action='store_true', help='with --restart: keep the base arm\'s '
+                   'runs made by other sources (its code unchanged; bench/same_numbers.py shows it)')
     p.add_argument('--out', required=True)
     a = p.parse_args()
     tune_seeds = [int(x) for x in a.tune_seeds.split(',')]
@@ -191,14 +209,15 @@ def main():
     for arm, cfg in (('base', a.base_config), ('proex', a.proex_config)):
         if cfg is not None:
             grids[arm] = [cfg]
-    if ((a.ablations and a.ablation_seeds > a.seeds) or (a.views and a.view_seeds > a.seeds)
-            or (a.eq7 and a.eq7_seeds > a.seeds)):
+    if ((a.ablations and a.ablation_seeds > a.seeds) or ((a.views or a.dmrec) and a.view_seeds > a.seeds)
+            or (a.eq7 and a.eq7_seeds > a.seeds) or a.fused_seeds > a.seeds):
         raise SystemExit('error: --ablation-seeds, --view-seeds and --eq7-seeds pair with the final seeds; '
                          'they must not exceed --seeds')
     store = {'runs': {}}
     if Path(a.out).exists():
         store = json.loads(Path(a.out).read_text())
-        stale = [k for k, r in store['runs'].items() if r['code']['source_sha256'] != version['source_sha256']]
+        stale = [k for k, r in store['runs'].items() if r['code']['source_sha256'] != version['source_sha256']
+                 and not (a.keep_base and k.split('|')[1] == 'base')]
         if stale and not a.restart:
             raise SystemExit(f'error: {a.out} holds {len(stale)} runs made by other source files '
                              f'(e.g. {stale[0]}); rerun with --restart to drop them, or write a new --out')
@@ -234,7 +253,8 @@ def main():
         for arm, cfg in chosen.items():
             final[arm].append(run(mod, common + cfg.split() + ['--seed', str(s)], store,
                                   f'final|{arm}|{cfg}|{s}', version, save))
-    store['summary'] = {m: paired(final['base'], final['proex'], m) for m in ('recall@20', 'ndcg@20')}
+    store['summary'] = {m: paired(final['base'], final['proex'], m)
+                        for m in ('val_recall@20', 'recall@20', 'ndcg@20')}
     store['summary']['best_epoch_le_30'] = {arm: early_best(runs) for arm, runs in final.items()}
     store['summary']['by_activity'] = {arm: by_activity(runs) for arm, runs in final.items()}
     save()
@@ -261,14 +281,19 @@ def main():
     i = cfg.index('--lambda2') if '--lambda2' in cfg else len(cfg)
     chosen_args = vars(mod.parse_args(common + cfg))  # a form that parses to it is the chosen one
     rest, l2 = cfg[:i] + cfg[i + 2:], chosen_args['lambda2']  # lambda2 taken out
-    forms = {name: rest + form.format(l2=l2 or 0.01).split() for name, form in EQ7_FORMS.items()}
+    forms = {name: rest + form.format(l2=l2 or 0.01).split() for name, form in EQ7_FORMS.items()
+             } if a.eq7 else {}  # the discriminative files know these flags
     is_chosen = {name: vars(mod.parse_args(common + f)) == chosen_args for name, f in forms.items()}
     view_runs = {k: [] for k in a.view_list.split(',')} if a.views else {}
+    dmrec_runs = {k: [] for k in a.view_list.split(',')} if a.dmrec else {}
     form_runs = {name: [] for name in forms} if a.eq7 else {}
-    for s in range(1, max(a.view_seeds * a.views, a.eq7_seeds * a.eq7) + 1):
+    for s in range(1, max(a.view_seeds * (a.views or a.dmrec), a.eq7_seeds * a.eq7) + 1):
         for k, runs in view_runs.items() if s <= a.view_seeds else ():
             runs.append(run(mod, common + cfg + ['--profiles', k, '--seed', str(s)], store,
                             f'view|{k}|{s}', version, save))
+        for k, runs in dmrec_runs.items() if s <= a.view_seeds else ():
+            runs.append(run(mod, common + cfg + ['--profiles', k] + DMREC + ['--seed', str(s)], store,
+                            f'dmrec|{k}|{s}', version, save))
         for name, runs in form_runs.items() if s <= a.eq7_seeds else ():
             runs.append(final['proex'][s - 1] if is_chosen[name] else run(  # chosen: its final run
                 mod, common + forms[name] + ['--seed', str(s)], store, f'eq7|{name}|{s}', version, save))
@@ -276,10 +301,28 @@ def main():
             views = {k: with_pairs(runs, final['proex']) for k, runs in view_runs.items()}
             views['all'] = mean_std([r['test']['recall@20'] for r in final['proex'][:min(s, a.view_seeds)]])
             store['summary']['views_recall@20'] = views
+        if dmrec_runs:
+            n = min(s, a.view_seeds)
+            per_seed = [statistics.mean(runs[i]['test']['recall@20'] for runs in dmrec_runs.values())
+                        for i in range(n)]  # DMRec_avg: the mean over the views, per seed
+            store['summary']['dmrec_recall@20'] = dict(
+                {k: with_pairs(runs, final['proex']) for k, runs in dmrec_runs.items()},
+                avg=dict(mean_std(per_seed), vs_chosen=paired(
+                    final['proex'][:n], [{'test': {'recall@20': v}} for v in per_seed], 'recall@20',
+                    ('proex', 'variant'))), config=' '.join(cfg + ['--profiles', 'k'] + DMREC))
         if form_runs:
             store['summary']['eq7'] = {name: dict(config=' '.join(forms[name]), is_chosen=is_chosen[name],
                                                   **with_pairs(runs, final['proex']))
                                        for name, runs in form_runs.items()}
+        save()
+    # 6) Eq. 11 on the fused Gaussian (DMRec's code), seed by seed, paired with ProEx's finals
+    fused = []
+    for s in range(1, a.fused_seeds + 1):
+        fused.append(run(mod, common + cfg + ['--align-fused', '--seed', str(s)], store,
+                         f'fused|{s}', version, save))
+        store['summary']['align_fused'] = dict(config=' '.join(cfg + ['--align-fused']), **{
+            m: paired(final['proex'][:s], fused, m, ('proex', 'align_fused'))
+            for m in ('val_recall@20', 'recall@20', 'ndcg@20')})
         save()
     s = store['summary']
     for m in ('recall@20', 'ndcg@20'):

@@ -432,7 +432,8 @@ def test_discriminative_objective_by_hand(shared):
     E, B, kw = 3, 5, dict(alpha=0.2, lambda1=0.3, lambda2=0.4, lambda3=2.0)
     torch.manual_seed(99)
     total, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=E,
-                                               shared_mixing=shared, **kw)
+                                               shared_mixing=shared, users=torch.arange(B),
+                                               pos_items=torch.arange(B) + 10, **kw)
     torch.manual_seed(99)
     theta = pc.dirichlet_weights(E, 3, 0.2, n=None if shared else 3 * B)
     rows = [[0.0] * B for _ in range(E)]  # L^e of each BPR triple, written out
@@ -486,7 +487,8 @@ def test_discriminative_no_mixing_is_one_environment_with_the_mean():
     f, (z_u, z_i, z_j), texts = disc_inputs()
     c_u, c_i, c_j = (f(t) for t in texts)
     total, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=4, alpha=0.1,
-                                               lambda1=0.2, lambda2=0.4, lambda3=5.0, no_mixing=True)
+                                               lambda1=0.2, lambda2=0.4, lambda3=5.0, no_mixing=True,
+                                               users=torch.arange(5), pos_items=torch.arange(5))
     mu, mi, mj = c_u.mean(0), c_i.mean(0), c_j.mean(0)
     rec = bpr_by_hand(z_u + mu, z_i + mi, z_j + mj)
     align = (pc.info_nce(z_u, mu) + pc.info_nce(z_i, mi)).item()
@@ -526,10 +528,11 @@ def test_generative_objective_gradients():
     assert float(parts['align']) > 0 and float(parts['reg']) > 0
 
 
-@pytest.mark.parametrize('sum_of_samples', [False, True])
-def test_generative_objective_by_hand(sum_of_samples):
+@pytest.mark.parametrize('sum_of_samples,align_fused', [(False, False), (False, True), (True, False)])
+def test_generative_objective_by_hand(sum_of_samples, align_fused):
     """Default: Eq. 12 fuses N(mu, var) with the environment's N(m, v) into N(mu + m, var * v),
-    sampled with one noise shared by the environments, and Eq. 11 aligns the fused Gaussian.
+    sampled with one noise shared by the environments, and Eq. 11 aligns the base posterior
+    N(mu, var) with N(m, v) (Sec. 2.4). align_fused (DMRec): Eq. 11 on the fused Gaussian.
     sum_of_samples (for study, the earlier reading): z ~ q plus a sample of N(m, v) per
     environment, Eq. 11 on q; the draws come in the same order as before."""
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
@@ -538,7 +541,8 @@ def test_generative_objective_by_hand(sum_of_samples):
     E, B, kw = 2, 4, dict(alpha=0.2, beta=0.3, lambda1=0.7, lambda2=0.4, lambda3=3.0)
     torch.manual_seed(5)
     total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=E,
-                                           sum_of_samples=sum_of_samples, **kw)
+                                           sum_of_samples=sum_of_samples, align_fused=align_fused,
+                                           **kw)
     torch.manual_seed(5)  # same draws in the same order: theta, base noise, (one per environment)
     theta = pc.dirichlet_weights(E, 3, 0.2, n=B)  # [E, B, K]
     eps = torch.randn(B, 2)
@@ -550,8 +554,9 @@ def test_generative_objective_by_hand(sum_of_samples):
             q_mu, q_var = mu, var
             z_e = mu + var.sqrt() * eps + m + v.sqrt() * torch.randn(B, 2)
         else:  # by hand: means add, log-variances add
-            q_mu, q_var = mu + m, torch.exp(logvar + v.log())
-            z_e = q_mu + q_var.sqrt() * eps
+            f_mu, f_var = mu + m, torch.exp(logvar + v.log())
+            z_e = f_mu + f_var.sqrt() * eps
+            q_mu, q_var = (f_mu, f_var) if align_fused else (mu, var)
         nll = nll_fn(z_e).tolist()
         rows.append([nll[b] + 0.7 * ((1 - 0.3) * kl_by_hand(q_mu[b], q_var[b], m[b], v[b])
                                      + 0.3 * kl_by_hand(q_mu[b], q_var[b], torch.zeros(2), torch.ones(2)))
@@ -583,7 +588,7 @@ def test_eq11_on_the_fused_gaussian_at_beta_0_and_1(beta):
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=1, alpha=0.1,
                                            beta=beta, lambda1=1.0, lambda2=0.0, lambda3=0.0,
-                                           no_mixing=True, generator=g1)
+                                           no_mixing=True, align_fused=True, generator=g1)
     m, v = mu_k.mean(0), var_k.mean(0)
     mu_f, var_f = mu + m, var * v
     target = (torch.zeros_like(m), torch.ones_like(v)) if beta == 1.0 else (m, v)
@@ -591,6 +596,76 @@ def test_eq11_on_the_fused_gaussian_at_beta_0_and_1(beta):
     assert float(parts['align']) == pytest.approx(kl.mean().item(), rel=1e-5)
     z = mu_f + var_f.sqrt() * torch.randn(mu.shape, generator=g2)
     assert total.item() == pytest.approx((nll_fn(z) + kl).mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize('align_fused', [False, True])
+def test_eq11_gradient_reaches_the_profile_means_only_in_the_printed_form(align_fused):
+    """beta 0, Eq. 7 off and a reconstruction loss that ignores z: only Eq. 11's environment
+    term is left. As printed (the base posterior against N(mu~e, var~e)) it moves the profile
+    means; on the fused Gaussian (DMRec) mu~e cancels ((mu + mu~e) - mu~e) and their gradient
+    is exactly zero."""
+    agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
+    mu_k, var_k = agg(c)
+    mu_k.retain_grad()
+    total, _ = pc.generative_objective(lambda z: z.sum(-1) * 0.0, mu, logvar.exp(), mu_k, var_k,
+                                       envs=3, alpha=0.3, beta=0.0, lambda1=1.0, lambda2=0.0,
+                                       lambda3=0.0, align_fused=align_fused,
+                                       rng=np.random.default_rng(0))
+    total.backward()
+    if align_fused:
+        assert torch.count_nonzero(mu_k.grad) == 0
+    else:
+        assert mu_k.grad.abs().min() > 0
+
+
+def test_eq11_as_printed_by_hand_at_beta_0():
+    """One environment, no mixing, beta 0: Eq. 11 is KL(N(mu, var) || N(m, v)), the base
+    posterior against the mean profile Gaussian; L_rec still reads the fused sample."""
+    agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
+    mu_k, var_k = agg(c)
+    var = logvar.exp()
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=1, alpha=0.1,
+                                           beta=0.0, lambda1=1.0, lambda2=0.0, lambda3=0.0,
+                                           no_mixing=True, generator=g1)
+    m, v = mu_k.mean(0), var_k.mean(0)
+    kl = torch.tensor([kl_by_hand(mu[b], var[b], m[b], v[b]) for b in range(len(mu))])
+    assert float(parts['align']) == pytest.approx(kl.mean().item(), rel=1e-5)
+    z = mu + m + (var * v).sqrt() * torch.randn(mu.shape, generator=g2)
+    assert total.item() == pytest.approx((nll_fn(z) + kl).mean().item(), rel=1e-5)
+
+
+def test_generative_uniformity_replaces_eq7():
+    agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
+    mu_k, var_k = agg(c)
+    kw = dict(envs=1, alpha=0.1, beta=0.5, lambda1=0.0, lambda2=1.0, lambda3=0.0)
+    _, parts = pc.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k, uniformity=True, **kw)
+    assert float(parts['reg']) == pytest.approx(pc.uniformity_reg(mu_k).item(), rel=1e-6)
+    _, plain = pc.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k, **kw)
+    assert float(plain['reg']) == pytest.approx(pc.contrastive_reg(mu_k).item(), rel=1e-6)
+
+
+def test_alignment_over_distinct_entities_ignores_repeated_rows():
+    """Eq. 13's InfoNCE runs over the distinct users and items of a batch: a batch with
+    repeated rows gives each row its entity's value, the same as the batch without repeats."""
+    torch.manual_seed(4)
+    z, c = torch.randn(4, 6), torch.randn(2, 4, 6)  # 4 distinct entities, E = 2 environments
+    ids = torch.tensor([7, 3, 9, 5])
+    once = pc.entity_alignment(z, c, ids)  # [E, 4]
+    assert torch.allclose(once, torch.stack([pc.info_nce_rows(z, c_e) for c_e in c]))
+    rows = torch.tensor([0, 1, 1, 2, 0, 3, 3, 3])  # the same entities, repeated
+    twice = pc.entity_alignment(z[rows], c[:, rows], ids[rows])  # [E, 8]
+    assert torch.allclose(twice, once[:, rows])
+    assert not torch.allclose(torch.stack([pc.info_nce_rows(z[rows], c_e[rows]) for c_e in c]),
+                              once[:, rows])  # row-wise InfoNCE would count copies as negatives
+
+
+def test_alignment_needs_the_batch_ids():
+    f, (z_u, z_i, z_j), texts = disc_inputs()
+    c_u, c_i, c_j = (f(t) for t in texts)
+    with pytest.raises(ValueError, match='users= and pos_items='):
+        pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=2, alpha=0.1,
+                                    lambda1=0.1, lambda2=0.0, lambda3=1.0)
 
 
 def test_fused_gradient_reaches_the_aggregation_mlp_through_the_sample():
@@ -652,7 +727,7 @@ def test_only_generative_parsers_know_beta_and_sum_of_samples(generative, capsys
     for flag in ('--beta', '--sum-of-samples', '--profile-input'):
         assert (flag in p.format_help()) == generative
     if generative:
-        a = pc.resolve_proex_args(p, ['--beta', '0.2', '--sum-of-samples'], True)
+        a = pc.resolve_proex_args(p, ['--proex', '--beta', '0.2', '--sum-of-samples'], True)
         assert a.beta == 0.2 and a.sum_of_samples
     else:
         with pytest.raises(SystemExit):
@@ -684,11 +759,13 @@ def test_generative_released_keeps_lambda1():
 
 def test_resolve_ablations():
     p = parser()
-    r = pc.resolve_proex_args(p, ['--no-var', '--no-reg', '--no-align', '--lambda1', '0.1'])
+    r = pc.resolve_proex_args(p, ['--proex', '--no-var', '--no-reg', '--no-align', '--lambda1', '0.1'])
     assert (r.lambda3, r.envs, r.lambda2, r.lambda1) == (0.0, 1, 0.0, 0.0)
     assert [p.get_default(k) for k in ('lambda3', 'envs', 'lambda2', 'lambda1')] == [1.0, 3, 0.01, 0.0]  # parser untouched
     assert pc.resolve_proex_args(p, ['--proex']).lambda2 == 0.01  # the same parser, parsed again
-    assert pc.resolve_proex_args(parser(), ['--no-mixing']).envs == 1
+    assert pc.resolve_proex_args(parser(), ['--proex', '--no-mixing']).envs == 1
+    off = pc.resolve_proex_args(parser(), ['--no-mixing', '--profiles', '7'])  # without --proex
+    assert (off.envs, off.no_mixing, off.profiles) == (3, False, 'all')  # noted, then unused
 
 
 def test_a_model_files_own_defaults_are_its_defaults():
@@ -732,7 +809,8 @@ def test_the_form_of_eq7_is_a_file_default_with_a_flag_each_way(default):
     with pytest.raises(SystemExit, match=f'^error: argument {other}: --uniformity-reg'):
         pc.resolve_proex_args(p, ['--proex', '--uniformity-reg', other])
     assert pc.resolve_proex_args(p, ['--proex', '--uniformity-reg']).uniformity_reg
-    assert '(default: why)' in ' '.join(p.format_help().split())
+    form = 'InfoNCE' if default else 'as printed'
+    assert f'(default: {form}; why)' in ' '.join(p.format_help().split())
 
 
 @pytest.mark.parametrize('name', ['gccf', 'lightgcn', 'simgcl'])
@@ -776,7 +854,8 @@ def test_stack_views_pca_keeps_the_leading_directions():
     views = [(torch.randn(40, 12) * scale) @ basis.T + 1.0 for _ in range(3)]  # K = 3, n = 40
     full = pc.stack_views(views)
     assert full.shape == (3, 40, 12) and torch.equal(full[1], views[1])
-    low = pc.stack_views(views, profile_dim=2)  # [K, n, 2]
+    low, same = pc.project_views(full[:, :20], full[:, 20:], profile_dim=2)  # [K, 20, 2] each
+    low = torch.cat([low, same], dim=1)  # [K, n, 2]
     assert low.shape == (3, 40, 2)
     centred = full.reshape(-1, 12) - full.reshape(-1, 12).mean(0)
     # the projection keeps almost all of the variance, and distances between profile vectors
@@ -785,3 +864,19 @@ def test_stack_views_pca_keeps_the_leading_directions():
     d_low = torch.cdist(low.reshape(-1, 2)[:20], low.reshape(-1, 2)[:20])
     assert torch.allclose(d_full, d_low, atol=0.2)
     assert low.reshape(-1, 2).var(0)[0] > low.reshape(-1, 2).var(0)[1]  # leading direction first
+
+
+def test_profile_dim_keeps_the_order_of_user_item_products():
+    """One PCA for users and items together: on low-rank profiles whose users and items sit
+    around different centres, the projected user-item inner products keep the order of the
+    raw ones (correlation above 0.5); the mapping of Eq. 6 reads one coordinate system."""
+    torch.manual_seed(8)
+    basis = torch.linalg.qr(torch.randn(32, 32))[0][:, :4]  # a rank-4 text space, [32, 4]
+    users = (torch.randn(2, 60, 4) @ basis.T) + 0.3 * basis[:, 0]  # K = 2, [2, 60, 32]
+    items = (torch.randn(2, 50, 4) @ basis.T) - 0.3 * basis[:, 1]  # [2, 50, 32]
+    users, items = users + 0.01 * torch.randn_like(users), items + 0.01 * torch.randn_like(items)
+    pu, pi = pc.project_views(users, items, profile_dim=4)  # [2, 60, 4], [2, 50, 4]
+    raw = torch.einsum('kud,kid->kui', users, items).flatten()
+    low = torch.einsum('kud,kid->kui', pu, pi).flatten()
+    assert torch.corrcoef(torch.stack([raw, low]))[0, 1] > 0.5
+    assert pc.project_views(users, items)[0] is users  # no profile_dim: unchanged
