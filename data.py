@@ -43,11 +43,14 @@ import torch
 
 # dataset name on the command line -> folder under the data root
 FOLDERS = {'book': 'amazon', 'yelp': 'yelp', 'steam': 'steam', 'ml100k': 'ml100k'}
+DOWNLOADED = ('book', 'yelp', 'steam')   # fetched from the RLMRec archive when missing
 RLMREC_URL = 'https://archive.org/download/rlmrec_data/data.zip'  # holds amazon/ yelp/ steam/
 ML100K_NAME = 'ml100k-grouplens'   # built by fetch_ml100k; `ml100k` is the prepared folder
 ML100K_URL = 'https://files.grouplens.org/datasets/movielens/ml-100k.zip'  # $PROEX_ML100K_URL
 ML100K_SEED = 2025                 # splits u1.test's positives into validation and test
 SPLITS = ('trn', 'val', 'tst')
+KNOWN_NAMES = ('book', 'yelp', 'steam', 'ml100k', ML100K_NAME, 'synthetic', 'synthetic-book',
+               'synthetic-book-1536')   # matched case-insensitively; other names are folders
 warnings.filterwarnings('ignore', message='Sparse CSR tensor support is in beta')
 
 
@@ -85,6 +88,7 @@ class Dataset:
 def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, download_ok=True):
     """Load a dataset by name. profiles=True also loads the K profile views per side
     (an error lists what is missing). Any folder under the data root loads by its name."""
+    name = known_name(name)
     if name == 'synthetic':
         return select_views(make_synthetic(seed), views)
     if name in ('synthetic-book', 'synthetic-book-1536'):  # Amazon-Book's size (11,000 x 9,332,
@@ -93,23 +97,11 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
         return select_views(make_synthetic(seed, n_users=11000, n_items=9332, per_user=18, d_s=d_s),
                             views)
     root = data_root(data_dir)
-    folder = root / FOLDERS.get(name, name)
+    folder = dataset_folder(root, name)
     splits = [folder / f'{s}_mat.pkl' for s in SPLITS]
     check_splits_together(folder, splits)
-    fetched = False
     if not splits[0].exists():
-        if name in ('book', 'yelp', 'steam') and download_ok:
-            print(f'{folder} has no trn_mat.pkl: fetching the RLMRec archive into {root}')
-            fetch_rlmrec(root, url=RLMREC_URL)  # the constant as it is now, not at import
-            fetched = True
-        if name == ML100K_NAME and download_ok:
-            fetch_ml100k(root)                  # builds the folder whole, or raises
-        if not splits[0].exists():
-            why = (f' (the archive {RLMREC_URL} has no complete {folder.name}/ with '
-                   f'{", ".join(f.name for f in splits)})' if fetched else '')
-            raise DataError(f'{splits[0]} not found{why}; pass --data-dir (or set '
-                            f'PROEX_DATA) to the folder that holds {folder.name}/, or use '
-                            f'--dataset synthetic for an offline run')
+        fetch_missing(name, root, folder, splits, download_ok)
     train, val, test = (load_matrix(f) for f in splits)
     if train.nnz == 0:
         raise DataError(f'{splits[0]}: no interactions (shape {train.shape}), nothing to train '
@@ -121,6 +113,7 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
                             f'users and items')
     data = Dataset(name, train, val, test)
     if profiles:  # name every missing file of both sides in one error
+        check_view_range(folder, name, views)
         check_profile_files(profile_files(folder, 'usr', views) + profile_files(folder, 'itm', views))
         data.usr_prf = load_profiles(folder, 'usr', train.shape[0], views)
         data.itm_prf = load_profiles(folder, 'itm', train.shape[1], views)
@@ -136,6 +129,41 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
             raise DataError(f'{folder}: user and item embeddings differ in width; embed both '
                             f'sides with the same model')
     return data
+
+
+def known_name(name):
+    """A known dataset name in any case ('Book' -> 'book'); any other name as given."""
+    return name.lower() if name.lower() in KNOWN_NAMES else name
+
+
+def dataset_folder(root, name):
+    """The folder of a dataset under the data root; a name that is neither known nor a folder
+    there is an error (before any download, so a typo fetches nothing)."""
+    folder = root / FOLDERS.get(name, name)
+    if name not in KNOWN_NAMES and not folder.is_dir():
+        raise DataError(f'unknown dataset {name!r} (no folder {folder}): known names are '
+                        f'{", ".join(KNOWN_NAMES)}, or the name of a folder under the data root '
+                        f'(--data-dir or $PROEX_DATA)')
+    return folder
+
+
+def fetch_missing(name, root, folder, splits, download_ok):
+    """Download book/yelp/steam or build ml100k-grouplens when their splits are missing, or
+    raise; a data root this call created is removed again when it fails."""
+    fetched = False
+    with removed_on_error(root):
+        if name in DOWNLOADED and download_ok:
+            print(f'{folder} has no trn_mat.pkl: fetching the RLMRec archive into {root}')
+            fetch_rlmrec(root, url=RLMREC_URL)  # the constant as it is now, not at import
+            fetched = True
+        if name == ML100K_NAME and download_ok:
+            fetch_ml100k(root)                  # builds the folder whole, or raises
+        if not splits[0].exists():
+            why = (f' (the archive {RLMREC_URL} has no complete {folder.name}/ with '
+                   f'{", ".join(f.name for f in splits)})' if fetched else '')
+            raise DataError(f'{splits[0]} not found{why}; pass --data-dir (or set '
+                            f'PROEX_DATA) to the folder that holds {folder.name}/, or use '
+                            f'--dataset synthetic for an offline run')
 
 
 def check_splits_together(folder, splits):
@@ -223,13 +251,32 @@ def load_profiles(folder, side, n_rows, views=None):
     return out
 
 
+def views_out_of_range(name, views, K):
+    """The error for --profiles indices beyond the K views a dataset has."""
+    valid = 'the valid index is 0' if K == 1 else f'valid indices are 0-{K - 1}'
+    return DataError(f'--profiles {",".join(map(str, views))}: dataset {name} has K = {K} '
+                     f'profile views, {valid}')
+
+
+def check_view_range(folder, name, views):
+    """--profiles indices whose files exist on neither side, in a folder that has K >= 1
+    views on both sides, are an error naming the valid range (not a list of missing files)."""
+    if views is None:
+        return
+    K = min(sum(f.exists() for f in emb_files(folder, side)) for side in ('usr', 'itm'))
+    absent = [v for v in views
+              if not any(f.exists() for side in ('usr', 'itm') for f in profile_files(folder, side, [v]))]
+    if K and absent:
+        raise views_out_of_range(name, views, K)
+
+
 def select_views(data, views):
     """Keep profile views `views` (list of indices, 0 = OP) of an already loaded dataset."""
     if views is None:
         return data
     K = len(data.usr_prf)
     if max(views) >= K:
-        raise DataError(f'{data.name}: asked for views {views} but only {K} exist')
+        raise views_out_of_range(data.name, views, K)
     return Dataset(data.name, data.train, data.val, data.test,
                    [data.usr_prf[v] for v in views], [data.itm_prf[v] for v in views])
 
@@ -407,12 +454,37 @@ def data_root(data_dir=None):
     return Path(data_dir or os.environ.get('PROEX_DATA') or 'data')
 
 
+@contextlib.contextmanager
+def removed_on_error(folder):
+    """If the block raises, remove again the folders (`folder` and its parents) that did not
+    exist when it began, deepest first and only when empty: never a folder that was there."""
+    folder = Path(folder).absolute()
+    new = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for p in new:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+def one_line(e):
+    """'Type: message' of an exception, its whitespace (line breaks too) collapsed."""
+    return f'{type(e).__name__}: {" ".join(str(e).split())}'
+
+
 def download(url, dest, chunk=1 << 20, timeout=30, log=print):
     """Stream `url` (http(s)://, file:// or a local path) into `dest` through a temporary file
     renamed only when complete, so an interrupted transfer (an error, Ctrl-C or SIGTERM)
-    never leaves a file behind."""
+    never leaves a file behind, nor a folder it created."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    with removed_on_error(dest.parent):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return _download(url, dest, chunk, timeout, log)
+
+
+def _download(url, dest, chunk, timeout, log):
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + '.', suffix='.part')
     progress = False  # a progress line without its newline is on the screen
     with _sigterm_raises():
@@ -485,18 +557,23 @@ def fetch_rlmrec(root, url=RLMREC_URL, log=print):
     """Download and extract the RLMRec archive so that <root>/amazon/trn_mat.pkl etc. exist.
     Members are extracted into a temporary folder; only dataset folders with all three
     splits are moved into place, so a failure midway or a partial archive leaves no half
-    dataset behind. An existing folder without splits (e.g. one holding the profile
-    embeddings) receives the archive's files; a folder that has any split is left alone."""
+    dataset behind (and no `root` if this call created it). An existing folder without
+    splits (e.g. one holding the profile embeddings) receives the archive's files; a folder
+    that has any split is left alone."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    with removed_on_error(root):
+        root.mkdir(parents=True, exist_ok=True)
+        return _fetch_rlmrec(root, url, log)
+
+
+def _fetch_rlmrec(root, url, log):
     zpath = root / 'rlmrec_data.zip'
     try:
         download(url, zpath, log=log)
     except Exception as e:
-        raise DataError(
-            f'could not download {url} ({type(e).__name__}: {e}).\n'
-            f'Download it by hand and unzip it so that {root}/amazon/trn_mat.pkl exists '
-            f'(likewise yelp/, steam/), or pass --data-dir to a folder that has them.') from e
+        raise DataError(f'could not download {url} ({one_line(e)}); download it by hand and unzip '
+                        f'it so that {root}/amazon/trn_mat.pkl exists (likewise yelp/, steam/), '
+                        f'or pass --data-dir to a folder that has them') from e
     try:
         with zipfile.ZipFile(zpath) as z, tempfile.TemporaryDirectory(dir=root) as tmp:
             for m in z.namelist():  # refuse absolute paths and '..' in the archive
@@ -540,8 +617,14 @@ def fetch_ml100k(root, url=None, log=print):
     """Build <root>/ml100k-grouplens/: trn/val/tst_mat.pkl and usr_side.jsonl, itm_side.jsonl.
     The archive goes to <root>/ml-100k.zip (atomically) and is kept; a copy already there
     (placed by hand) is used as it is. Everything is written into a temporary folder
-    renamed into place at the end, so a failure leaves no half dataset behind."""
+    renamed into place at the end, so a failure leaves no half dataset behind (and no `root`
+    if this call created it)."""
     root, url = Path(root), url or ml100k_url()
+    with removed_on_error(root):   # a data root this call created goes again on failure
+        return _fetch_ml100k(root, url, log)
+
+
+def _fetch_ml100k(root, url, log):
     zpath = root / 'ml-100k.zip'
     by_hand = f'download {ML100K_URL} by hand and place it at {zpath}'
     if not zpath.exists():
@@ -549,14 +632,14 @@ def fetch_ml100k(root, url=None, log=print):
         try:
             download(url, zpath, log=log)
         except Exception as e:
-            raise DataError(f'could not download {url} ({type(e).__name__}: {e}); {by_hand}') from e
+            raise DataError(f'could not download {url} ({one_line(e)}); {by_hand}') from e
     try:
         with zipfile.ZipFile(zpath) as z:
             users, items, base, test = read_ml100k(z)
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError, zlib.error) as e:
         zpath.unlink()
         raise DataError(f'{zpath} (from {url}) is not a complete ML-100K archive '
-                        f'({type(e).__name__}: {e}) and was removed; {by_hand}') from e
+                        f'({one_line(e)}) and was removed; {by_hand}') from e
     splits = split_ml100k(base, test, len(users), len(items))
     with _sigterm_raises(), tempfile.TemporaryDirectory(dir=root, prefix='.ml100k-') as tmp:
         new = Path(tmp) / ML100K_NAME

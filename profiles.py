@@ -48,8 +48,8 @@ first of these found in the dataset folder:
   usr_prf.pkl     RLMRec archive: list or {id: {'profile', 'reasoning'}};
                   read with an unpickler that only builds plain containers
   usr_side.jsonl  raw side information: one JSON object per line with "id"
-                  (0..n-1) and any text fields (titles, descriptions, reviews);
-                  F1 writes the OP from it
+                  (0..n-1) and any fields (e.g. titles, genres, reviews); F1 writes
+                  the OP from it, its prompt naming the fields the record fills
 Output per side in --out-dir (default: the dataset folder), written atomically
 once every entity of the side is finished (done, or done with a fallback):
   usr_prf_{1..K-1}.json           NP texts (and usr_prf.json when F1 wrote the OPs)
@@ -110,8 +110,9 @@ import requests
 # ----------------------------------------------------------------------------
 # The four system prompts pi_1..pi_4 (Appendix A.2, Fig. 10), our own wording.
 # fill() joins wrapped lines into one and keeps blank lines as line breaks;
-# the fields in braces are filled per side (SIDE_WORDS) and per step ({format}: the
-# step's JSON Schema shown as an example, see step_schema).
+# the fields in braces are filled per side (SIDE_WORDS), per step ({format}: the
+# step's JSON Schema shown as an example, see step_schema) and, in pi_1, per record
+# ({side_info}: the fields that record fills, see side_info_words).
 
 PI_1 = """You write profiles for a recommender system. You receive side information
 about one {entity} as JSON: {side_info}.
@@ -165,16 +166,54 @@ REASK = ('Your reply above cannot be used: {reason}. Answer again with only the 
 
 SIDE_WORDS = {  # the side-specific words filled into the prompts
     'user': dict(entity='user', words=100,  # OP length as in RLMRec: 100 words for users
-                 side_info='the items this user interacted with (titles, descriptions, reviews)',
                  summary_of='which items this user enjoys and why',
                  positive='what this user seeks and enjoys', negative='what this user avoids or dislikes',
                  latent_of='of this user'),
     'item': dict(entity='item', words=200,  # ... and 200 words for items
-                 side_info="the item's own description and what users said about it",
                  summary_of='what this item is and which users would enjoy it',
                  positive='what makes this item appealing, and to whom', negative='what could put users off it',
                  latent_of='of the users this item suits'),
 }
+
+FIELD_WORDS = {  # how pi_1 names a side-information field; any other: its name, '_' -> ' '
+    'liked_movies': 'the titles and genres of the movies they liked',
+    'year': 'release year',
+}
+
+
+def is_empty(value):
+    """None, an empty or blank string, an empty list or object: the record lacks this field."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, (list, dict)) and not value)
+
+
+def present_fields(source):
+    """The fields of a side-information record that hold something, in the record's order."""
+    return [name for name, value in source.items() if not is_empty(value)]
+
+
+def side_fields(sources):
+    """Every field name of a side's records, in order of first appearance."""
+    return list(dict.fromkeys(name for source in sources if isinstance(source, dict) for name in source))
+
+
+def join_words(words):
+    """['a', 'b', 'c'] -> 'a, b and c'."""
+    if len(words) < 2:
+        return ''.join(words)
+    return ', '.join(words[:-1]) + ' and ' + words[-1]
+
+
+def side_info_words(entity, source=None):
+    """What pi_1 says the side information holds: the fields `source` fills (a record given to
+    F1), so the model is never told of a field the record lacks."""
+    if not isinstance(source, dict):
+        return f"the fields of this {entity}'s record"
+    names = present_fields(source)
+    if not names:
+        return 'no filled field (every field of this record is empty)'
+    return f"the {entity}'s " + join_words([FIELD_WORDS.get(n, n.replace('_', ' ')) for n in names])
 
 
 # ----------------------------------------------------------------------------
@@ -222,9 +261,10 @@ def shown_format(schema):
     return json.dumps({key: example(value) for key, value in schema['properties'].items()}, ensure_ascii=False)
 
 
-def system_prompt(side, step, k):
-    """pi_1..pi_4 filled for one side; F4 asks for k-1 NPs."""
-    return fill(PROMPTS[step], format=shown_format(step_schema(side, step, k)), n=k - 1, **SIDE_WORDS[side])
+def system_prompt(side, step, k, source=None):
+    """pi_1..pi_4 filled for one side; F4 asks for k-1 NPs; F1 names the fields `source` fills."""
+    words = dict(SIDE_WORDS[side], side_info=side_info_words(SIDE_WORDS[side]['entity'], source))
+    return fill(PROMPTS[step], format=shown_format(step_schema(side, step, k)), n=k - 1, **words)
 
 
 def max_tokens(side, step, k):
@@ -239,7 +279,7 @@ def step_messages(side, k, source, op='<OP written by F1>', aspects='<F2 reply>'
     f3_user = f'{f2_user}\n\nAspects:\n{aspects}'
     users = {'F1': json.dumps(source, ensure_ascii=False), 'F2': f2_user, 'F3': f3_user,
              'F4': f'{f3_user}\n\nLatent preferences:\n{latent}'}
-    return {step: (system_prompt(side, step, k), users[step]) for step in PROMPTS}
+    return {step: (system_prompt(side, step, k, source), users[step]) for step in PROMPTS}
 
 
 def steps_of(has_op):
@@ -543,7 +583,7 @@ def load_inputs(path):
 def fingerprint(args, side, sources, dim):
     """What a journal's records depend on; a resumed run must match it."""
     prompts = json.dumps([PROMPTS, [system_prompt(side, step, args.n_profiles) for step in PROMPTS],
-                          SIDE_WORDS[side]], sort_keys=True)
+                          SIDE_WORDS[side], FIELD_WORDS], sort_keys=True)
     return {'version': 2, 'side': side, 'profiles': args.n_profiles, 'model': args.model,
             'embed_model': args.embed_model, 'embed_dim': dim, 'n': len(sources),
             'prompts_sha256': hashlib.sha256(prompts.encode()).hexdigest(),
@@ -1429,6 +1469,8 @@ def dry_run(args, job):
     side, k, sources, has_op, todo = job['side'], args.n_profiles, job['sources'], job['has_op'], job['todo']
     i = todo[0] if todo else 0
     op = sources[i] if has_op else '<OP written by F1>'
+    if not has_op:
+        print_fields(side, i, sources)
     for step, (system, user) in step_messages(side, k, sources[i], op).items():
         if step == 'F1' and has_op:
             print(f'--- {side} {i}: F1 skipped, the OP is given')
@@ -1438,7 +1480,7 @@ def dry_run(args, job):
     cap = words * 4 / 3  # tokens of a profile at its word cap
     op_tok = np.mean([len(sources[j]) for j in todo]) / 4 if has_op and n else cap
     src_tok = 0 if has_op or not n else np.mean([len(json.dumps(sources[j])) for j in todo]) / 4
-    sys_tok = {step: len(system_prompt(side, step, k)) / 4 for step in PROMPTS}
+    sys_tok = {step: len(system_prompt(side, step, k, sources[i])) / 4 for step in PROMPTS}
     side_tok = 100  # aspects (F2) and latent preferences (F3): about 100 tokens each
     out = {'F1': cap + 40, 'F2': side_tok, 'F3': side_tok, 'F4': (k - 1) * cap}
     inp = {'F1': sys_tok['F1'] + src_tok, 'F2': sys_tok['F2'] + op_tok, 'F3': sys_tok['F3'] + op_tok + side_tok,
@@ -1455,6 +1497,15 @@ def dry_run(args, job):
           f'--price-out {args.price_out}, --price-embed {args.price_embed} $ per million tokens); '
           f'time ~{seconds * n / args.concurrency / 60:,.1f} min at --concurrency {args.concurrency} '
           f'(assuming {EST_CALL_S:.0f} s per call + {EST_TOKENS_PER_S} tokens/s; --batch-api: up to 24 h per step)')
+
+
+def print_fields(side, i, sources):
+    """Which side-information fields entity i fills and which it leaves empty (or lacks) of
+    those its side's records have: F1's prompt names only the filled ones."""
+    present = present_fields(sources[i])
+    empty = [name for name in side_fields(sources) if name not in present]
+    print(f'--- {side} {i}: side information fields present: {", ".join(present) or "none"}; '
+          f'empty: {", ".join(empty) or "none"}')
 
 
 # ----------------------------------------------------------------------------

@@ -395,9 +395,12 @@ def test_missing_profile_files_are_listed(tmp_path):
 
 def test_missing_dataset_names_path_and_fix(tmp_path):
     with pytest.raises(D.DataError) as e:
-        D.load_dataset('nothere', tmp_path)
-    assert str(tmp_path / 'nothere' / 'trn_mat.pkl') in str(e.value)
+        D.load_dataset('ml100k', tmp_path)
+    assert str(tmp_path / 'ml100k' / 'trn_mat.pkl') in str(e.value)
     assert '--data-dir' in str(e.value) and 'synthetic' in str(e.value)
+    with pytest.raises(D.DataError) as e:               # neither a known name nor a folder
+        D.load_dataset('nothere', tmp_path)
+    assert str(tmp_path / 'nothere') in str(e.value) and 'known names are book' in str(e.value)
 
 
 # ---------------------------------------------------------------- synthetic
