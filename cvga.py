@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 import data as D
+import eval as E
 import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
@@ -94,8 +95,8 @@ def parse_args(argv=None):
                    'KL(q || N(0, I)) (default 1, the ELBO; divided by B with --kl-over-batch). '
                    'With --proex the KL to the prior is the beta part of Eq. 11, weight '
                    'lambda1 * beta, and this flag is unused')
-    P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
-    args = P.resolve_proex_args(p, argv, generative=True)
+    E.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
+    args = E.resolve_proex_args(p, argv, generative=True)
     if args.proex and (args.kl_weight != 1.0 or args.kl_over_batch is not None):  # would do nothing
         flag = '--kl-weight' if args.kl_weight != 1.0 else '--[no-]kl-over-batch'
         raise SystemExit(f'error: argument {flag}: weights the base model\'s KL; with --proex '
@@ -132,12 +133,12 @@ def main(args):
                 kl_weight = args.kl_weight / (len(u) if args.kl_over_batch else 1)  # official: 1/B
                 loss = P.multinomial_nll(model.decode(z), x).mean() + kl_weight * P.kl_to_prior(mu, logvar)
             else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (prior weight lambda1 * beta)
-                mu_k, var_k = agg(u.to(device), x)                         # Eq. 6, [K, B, d] each
+                mu_k, logvar_k = agg(u.to(device), x)                         # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
-                    lambda z: P.multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
+                    lambda z: P.multinomial_nll(model.decode(z), x), mu, logvar, mu_k, logvar_k,
                     envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
                     lambda1=args.lambda1, lambda2=args.lambda2, lambda3=args.lambda3,
-                    **P.switches(args, generative=True))
+                    **E.switches(args, generative=True))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -151,7 +152,7 @@ def main(args):
             if agg is not None:                                            # Alg. 2: + the mean
                 x = D.dense_rows(data.train, users.cpu(), device) \
                     if agg.input_rule == 'dropped-sum' else None           # [B, I], Eq. 6's sum
-                z = z + P.mean_profile(agg(users, x)[0])                      # of the K profile means
+                z = P.add_mean_profile(z, agg(users, x)[0])                # of the K profile means
             return model.decode(z)                                         # [B, I]
         return score
 

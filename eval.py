@@ -10,6 +10,9 @@
   interruptible / on_interrupt   Ctrl-C in the epoch loop: the epochs so far to --out, one line
   int_range / float_range / out_file / device_name   argparse types that refuse bad values
                 with one `error:` line naming the flag (used by every model's parse_args)
+  add_proex_args / resolve_proex_args / switches   ProEx's shared flags: --proex and its
+                weights, the per-dataset defaults (PAPER_DATASETS), --released (RELEASED)
+                and the Fig. 6 ablations, turned into proex_core's keyword arguments
 
 Protocol (RLMRec's metrics, which the ProEx paper's numbers use):
   * ranking is over all items; only the user's TRAIN items are masked (also at test time);
@@ -214,13 +217,14 @@ ONE_THREAD = ('synthetic', 'ml100k', 'ml100k-grouplens')
 
 def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=3, optimizer='Adam'):
     """Flags every model file shares: data, device, seed, protocol and output."""
-    p.add_argument('--dataset', default='synthetic', help='book (Amazon-Book), yelp, steam: the '
+    p.add_argument('--dataset', default='synthetic', type=D.known_name,  # 'Book' -> 'book'
+                   help='book (Amazon-Book), yelp, steam: the '
                    'data of RLMRec (Ren et al., WWW\'24, the code behind the paper\'s numbers), '
                    'downloaded into the data root when missing; ml100k: a prepared MovieLens-100K '
                    'folder; ml100k-grouplens: built from the GroupLens ML-100K archive when '
                    'missing; synthetic: generated in memory, no files, 3000 users x 2000 items; '
-                   'or any folder under the data root that holds trn/val/tst_mat.pkl '
-                   '(default: synthetic)')
+                   'or any folder under the data root that holds trn/val/tst_mat.pkl; the known '
+                   'names match in any case, a folder name exactly (default: synthetic)')
     p.add_argument('--data-dir', default=None, help='data root holding <dataset>/trn_mat.pkl '
                    '(default: $PROEX_DATA, else ./data; not used by synthetic); the result file '
                    'stores it as typed')
@@ -465,3 +469,240 @@ if __name__ == '__main__':  # a tiny self-check on a hand-worked case
     m = recall_ndcg(topk, g, torch.tensor([2.0]), ks=(3,))
     # hits at ranks 0 and 2: recall 2/2; DCG = 1 + 1/log2(4) = 1.5; IDCG = 1 + 1/log2(3)
     print(m, 'expected ndcg', 1.5 / (1 + 1 / np.log2(3)))
+
+
+# ----------------------------------------------------------------------------
+# ProEx's command-line flags, shared by the six model files (the method is proex_core.py)
+
+# ProEx's values on the paper's datasets for the discriminative models: the paper states
+# K = 4, lambda3 = 1, tau = 0.2 and Eq. 7 as printed; E, alpha, lambda2 and lambda1 are the
+# released configuration's (BlueGhostYi/ProRec, lightgcn_proex.py and its amazon/yelp/steam
+# configs: inv_weight aside, E 3/3/2, alpha 0.1, ex_weight 0.4/0.4/2.0, alignment off)
+PAPER_DATASETS = {
+    'book':  dict(envs=3, alpha=0.1, lambda2=0.4, lambda1=0.0, infonce_reg=False),
+    'yelp':  dict(envs=3, alpha=0.1, lambda2=0.4, lambda1=0.0, infonce_reg=False),
+    'steam': dict(envs=2, alpha=0.1, lambda2=2.0, lambda1=0.0, infonce_reg=False),
+}
+
+
+def proex_dataset_defaults(dataset, tuned):
+    """The ProEx values a discriminative model file starts from on `dataset`: the paper's
+    and released values on book, yelp and steam (PAPER_DATASETS), else `tuned`, the model
+    file's own choice (validation on ml100k)."""
+    return PAPER_DATASETS.get(dataset, tuned)
+
+
+def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, alpha=0.1,
+                   infonce_reg=False, form_why='', chosen='', released_also='', tuned=None):
+    """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing).
+    generative=True: Eq. 11 carries the base model's KL to the prior, so --lambda1 is that
+    KL's weight (pass the base's, e.g. 1 for Mult-VAE) and must not default to 0; --beta and
+    --sum-of-samples exist only then (a discriminative parser does not know them).
+    lambda2, envs, alpha, infonce_reg (the form of Eq. 7, discriminative only): this model
+    file's defaults; chosen, form_why: where they come from, in words.
+    released_also: what --released sets in this model file besides the shared weights.
+    tuned (discriminative): a dict of envs, alpha, lambda1, lambda2, infonce_reg, the file's
+    values for every dataset but book, yelp and steam (PAPER_DATASETS); those flags then
+    default to None and resolve_proex_args(..., tuned=tuned) fills them for --dataset."""
+    if tuned is not None:
+        lambda1, lambda2, envs, alpha, infonce_reg = (tuned[k] for k in (
+            'lambda1', 'lambda2', 'envs', 'alpha', 'infonce_reg'))
+        book, steam = PAPER_DATASETS['book'], PAPER_DATASETS['steam']
+        by_set = lambda k, fmt='{:g}': (  # noqa: E731  help text: where each value comes from
+            f"book and yelp {fmt.format(book[k])}, steam {fmt.format(steam[k])} (the released "
+            f"configuration); ml100k, synthetic and any other dataset {fmt.format(tuned[k])}")
+    chosen = f'; {chosen}' if chosen else ''
+    said = lambda k, value: (f'default: {by_set(k)}{chosen}' if tuned is not None  # noqa: E731
+                             else f'default {value}{chosen}')
+    unset = lambda value: None if tuned is not None else value  # noqa: E731  filled per dataset
+    g = parser.add_argument_group('ProEx', (  # the model files' help keeps line breaks as written
+        '"released" below means the authors\' released ProEx code, BlueGhostYi/ProRec on\n'
+        'GitHub (lightgcn_proex.py); where it differs from the paper, the paper is the\n'
+        'default and a flag gives the released behaviour.'))
+    g.add_argument('--proex', action='store_true',
+                   help='train with ProEx (Alg. 1) and predict with Alg. 2; without it the base '
+                        'model trains and the other flags of this group have no effect')
+    g.add_argument('--envs', type=int, default=unset(envs),
+                   help='E, number of environments, i.e. random mixtures of the K profiles '
+                        f"(Eq. 8-10; paper 2..8; {said('envs', envs)})")
+    g.add_argument('--alpha', type=float, default=unset(alpha),
+                   help='Dirichlet concentration of the mixing weights (Eq. 10; paper 0.1, 0.2 '
+                        f"or 0.3; {said('alpha', alpha)})")
+    g.add_argument('--lambda1', type=float, default=unset(lambda1),
+                   help="alignment weight of Eq. 13 (paper range [0, 1]; " + (
+                       f'default {lambda1:g}) -- Eq. 11 holds the KL to the prior too, so with '
+                       "--beta 1 this is the base model's KL weight" if generative else
+                       f"{said('lambda1', lambda1) if tuned is not None else f'default {lambda1:g}'}"
+                       ") -- InfoNCE between each distinct user's "
+                       "(item's) vector and its mixed profile, over the batch's distinct ones"))
+    g.add_argument('--lambda2', type=float, default=unset(lambda2),
+                   help='weight of L_reg, the term that keeps the K profiles of an entity apart '
+                        '(Eq. 7, 14; paper range [0, 2]; ' + (
+                            said('lambda2', lambda2) if tuned is not None or chosen else
+                            f'default {lambda2:g}, not tuned here: a small weight') +
+                        '; --released: 0.4)')
+    g.add_argument('--lambda3', type=float, default=1.0,
+                   help='weight of Var_e, the variance of the loss across environments (Eq. 14; '
+                        "default %(default)s as the paper; the released code's inv_weight is 10)")
+    if generative:
+        g.add_argument('--beta', type=float, default=0.5,
+                       help='prior weight of Eq. 11: beta pulls the latent Gaussian towards '
+                            "N(0, I), 1 - beta towards the environment's Gaussian "
+                            '(default %(default)s)')
+    g.add_argument('--tau', type=float, default=0.2,
+                   help='temperature of Eq. 7 and of the InfoNCE alignment (default %(default)s)')
+    if generative:
+        g.add_argument('--profile-input', choices=['mean', 'dropped-sum'], default='mean',
+                       help="input of Eq. 6's mapping: 'mean' of the profile vectors of the user's "
+                            "train items plus the user's own (default: validation picks it, "
+                            "bench/RESULTS.md section 7); 'dropped-sum': their sum "
+                            "over the items left after input dropout, as DMRec, the authors' "
+                            "generative code in BlueGhostYi/ProRec")
+    g.add_argument('--profile-dim', type=int, default=None,
+                   help='CPU option, not in the paper: project each side\'s profile vectors onto '
+                        'their top N principal directions at load (default: full width)')
+    g.add_argument('--profiles', type=str, default='all',
+                   help="profile views used: 'all' or indices like '0,3', where 0 is the "
+                        "original profile (OP) and k >= 1 the k-th extrapolated one (NP#k) "
+                        '(default %(default)s)')
+    if generative:
+        g.add_argument('--align-fused', action=argparse.BooleanOptionalAction, default=False,
+                       help="DMRec's code: Eq. 11 aligns the fused Gaussian of Eq. 12 with the "
+                            "environment's; the environment's mean then cancels from it, so it "
+                            'only shrinks the posterior mean and never moves the profile means '
+                            '(default --no-align-fused: the posterior of Eq. 2, as Sec. 2.4)')
+        g.add_argument('--sum-of-samples', action='store_true',
+                       help='for study, not the default: Eq. 12 as a sample of the posterior '
+                            "plus a sample of the environment's Gaussian (default: the two "
+                            "Gaussians fused, means and log-variances added, as DMRec's code)")
+    # ablations of the paper's Fig. 6
+    g.add_argument('--no-var', action='store_true',
+                   help='ablation: no variance term, first environment only')
+    g.add_argument('--no-reg', action='store_true', help='ablation: no L_reg (lambda2 = 0)')
+    g.add_argument('--no-align', action='store_true', help='ablation: no alignment (' + (
+        'beta = 1: only the KL to the prior is left)' if generative else 'lambda1 = 0)'))
+    g.add_argument('--no-mixing', action='store_true',
+                   help='ablation: mean pooling of the K profiles instead of environments')
+    if not generative:
+        form = 'InfoNCE' if infonce_reg else 'as printed'
+        where = (f'book, yelp and steam as printed (the paper); ml100k, synthetic and any other '
+                 f'dataset {form}' if tuned is not None else form)
+        g.add_argument('--infonce-reg', action=argparse.BooleanOptionalAction,
+                       default=unset(infonce_reg),
+                       help="Eq. 7 with exp(-1/tau) where the paper prints exp(+1/tau): the "
+                            'InfoNCE form, whose positive is a profile with itself; '
+                            '--no-infonce-reg: as printed; acts only with --lambda2 > 0 '
+                            f"(default: {where}{'; ' + form_why if form_why else ''})")
+    # released-code behaviours (BlueGhostYi/ProRec lightgcn_proex.py)
+    g.add_argument('--uniformity-reg', action='store_true',
+                   help='released: uniformity InfoNCE per profile instead of Eq. 7 (needs '
+                        '--lambda2 > 0 or --released)')
+    g.add_argument('--shared-mixing', action='store_true',
+                   help='released: one Dirichlet draw per environment for the whole batch')
+    g.add_argument('--unbiased-var', action='store_true',
+                   help='released: unbiased Var_e (divide by E - 1)')
+    g.add_argument('--var-of-means', action='store_true',
+                   help='released: Var_e of the batch-mean environment losses instead of the '
+                        'per-row variance averaged over the batch (Alg. 1)')
+    owned = 'lambda2 0.4, lambda3 10, envs 3' + (
+        '; lambda1 is kept, as it weights the KL to the prior here' if generative
+        else ', lambda1 0')
+    g.add_argument('--released', action='store_true',
+                   help='with --proex, all released behaviours: --uniformity-reg --shared-mixing '
+                        f'--unbiased-var --var-of-means, {owned}{released_also}. Giving one of '
+                        'the values it sets another value is an error')
+    return parser
+
+
+# what --released sets (resolve_proex_args); lambda1 only for the discriminative models
+RELEASED = dict(lambda2=0.4, lambda3=10.0, envs=3)
+
+
+def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
+    """Parse argv with the model file's parser (add_proex_args called on it), then apply
+    --released and the ablation switches; returns the Namespace.
+    generative=True: 'w/o alignment' drops the profile part of Eq. 11 (beta = 1) but keeps
+    lambda1, the weight of the KL to the prior (lambda1 = 0 would drop the VAE's KL too).
+    tuned: the dict given to add_proex_args; fills the flags left unset for --dataset.
+    Without --proex the ProEx flags are only reported as having no effect, not checked."""
+    a = parser.parse_args(argv)
+    proex_flags = vars(add_proex_args(argparse.ArgumentParser(), generative).parse_args([]))
+    defaults = argparse.Namespace(**{k: parser.get_default(k) for k in proex_flags})  # this file's
+    for k, v in proex_dataset_defaults(a.dataset, tuned).items() if tuned is not None else ():
+        setattr(defaults, k, v)  # this file's value on this dataset
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if not a.proex:  # the ProEx flags only act with --proex: one note, then their defaults
+        given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1')
+                 and getattr(a, k) != v]
+        if given:
+            print(f"note: {', '.join('--' + k.replace('_', '-') for k in given)} "
+                  f"{'has' if len(given) == 1 else 'have'} no effect without --proex")
+        for k in given:
+            setattr(a, k, getattr(defaults, k))
+    rules = [('envs', a.envs >= 1, 'an integer >= 1 (the number E of environments)'),
+             ('alpha', a.alpha > 0, '> 0 (the Dirichlet concentration of Eq. 10)'),
+             ('lambda1', a.lambda1 >= 0, '>= 0 (a loss weight of Eq. 14)'),
+             ('lambda2', a.lambda2 >= 0, '>= 0 (a loss weight of Eq. 14)'),
+             ('lambda3', a.lambda3 >= 0, '>= 0 (a loss weight of Eq. 14)'),
+             ('tau', a.tau > 0, '> 0 (a temperature, Eq. 7)')]
+    if generative:  # the discriminative parsers have no --beta
+        rules.append(('beta', 0 <= a.beta <= 1, 'in [0, 1] (the prior weight of Eq. 11)'))
+    for flag, ok, need in rules:  # one `error:` line naming the flag
+        if not (ok and np.isfinite(getattr(a, flag))):
+            raise SystemExit(f'error: argument --{flag}: must be {need}, got {getattr(a, flag)}')
+    # a form of Eq. 7 given where it would change nothing is an error, not a silent no-op
+    sign = [] if generative or a.infonce_reg == defaults.infonce_reg else \
+        ['--infonce-reg' if a.infonce_reg else '--no-infonce-reg']  # given, not the default
+    if a.proex and sign and (a.uniformity_reg or a.released):
+        raise SystemExit(f'error: argument {sign[0]}: --uniformity-reg (or --released) '
+                         'replaces Eq. 7, so its sign would be ignored; give one of them')
+    form = sign + ['--uniformity-reg'] * a.uniformity_reg
+    if a.proex and form and a.lambda2 == 0 and not a.released:  # L_reg off: the form is unused
+        raise SystemExit(f'error: argument {form[0]}: L_reg is off (lambda2 = 0), so its '
+                         'form would change nothing; set --lambda2')
+    if a.profile_dim is not None and a.profile_dim < 1:
+        raise SystemExit(f'error: argument --profile-dim: must be an integer >= 1, got {a.profile_dim}')
+    owned = dict(RELEASED, **({} if generative else {'lambda1': 0.0}))
+    for k, v in owned.items() if a.released and a.proex else ():  # a value --released overwrites
+        if getattr(a, k) not in (getattr(defaults, k), v):
+            raise SystemExit(f'error: argument --{k}: --released sets {k} {v:g} (the released '
+                             f'code\'s value), so --{k} {getattr(a, k):g} would be ignored; drop '
+                             f'--{k} or --released')
+    if a.proex and generative and a.sum_of_samples and a.align_fused:
+        raise SystemExit('error: argument --align-fused: --sum-of-samples samples the posterior '
+                         'and the environment apart, so there is no fused Gaussian to align; '
+                         'give one of them')
+    if a.released:  # the released LightGCN also switches its InfoNCE alignment off (lambda1)
+        a.uniformity_reg, a.shared_mixing, a.unbiased_var, a.var_of_means = True, True, True, True
+        for k, v in owned.items():
+            setattr(a, k, v)
+    if a.no_var:
+        a.lambda3, a.envs = 0.0, 1
+    if a.no_reg:  # refused when it would change nothing, as --no-align below
+        if a.lambda2 == 0:
+            raise SystemExit('error: argument --no-reg: L_reg is already off (lambda2 = 0), so '
+                             'this run would equal plain --proex; drop --no-reg, or set --lambda2')
+        a.lambda2 = 0.0
+    if a.no_align:  # an ablation that would change nothing is refused, not run as --proex
+        weight, off = ('beta', 1.0) if generative else ('lambda1', 0.0)
+        if getattr(a, weight) == off:
+            raise SystemExit(f'error: argument --no-align: the alignment is already off '
+                             f'({weight} = {off:g}{", as in --released" if a.released else ""}),'
+                             f' so this run would equal plain --proex; drop --no-align, or set '
+                             f'--{weight} to turn the alignment on')
+        setattr(a, weight, off)
+    if a.no_mixing:
+        a.envs = 1
+    return a
+
+
+def switches(args, generative=False):
+    """The released-code and ablation switches of the one-batch objectives, from the parsed
+    flags (all off by default: the paper). The weights and sizes are passed by name."""
+    kw = dict(shared_mixing=args.shared_mixing, unbiased_var=args.unbiased_var,
+              var_of_means=args.var_of_means, no_mixing=args.no_mixing)
+    if generative:
+        return dict(kw, sum_of_samples=args.sum_of_samples, align_fused=args.align_fused,
+                    uniformity=args.uniformity_reg)
+    return dict(kw, uniformity=args.uniformity_reg, infonce_reg=args.infonce_reg)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 import data as D
+import eval as E
 import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
@@ -29,7 +30,7 @@ DATASET_DEFAULTS = {
 }
 
 # ProEx on ml100k, synthetic and other datasets: the configuration ml100k validation picks
-# (bench/RESULTS.md, section 3); book, yelp, steam: proex_core.PAPER_DATASETS
+# (bench/RESULTS.md, section 3); book, yelp, steam: eval.PAPER_DATASETS
 PROEX_TUNED = dict(lambda1=0.0, lambda2=0.0, envs=3, alpha=0.1, infonce_reg=False)
 
 
@@ -67,10 +68,10 @@ def parse_args(argv=None):
                    'every dataset)')
     p.add_argument('--reg', type=float_range(0), default=None,
                    help='L2 weight on all parameters (default 1e-6 on every dataset)')
-    P.add_proex_args(p, tuned=PROEX_TUNED,
+    E.add_proex_args(p, tuned=PROEX_TUNED,
                      chosen='picked by validation R@20 on ml100k, mean of two tuning seeds: '
                      'bench/results/protocol_ml100k_gccf.json')
-    args = P.resolve_proex_args(p, argv, tuned=PROEX_TUNED)
+    args = E.resolve_proex_args(p, argv, tuned=PROEX_TUNED)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -98,11 +99,11 @@ def main(args):
             if prof is None:
                 loss = P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * P.l2_reg(model)
             else:                                                        # Alg. 1
-                c_u, c_i, c_j = prof.batch(u, i, j)                      # Eq. 6, [K, B, (L+1)d] each
+                c_u, c_i, c_j = prof(u, i, j)                      # Eq. 6, [K, B, (L+1)d] each
                 loss, _ = P.discriminative_objective(                    # Eq. 8-14
                     z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i,
                     envs=args.envs, alpha=args.alpha, tau=args.tau, lambda1=args.lambda1,
-                    lambda2=args.lambda2, lambda3=args.lambda3, **P.switches(args))
+                    lambda2=args.lambda2, lambda3=args.lambda3, **E.switches(args))
                 loss = loss + args.reg * (P.l2_reg(model) + P.l2_reg(prof))
             opt.zero_grad()
             loss.backward()

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import data as D
+import eval as E
 import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
@@ -246,7 +247,7 @@ def predict(ae, denoiser, diffusion, x, agg=None, users=None):
     _, mu, _ = ae.encode(x)                                                       # [B, d]
     if agg is not None:
         mu_k, _ = agg(users, x)                                                   # [K, B, d]
-        mu = mu + P.mean_profile(mu_k)                                            # Alg. 2
+        mu = P.add_mean_profile(mu, mu_k)                                         # Alg. 2
     return ae.decode(diffusion.p_sample(denoiser, mu))                            # [B, I]
 
 
@@ -302,8 +303,8 @@ def parse_args(argv=None):
                    help='N: the KL weight at batch s is min(--vae-anneal-cap, s / N) (default '
                         '200, as the official code); with --proex, Eq. 11 (which replaces the KL) '
                         'weighs min(--lambda1, s / N), the same schedule')
-    P.add_proex_args(p, generative=True, lambda1=0.3)  # Eq. 11 carries the KL: the base's final weight 0.3
-    args = P.resolve_proex_args(p, argv, generative=True)
+    E.add_proex_args(p, generative=True, lambda1=0.3)  # Eq. 11 carries the KL: the base's final weight 0.3
+    args = E.resolve_proex_args(p, argv, generative=True)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -354,12 +355,12 @@ def main(args):
                 z = P.sample_gaussian(mu, logvar.exp())                       # z ~ q(z|x), [B, d]
                 loss = nll_fn(z).mean() + anneal * P.kl_to_prior(mu, logvar)
             else:  # Alg. 1: Eq. 11, annealed to lambda1, replaces anneal * KL; notes below
-                mu_k, var_k = agg(users.to(device), x_drop)                  # [K, B, d], Eq. 6
+                mu_k, logvar_k = agg(users.to(device), x_drop)                  # [K, B, d], Eq. 6
                 loss, _ = P.generative_objective(                            # Eq. 9, 11, 12, 14
-                    nll_fn, mu, logvar.exp(), mu_k, var_k,
+                    nll_fn, mu, logvar, mu_k, logvar_k,
                     envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
                     lambda1=anneal, lambda2=args.lambda2, lambda3=args.lambda3,  # min(lambda1, s/N)
-                    **P.switches(args, generative=True))
+                    **E.switches(args, generative=True))
             opt_ae.zero_grad()
             opt_dn.zero_grad()
             loss.backward()

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 import data as D
+import eval as E
 import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
@@ -27,7 +28,7 @@ DATASET_DEFAULTS = {
 }
 
 # ProEx on ml100k, synthetic and other datasets: the configuration ml100k validation picks
-# (bench/RESULTS.md, section 3); book, yelp, steam: proex_core.PAPER_DATASETS
+# (bench/RESULTS.md, section 3); book, yelp, steam: eval.PAPER_DATASETS
 PROEX_TUNED = dict(lambda1=0.0, lambda2=0.0, envs=2, alpha=0.3, infonce_reg=False)
 
 
@@ -75,12 +76,12 @@ def parse_args(argv=None):
                    '--proex --released sets 1)')
     p.add_argument('--skip-layer0', action='store_true', help='final = sum of layers 1..L '
                    '(as the released ProEx-LightGCN; set by --proex --released)')
-    P.add_proex_args(p, tuned=PROEX_TUNED,
+    E.add_proex_args(p, tuned=PROEX_TUNED,
                      chosen='picked by validation R@20 on ml100k, mean of two tuning seeds: '
                      'bench/results/protocol_ml100k_lightgcn.json',
                      released_also='; in this file also --skip-layer0 and keep_rate 1.0 '
                      '(no edge dropout), as the released ProEx-LightGCN')
-    args = P.resolve_proex_args(p, argv, tuned=PROEX_TUNED)
+    args = E.resolve_proex_args(p, argv, tuned=PROEX_TUNED)
     if args.proex and args.released and args.keep_rate not in (None, 1.0):
         p.error(f'argument --keep-rate: --released sets keep_rate 1.0 (no edge dropout, as the '
                 f'released code), so --keep-rate {args.keep_rate:g} would be ignored; drop '
@@ -117,11 +118,11 @@ def main(args):
             if prof is None:
                 loss = P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * P.l2_reg(model)
             else:                                                        # Alg. 1
-                c_u, c_i, c_j = prof.batch(u, i, j)                      # Eq. 6, [K, B, d] each
+                c_u, c_i, c_j = prof(u, i, j)                      # Eq. 6, [K, B, d] each
                 loss, _ = P.discriminative_objective(                    # Eq. 8-14
                     z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i,
                     envs=args.envs, alpha=args.alpha, tau=args.tau, lambda1=args.lambda1,
-                    lambda2=args.lambda2, lambda3=args.lambda3, **P.switches(args))
+                    lambda2=args.lambda2, lambda3=args.lambda3, **E.switches(args))
                 loss = loss + args.reg * (P.l2_reg(model) + P.l2_reg(prof))
             opt.zero_grad()
             loss.backward()

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 import data as D
+import eval as E
 import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
@@ -74,8 +75,8 @@ def parse_args(argv=None):
                    "the paper tunes this 'decay coefficient' in [0.1, 0.9]; vae_cf, Liang et "
                    "al.'s Mult-VAE code, anneals it to 0.2). With --proex the KL to the prior is "
                    "the beta part of Eq. 11, weight lambda1 * beta, and this flag is unused")
-    P.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
-    args = P.resolve_proex_args(p, argv, generative=True)
+    E.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
+    args = E.resolve_proex_args(p, argv, generative=True)
     if args.proex and args.kl_weight != 1.0:  # the flag would silently do nothing
         raise SystemExit('error: argument --kl-weight: weights the base model\'s KL; with --proex '
                          'the KL to the prior weighs lambda1 * beta (Eq. 11): set --lambda1 and '
@@ -109,12 +110,12 @@ def main(args):
                 loss = (P.multinomial_nll(model.decode(z), x).mean()
                         + args.kl_weight * P.kl_to_prior(mu, logvar))
             else:  # Alg. 1; the KL becomes lambda1 * Eq. 11 (prior weight lambda1 * beta)
-                mu_k, var_k = agg(u.to(device), x_in)                      # Eq. 6, [K, B, d] each
+                mu_k, logvar_k = agg(u.to(device), x_in)                      # Eq. 6, [K, B, d] each
                 loss, _ = P.generative_objective(                          # Eq. 9, 11, 12, 14
-                    lambda z: P.multinomial_nll(model.decode(z), x), mu, logvar.exp(), mu_k, var_k,
+                    lambda z: P.multinomial_nll(model.decode(z), x), mu, logvar, mu_k, logvar_k,
                     envs=args.envs, alpha=args.alpha, beta=args.beta, tau=args.tau,
                     lambda1=args.lambda1, lambda2=args.lambda2, lambda3=args.lambda3,
-                    **P.switches(args, generative=True))
+                    **E.switches(args, generative=True))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -126,8 +127,8 @@ def main(args):
         def score(users):                                                  # no dropout: eval()
             x = D.dense_rows(data.train, users.cpu(), device)              # [B, I]
             z, _ = model.encode(x)                                         # z = mu, [B, d]
-            if agg is not None:                                            # Alg. 2: + mean of
-                z = z + P.mean_profile(agg(users, x)[0])                      # the K profile means
+            if agg is not None:                                            # Alg. 2: + the mean
+                z = P.add_mean_profile(z, agg(users, x)[0])                # of the K profile means
             return model.decode(z)                                         # [B, I]
         return score
 

@@ -1,36 +1,65 @@
-"""ProEx core: the profile-extrapolation parts shared by all six base models.
+"""ProEx core: the profile-extrapolation method, shared by all six base models.
 
-Paper: Zhang, Zhang, Wang, Chen, Yin. "ProEx: A Unified Framework Leveraging
-Large Language Model with Profile Extrapolation for Recommendation", KDD'26,
-arXiv 2512.00679. Sec. 2.3-2.4, Alg. 1 (training) and Alg. 2 (inference).
+Paper: Zhang, Zhang, Wang, Chen, Yin. "ProEx: A Unified Framework Leveraging Large
+Language Model with Profile Extrapolation for Recommendation", KDD'26, arXiv 2512.00679.
+Sec. 2.3-2.4, Alg. 1 (training) and Alg. 2 (inference). Imports torch and numpy only, so it
+can be copied alone into another codebase (the flags live in eval.py).
 
-This file holds, one function per idea, in the paper's order:
+Every public definition, in the order of the file (helpers before their first use):
+  checks of the inputs             check_shape, as_ids
   mappings f_psi (Eq. 6)           DirectMapping, AggregationMapping, aggregate_profiles
-  the K views of all entities      stack_views, ProfileEncoder, ProfileAggregator (Eq. 5-6)
-  contrastive regularisation (7)   contrastive_reg (paper), uniformity_reg (released code)
-  environments (Eq. 8-10)          dirichlet_weights, mix; mean_profile (Alg. 2)
-  alignment (Eq. 11, 13)           info_nce_rows, kl_diag_gaussians, distribution_alignment
-  fusion (Eq. 12)                  fuse_vectors (discriminative), fuse_gaussians (generative)
+  the K views of all entities      stack_views, project_views, check_views, check_train,
+                                   rows_of, ProfileEncoder, ProfileAggregator
+  contrastive regularisation (7)   info_nce_rows, info_nce, contrastive_reg (paper),
+                                   uniformity_reg (released code)
+  environments (Eq. 8-10)          dirichlet_weights, mix, mean_profile
+  inference (Alg. 2)               add_mean_profile
+  alignment (Eq. 11, 13)           distinct_rows, first_occurrences, entity_alignment,
+                                   kl_diag_gaussians, distribution_alignment
+  fusion (Eq. 12)                  fuse_vectors, fuse_gaussians, sample_gaussian
   the base models' losses (L_rec)  bpr_rows, bpr_loss, l2_reg, multinomial_nll, kl_to_prior,
-                                   reparameterize (the VAE's sample from mu and log-variance)
-  total (Eq. 14)                   env_variance (per row, Alg. 1), proex_objective
-  one batch of Alg. 1              discriminative_objective, generative_objective
-  shared command-line flags        add_proex_args, resolve_proex_args, switches
+                                   reparameterize
+  total (Eq. 14)                   env_variance, proex_objective, loss_parts
+  one batch of Alg. 1              discriminative_environments, discriminative_reg,
+                                   discriminative_objective; generative_environments,
+                                   generative_objective
 
-Shapes: K profiles per entity, E environments, n (or B) entities, d model size,
-d_s text-embedding size. Where the released code (BlueGhostYi/ProRec,
-lightgcn_proex.py) differs from the paper, the paper is the default and the
-released behaviour is a keyword argument (and a flag) named for what it does.
+Layouts: K profiles per entity, E environments, B rows of a batch (n entities), d model
+size, d_s text-embedding size. Profiles are K-first: [K, B, d]; environments E-first.
+Gaussians: what comes in from a model is a log-variance (`logvar`: the VAE encoder's output,
+AggregationMapping's, generative_objective's arguments, kl_to_prior, reparameterize);
+generative_objective turns them into variances once, and the helpers of Eq. 9, 11 and 12
+it calls (mix, fuse_gaussians, kl_diag_gaussians, distribution_alignment, sample_gaussian)
+take variances (`var`).
+Where the released code (BlueGhostYi/ProRec, lightgcn_proex.py) differs from the paper, the
+paper is the default and the released behaviour is a keyword argument named for what it does.
 
-No entry point: the model files (lightgcn.py, gccf.py, simgcl.py, multvae.py,
-ldiffrec.py, cvga.py) import it. Tests: python -m pytest -q tests/test_proex_core.py
+Tests: python -m pytest -q tests/test_proex_core.py
 """
-import argparse
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------
+# Checks of the inputs, at the entry points (shapes only: no device sync)
+
+def check_shape(name, t, want, layout, why=''):
+    """Raise one ValueError naming the layout unless t.shape matches `want` (None: any size).
+    Example: c_u: expected [K, B, d] with B = 4096 (z_u's rows), got [4096, 4, 32]."""
+    shape = tuple(t.shape)
+    if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape)):
+        raise ValueError(f'{name}: expected {layout}{" with " + why if why else ""}, '
+                         f'got {list(shape)}')
+
+
+def as_ids(ids, name, device=None):
+    """Entity ids as a LongTensor [B] (lists, numpy arrays and integer tensors are taken)."""
+    ids = torch.as_tensor(ids, device=device)
+    if ids.dim() != 1 or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f'{name}: expected integer ids [B], got {ids.dtype} {list(ids.shape)}')
+    return ids.long()
 
 
 # ----------------------------------------------------------------------------
@@ -53,8 +82,8 @@ class DirectMapping(nn.Module):
 
 
 class AggregationMapping(nn.Module):
-    """f_psi^a of Eq. 6 for generative models: an aggregated profile vector is
-    mapped to the mean and variance of a diagonal Gaussian in the latent space."""
+    """f_psi^a of Eq. 6 for generative models: an aggregated profile vector is mapped to the
+    mean and log-variance of a diagonal Gaussian in the latent space."""
 
     def __init__(self, d_s, d, hidden=600):
         super().__init__()
@@ -64,7 +93,7 @@ class AggregationMapping(nn.Module):
 
     def forward(self, c):
         mu, logvar = self.mlp(c).chunk(2, dim=-1)  # [..., 2d] -> 2 x [..., d]
-        return mu, logvar.exp()  # Eq. 6: mu_{u,k}, sigma^2_{u,k}
+        return mu, logvar  # Eq. 6: mu_{u,k} and log sigma^2_{u,k}
 
 
 def aggregate_profiles(x, c_items, c_users):
@@ -100,15 +129,50 @@ def project_views(c_users, c_items, profile_dim=None):
     return tuple(((c.double() - centre) @ top).float() for c in (c_users, c_items))
 
 
+def check_views(c_users, c_items):
+    """The K views of both sides, K-first: [K, U, d_s] and [K, I, d_s] with the same K, d_s."""
+    for name, c in (('usr_prf', c_users), ('itm_prf', c_items)):
+        if c.dim() != 3 or c.shape[0] > c.shape[1]:  # K (a few views) < n (entities)
+            raise ValueError(f'{name}: expected K arrays [n, d_s] (a [K, n, d_s] stack, K views '
+                             f'first), got {list(c.shape)}; an [n, K, d_s] array needs '
+                             f'.transpose(1, 0, 2) first')
+    if c_users.shape[0] != c_items.shape[0] or c_users.shape[2] != c_items.shape[2]:
+        raise ValueError(f'usr_prf, itm_prf: expected the same K and d_s on both sides, got '
+                         f'{list(c_users.shape)} and {list(c_items.shape)} ([K, n, d_s])')
+
+
+def check_train(train, n_users, n_items):
+    """The user-item train matrix: a scipy sparse matrix (anything with .tocsr()), a numpy
+    array or a torch tensor (dense or sparse), [U, I]."""
+    if not (hasattr(train, 'tocsr') or isinstance(train, (np.ndarray, torch.Tensor))):
+        raise TypeError(f'train: expected the [U, I] user-item matrix as a scipy sparse matrix, '
+                        f'a numpy array or a torch tensor, got {type(train).__name__}')
+    check_shape('train', train, (n_users, n_items), '[U, I]',
+                f"U, I = {n_users}, {n_items}, the rows of usr_prf's and itm_prf's views")
+
+
+def rows_of(train, start, stop):
+    """Dense rows start:stop of a train matrix (check_train) -> float tensor [rows, I]."""
+    if hasattr(train, 'tocsr'):
+        return torch.from_numpy(train.tocsr()[start:stop].toarray())
+    if isinstance(train, np.ndarray):
+        return torch.from_numpy(train[start:stop])
+    return (train.to_dense() if train.is_sparse else train)[start:stop].cpu()
+
+
 class ProfileEncoder(nn.Module):
     """Discriminative side: holds the K text-embedding views c_{.,k} (Eq. 5) of all users
     and items as fixed buffers, and maps the rows asked for with one DirectMapping (Eq. 6).
+    usr_prf, itm_prf: K arrays [U, d_s] and K arrays [I, d_s] (or [K, n, d_s] stacks).
+    forward(u, i, j): the mapped profiles of a BPR batch (ids [B]) -> 3 x [K, B, d].
     Only the distinct ids of a batch go through the MLP."""
 
     def __init__(self, usr_prf, itm_prf, d, profile_dim=None):
         super().__init__()
-        # K arrays [n, d_s] -> [K, n, d_s]; persistent=False keeps them out of state_dict
-        c_users, c_items = project_views(stack_views(usr_prf), stack_views(itm_prf), profile_dim)
+        c_users, c_items = stack_views(usr_prf), stack_views(itm_prf)  # [K, U, d_s], [K, I, d_s]
+        check_views(c_users, c_items)
+        c_users, c_items = project_views(c_users, c_items, profile_dim)
+        # persistent=False keeps the fixed views out of state_dict
         self.register_buffer('c_users', c_users, persistent=False)
         self.register_buffer('c_items', c_items, persistent=False)
         self.f_psi = DirectMapping(self.c_users.shape[-1], d)
@@ -119,16 +183,17 @@ class ProfileEncoder(nn.Module):
         return self.f_psi(c.index_select(1, uniq)).index_select(1, inverse)  # [K, B, d]
 
     def users(self, ids):
-        return self._map(self.c_users, ids)  # [K, B, d]
-
-    def batch(self, u, i, j):
-        """The mapped profiles of one BPR batch: users u, positives i, negatives j [B] ->
-        c_u, c_i, c_j [K, B, d]; positives and negatives go through the MLP together."""
-        c_i, c_j = self.items(torch.cat([i, j])).split(len(i), dim=1)  # [K, B, d] each
-        return self.users(u), c_i, c_j
+        return self._map(self.c_users, as_ids(ids, 'users', self.c_users.device))  # [K, B, d]
 
     def items(self, ids):
-        return self._map(self.c_items, ids)  # [K, B, d]
+        return self._map(self.c_items, as_ids(ids, 'items', self.c_items.device))  # [K, B, d]
+
+    def forward(self, u, i, j):
+        """The mapped profiles of one BPR batch: users u, positives i, negatives j [B] ->
+        c_u, c_i, c_j [K, B, d]; positives and negatives go through the MLP together."""
+        i, j = as_ids(i, 'i', self.c_items.device), as_ids(j, 'j', self.c_items.device)
+        c_i, c_j = self.items(torch.cat([i, j])).split(len(i), dim=1)  # [K, B, d] each
+        return self.users(u), c_i, c_j
 
     def mean_users(self):
         return mean_profile(self.f_psi(self.c_users))  # Alg. 2, [U, d]
@@ -139,8 +204,9 @@ class ProfileEncoder(nn.Module):
 
 class ProfileAggregator(nn.Module):
     """Generative side: for the users of a batch, aggregate each profile view over the
-    user's interacted items plus the user's own, and map it to (mu_{u,k}, sigma^2_{u,k})
-    with one AggregationMapping (Eq. 6). input_rule (Eq. 6 does not say which):
+    user's interacted items plus the user's own, and map it to (mu_{u,k}, log sigma^2_{u,k})
+    with one AggregationMapping (Eq. 6). train: the [U, I] user-item train matrix (rows_of).
+    input_rule (Eq. 6 does not say which):
       'mean' (default): the mean over the user's train items, computed once here since it
         depends only on the train matrix and the fixed text embeddings; kept as the default
         because validation picks it (Mult-VAE: equal on ml100k, +.017 R@20 on synthetic;
@@ -153,8 +219,10 @@ class ProfileAggregator(nn.Module):
                  input_rule='mean'):
         super().__init__()
         self.input_rule = input_rule
-        c_users, c_items = project_views(stack_views(usr_prf), stack_views(itm_prf),
-                                         profile_dim)  # [K, U, d_s], [K, I, d_s]
+        c_users, c_items = stack_views(usr_prf), stack_views(itm_prf)  # [K, U, d_s], [K, I, d_s]
+        check_views(c_users, c_items)
+        check_train(train, c_users.shape[1], c_items.shape[1])
+        c_users, c_items = project_views(c_users, c_items, profile_dim)
         self.f_psi = AggregationMapping(c_users.shape[-1], d, hidden)
         if input_rule == 'dropped-sum':  # buffers: not in state_dict
             self.register_buffer('c_users', c_users, persistent=False)
@@ -162,21 +230,37 @@ class ProfileAggregator(nn.Module):
             return
         c_agg = torch.empty_like(c_users)  # input of f_psi^a for every user, [K, U, d_s]
         for s in range(0, train.shape[0], chunk):  # dense rows a chunk of users at a time
-            x = torch.from_numpy(train[s:s + chunk].toarray())  # [chunk, I]
+            x = rows_of(train, s, s + chunk)  # [chunk, I]
             c_agg[:, s:s + chunk] = aggregate_profiles(x, c_items, c_users[:, s:s + chunk])
         self.register_buffer('c_agg', c_agg, persistent=False)  # not in state_dict
 
     def forward(self, users, x=None):
         """users: [B] ids (x: [B, I] the encoder's input row, for 'dropped-sum')
-        -> mu_k, var_k: [K, B, d] each (Eq. 6)."""
+        -> mu_k, logvar_k: [K, B, d] each (Eq. 6)."""
         if self.input_rule == 'mean':
-            return self.f_psi(self.c_agg.index_select(1, users))
+            return self.f_psi(self.c_agg.index_select(1, as_ids(users, 'users', self.c_agg.device)))
         c = torch.einsum('bi,kid->kbd', x.to(self.c_items.dtype), self.c_items)  # [K, B, d_s]
+        users = as_ids(users, 'users', self.c_users.device)
         return self.f_psi(c + self.c_users.index_select(1, users))  # DMRec's sum, [K, B, d] x 2
 
 
 # ----------------------------------------------------------------------------
 # Contrastive regularisation over the K profiles of one entity (Eq. 7)
+
+def info_nce_rows(z, c, tau=0.2):
+    """Discriminative alignment (L_align of Eq. 13, Sec. 2.4): InfoNCE between collaborative
+    vectors z and mixed profiles c of the same n entities, both L2-normalised; positives on
+    the diagonal, denominators over the n entities of c. [n, d], [n, d] -> [n], one loss per row."""
+    z, c = F.normalize(z, dim=-1), F.normalize(c, dim=-1)  # [n, d]
+    logits = z @ c.T / tau  # [n, n]
+    positives = torch.arange(z.shape[0], device=z.device)  # [n], the diagonal
+    return F.cross_entropy(logits, positives, reduction='none')  # -log softmax(logits_i)[i]
+
+
+def info_nce(z, c, tau=0.2):
+    """info_nce_rows averaged over the n rows: [n, d], [n, d] -> scalar."""
+    return info_nce_rows(z, c, tau).mean()
+
 
 def contrastive_reg(views, tau=0.2, infonce=False):
     """Eq. 7, as printed: L_reg = sum_k log(1 + exp(1/tau) sum_{k'!=k} exp(c_k.c_k'/tau)),
@@ -247,25 +331,16 @@ def mean_profile(c):
     return c.mean(dim=0)  # [K, n, d] -> [n, d]
 
 
+def add_mean_profile(z, c):
+    """Alg. 2: a model's vector (or posterior mean) plus the mean of the entity's K mapped
+    profiles (means). z: [n, d], c: [K, n, d] -> [n, d]."""
+    return z + mean_profile(c)
+
+
 # ----------------------------------------------------------------------------
 # Alignment between the collaborative and the language space (L_align of Eq. 13:
 # contrastive for the discriminative models, the distribution matching of Eq. 11 for the
 # generative ones)
-
-def info_nce_rows(z, c, tau=0.2):
-    """Discriminative alignment (L_align of Eq. 13, Sec. 2.4): InfoNCE between collaborative
-    vectors z and mixed profiles c of the same n entities, both L2-normalised; positives on
-    the diagonal, denominators over the n entities of c. [n, d], [n, d] -> [n], one loss per row."""
-    z, c = F.normalize(z, dim=-1), F.normalize(c, dim=-1)  # [n, d]
-    logits = z @ c.T / tau  # [n, n]
-    positives = torch.arange(z.shape[0], device=z.device)  # [n], the diagonal
-    return F.cross_entropy(logits, positives, reduction='none')  # -log softmax(logits_i)[i]
-
-
-def info_nce(z, c, tau=0.2):
-    """info_nce_rows averaged over the n rows: [n, d], [n, d] -> scalar."""
-    return info_nce_rows(z, c, tau).mean()
-
 
 def distinct_rows(ids):
     """The distinct ids of a batch: row of each one's first occurrence [n] and, for every
@@ -408,70 +483,128 @@ def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False, var
     return env_losses.mean(dim=1).sum() + lambda2 * l_reg + lambda3 * var_e
 
 
-def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs, alpha, lambda1,
-                             lambda2, lambda3, tau=0.2, shared_mixing=False, uniformity=False,
-                             infonce_reg=False, unbiased_var=False, var_of_means=False,
-                             no_mixing=False, rng=None, users=None, pos_items=None,
-                             rec_rows=bpr_rows):
-    """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
-    z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
-    c_u, c_i, c_j: [K, B, d] their K profiles, already mapped by DirectMapping.
-    users, pos_items: [B] ids; the alignment (lambda1 > 0) and uniformity=True run over the
-      distinct ones.
-    rec_rows: L_rec of one triple, (z_u, z_i, z_j) [..., B, d] -> [..., B]; BPR by default.
-    Returns (total, parts): parts = detached scalar tensors {'rec', 'align', 'reg', 'var'}
-    (unweighted; 'rec' and 'align' summed over environments), kept on the device so that
-    reading them is the caller's choice (float() waits for the device)."""
-    K, B = c_u.shape[0], c_u.shape[1]
-    # 1) environments: the mixed profiles of users, positives and negatives (Eq. 8-10)
-    if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
-        cu_e, ci_e, cj_e = (mean_profile(c)[None] for c in (c_u, c_i, c_j))  # 3 x [1, B, d]
-    elif shared_mixing:  # released code: one draw per environment for the whole batch
-        theta = dirichlet_weights(envs, K, alpha, None, rng, c_u.device)  # Eq. 10, [E, K]
-        cu_e, ci_e, cj_e = (mix(c, theta) for c in (c_u, c_i, c_j))  # Eq. 8, 3 x [E, B, d]
-    else:  # paper: one draw per entity (row of the batch) per environment
-        theta = dirichlet_weights(envs, K, alpha, 3 * B, rng, c_u.device)  # Eq. 10, [E, 3B, K]
-        cu_e, ci_e, cj_e = (mix(c, t) for c, t in zip((c_u, c_i, c_j), theta.split(B, dim=1)))  # Eq. 8
-    # 2) fusion by addition (Eq. 12) and the recommendation loss per environment and triple
-    rec = rec_rows(fuse_vectors(z_u, cu_e), fuse_vectors(z_i, ci_e), fuse_vectors(z_j, cj_e))  # [E, B]
-    # 3) alignment per environment and row (L_align of Eq. 13); skipped when switched off
-    if lambda1 != 0:  # over the distinct users and positive items of the batch
-        if users is None or pos_items is None:
-            raise ValueError('discriminative_objective: lambda1 > 0 needs users= and pos_items= '
-                             '([B] ids), as Eq. 13 contrasts the distinct entities of the batch')
-        align = entity_alignment(z_u, cu_e, users, tau) + entity_alignment(z_i, ci_e, pos_items, tau)  # [E, B]
-    else:
-        align = torch.zeros_like(rec)  # [E, B]
-    env_losses = rec + lambda1 * align  # Eq. 13, L^e per row, [E, B]
-    # 4) regularisation over each entity's K profiles (Eq. 7)
-    if uniformity:  # released code: uniformity over the unique batch users and positive items
-        u_rows = first_occurrences(users) if users is not None else slice(None)
-        i_rows = first_occurrences(pos_items) if pos_items is not None else slice(None)
-        l_reg = uniformity_reg(c_u[:, u_rows], tau) + uniformity_reg(c_i[:, i_rows], tau)
-    else:
-        l_reg = contrastive_reg(c_u, tau, infonce_reg) + contrastive_reg(c_i, tau, infonce_reg)  # Eq. 7
-    # 5) total (Eq. 14)
-    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
-    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)
-    return total, summary(rec, align, l_reg, var_e)
-
-
-def summary(rec, align, l_reg, var_e):
+def loss_parts(rec, align, l_reg, var_e):
     """The unweighted parts of Eq. 14 as detached tensors (no device sync). rec, align: [E, B]."""
     return {'rec': rec.detach().mean(dim=1).sum(), 'align': align.detach().mean(dim=1).sum(),
             'reg': l_reg.detach(), 'var': var_e.detach()}
 
 
-def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lambda1,
-                         lambda2, lambda3, tau=0.2, shared_mixing=False, unbiased_var=False,
-                         var_of_means=False, no_mixing=False, sum_of_samples=False,
-                         align_fused=False, uniformity=False, generator=None, rng=None):
+# ----------------------------------------------------------------------------
+# One batch of Alg. 1
+
+def discriminative_environments(c_u, c_i, c_j, envs, alpha, shared_mixing=False,
+                                no_mixing=False, rng=None):
+    """The environments of one BPR batch (Eq. 8-10): the mixed profiles of users, positives
+    and negatives. c_u, c_i, c_j: [K, B, d] -> 3 x [E, B, d].
+    Paper: one Dirichlet draw per row per environment. shared_mixing (released code): one
+    draw per environment for the whole batch. no_mixing (Fig. 6 'w/o mixing'): one
+    environment, the mean of the K profiles."""
+    K, B = c_u.shape[0], c_u.shape[1]
+    if no_mixing:
+        return tuple(mean_profile(c)[None] for c in (c_u, c_i, c_j))  # 3 x [1, B, d]
+    if shared_mixing:
+        theta = dirichlet_weights(envs, K, alpha, None, rng, c_u.device)  # Eq. 10, [E, K]
+        return tuple(mix(c, theta) for c in (c_u, c_i, c_j))  # Eq. 8, 3 x [E, B, d]
+    theta = dirichlet_weights(envs, K, alpha, 3 * B, rng, c_u.device)  # Eq. 10, [E, 3B, K]
+    return tuple(mix(c, t) for c, t in zip((c_u, c_i, c_j), theta.split(B, dim=1)))  # Eq. 8
+
+
+def discriminative_reg(c_u, c_i, tau=0.2, infonce_reg=False, uniformity=False, users=None,
+                       pos_items=None):
+    """L_reg over the K profiles of the batch's users and positive items (Eq. 7), or with
+    uniformity=True the released code's uniformity loss over the distinct ones. -> scalar."""
+    if not uniformity:
+        return contrastive_reg(c_u, tau, infonce_reg) + contrastive_reg(c_i, tau, infonce_reg)  # Eq. 7
+    u_rows = first_occurrences(users) if users is not None else slice(None)
+    i_rows = first_occurrences(pos_items) if pos_items is not None else slice(None)
+    return uniformity_reg(c_u[:, u_rows], tau) + uniformity_reg(c_i[:, i_rows], tau)
+
+
+def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs=2, alpha=0.3, lambda1=0.0,
+                             lambda2=0.0, lambda3=1.0, tau=0.2, shared_mixing=False,
+                             uniformity=False, infonce_reg=False, unbiased_var=False,
+                             var_of_means=False, no_mixing=False, rng=None, users=None,
+                             pos_items=None, rec_rows=bpr_rows):
+    """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
+    z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
+    c_u, c_i, c_j: [K, B, d] their K profiles, already mapped (ProfileEncoder, Eq. 6).
+    users, pos_items: [B] ids; the alignment (lambda1 > 0) and uniformity=True run over the
+      distinct ones.
+    Weights (defaults: LightGCN's on ml100k, chosen on validation): envs E, alpha (Eq. 10),
+      lambda1 the weight of the InfoNCE alignment (Eq. 13), lambda2 of L_reg (Eq. 7),
+      lambda3 of Var_e (Eq. 14), tau the temperature of both.
+    rec_rows: L_rec of one triple, (z_u, z_i, z_j) [..., B, d] -> [..., B]; BPR by default.
+    Released / ablation switches: shared_mixing, no_mixing (discriminative_environments),
+      uniformity, infonce_reg (discriminative_reg), unbiased_var, var_of_means (env_variance).
+    rng: a numpy Generator for the Dirichlet draws (None: seeded from torch's RNG).
+    Calls: discriminative_environments (dirichlet_weights, mix, mean_profile), fuse_vectors,
+      bpr_rows, entity_alignment (distinct_rows, info_nce_rows), discriminative_reg
+      (contrastive_reg; uniformity_reg, info_nce, first_occurrences), env_variance,
+      proex_objective, loss_parts, check_shape, as_ids.
+    Returns (total, parts): parts = detached scalar tensors {'rec', 'align', 'reg', 'var'}
+    (unweighted; 'rec' and 'align' summed over environments), kept on the device so that
+    reading them is the caller's choice (float() waits for the device)."""
+    B, d = z_u.shape[0], z_u.shape[-1]
+    for name, z in (('z_u', z_u), ('z_i', z_i), ('z_j', z_j)):
+        check_shape(name, z, (B, d), '[B, d]', f"B, d = {B}, {d} (z_u's shape)")
+    for name, c in (('c_u', c_u), ('c_i', c_i), ('c_j', c_j)):
+        check_shape(name, c, (c_u.shape[0], B, d), '[K, B, d]', f"B = {B} (z_u's rows), "
+                    f"d = {d} (z_u's columns), K = {c_u.shape[0]} (c_u's first dim)")
+    if lambda1 != 0 and (users is None or pos_items is None):
+        raise ValueError('discriminative_objective: lambda1 > 0 needs users= and pos_items= '
+                         '([B] ids), as Eq. 13 contrasts the distinct entities of the batch')
+    users = None if users is None else as_ids(users, 'users', z_u.device)
+    pos_items = None if pos_items is None else as_ids(pos_items, 'pos_items', z_u.device)
+    for name, ids in (('users', users), ('pos_items', pos_items)):
+        if ids is not None:
+            check_shape(name, ids, (B,), '[B]', f"B = {B} (z_u's rows)")
+    # 1) environments: the mixed profiles of users, positives and negatives (Eq. 8-10)
+    cu_e, ci_e, cj_e = discriminative_environments(c_u, c_i, c_j, envs, alpha, shared_mixing,
+                                                   no_mixing, rng)  # 3 x [E, B, d]
+    # 2) fusion by addition (Eq. 12) and the recommendation loss per environment and triple
+    rec = rec_rows(fuse_vectors(z_u, cu_e), fuse_vectors(z_i, ci_e), fuse_vectors(z_j, cj_e))  # [E, B]
+    # 3) alignment per environment and row (L_align of Eq. 13), over the distinct entities
+    if lambda1 != 0:
+        align = entity_alignment(z_u, cu_e, users, tau) + entity_alignment(z_i, ci_e, pos_items, tau)  # [E, B]
+    else:
+        align = torch.zeros_like(rec)  # [E, B]
+    env_losses = rec + lambda1 * align  # Eq. 13, L^e per row, [E, B]
+    # 4) regularisation over each entity's K profiles (Eq. 7)
+    l_reg = discriminative_reg(c_u, c_i, tau, infonce_reg, uniformity, users, pos_items)
+    # 5) total (Eq. 14)
+    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)
+    return total, loss_parts(rec, align, l_reg, var_e)
+
+
+def generative_environments(mu_k, var_k, envs, alpha, shared_mixing=False, no_mixing=False,
+                            rng=None):
+    """The environments' Gaussians (Eq. 9-10): means and variances mixed separately with the
+    same weights. mu_k, var_k: [K, B, d] -> mu_env, var_env: [E, B, d].
+    Paper: one Dirichlet draw per user per environment; shared_mixing (released): one per
+    environment for the batch; no_mixing (Fig. 6): one environment, the mean of the K."""
+    if no_mixing:
+        return mean_profile(mu_k)[None], mean_profile(var_k)[None]  # [1, B, d] each
+    n = None if shared_mixing else mu_k.shape[1]
+    theta = dirichlet_weights(envs, mu_k.shape[0], alpha, n, rng, mu_k.device)  # Eq. 10
+    return mix(mu_k, theta), mix(var_k, theta)  # Eq. 9, [E, B, d] each
+
+
+def generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, *, envs=3, alpha=0.1, beta=0.5,
+                         lambda1=1.0, lambda2=0.01, lambda3=1.0, tau=0.2, shared_mixing=False,
+                         unbiased_var=False, var_of_means=False, no_mixing=False,
+                         sum_of_samples=False, align_fused=False, uniformity=False,
+                         generator=None, rng=None):
     """Alg. 1 for one batch of a generative model (Mult-VAE, L-DiffRec, CVGA).
     nll_fn: z [B, d] -> [B] reconstruction loss of each user under the base model (no KL
-      term: the KL to the prior is the beta part of Eq. 11, so beta = 1 with lambda1 the
-      base's KL weight is the base VAE).
-    mu, var: [B, d] the base posterior q(z_u | x_u); mu_k, var_k: [K, B, d] from
-    AggregationMapping, one per profile. Returns (total, parts) as discriminative_objective.
+      term: the KL to the prior is the beta part of Eq. 11).
+    mu, logvar: [B, d] the base posterior q(z_u | x_u) of Eq. 2, as the encoder gives it;
+    mu_k, logvar_k: [K, B, d] from AggregationMapping (ProfileAggregator), one per profile.
+    Weights (defaults: Mult-VAE's on ml100k): envs E, alpha (Eq. 10); lambda1 weighs ALL of
+      Eq. 11, the KL to the prior included (unlike the InfoNCE weight of the discriminative
+      objective): lambda1 * beta is the base VAE's KL weight, so beta = 1 is the base VAE's
+      loss per environment; lambda2 weighs L_reg (Eq. 7 over the K profile means), lambda3
+      Var_e (Eq. 14), tau is Eq. 7's temperature.
     Eq. 12 (default): per environment the fused Gaussian N(mu + mu~e, var * var~e)
       (fuse_gaussians, as DMRec) and one sample of it feed L_rec; Eq. 11 aligns the base
       posterior q = N(mu, var) of Eq. 2 with the environment's Gaussian, as Sec. 2.4 says.
@@ -483,16 +616,24 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
       (bench/RESULTS.md).
     uniformity=True (released code): L_reg is uniformity_reg over the K profile means
       instead of Eq. 7 (the users of a batch are distinct).
+    shared_mixing, no_mixing: generative_environments; unbiased_var, var_of_means: env_variance.
     generator, rng (tests): a torch Generator on mu's device for the Gaussian samples and a
-    numpy Generator for the Dirichlet draws; the model files use the global RNGs."""
-    B = mu.shape[0]
+    numpy Generator for the Dirichlet draws; the model files use the global RNGs.
+    Calls: generative_environments (dirichlet_weights, mix, mean_profile), fuse_gaussians,
+      sample_gaussian, distribution_alignment (kl_diag_gaussians), contrastive_reg
+      (uniformity_reg, info_nce, info_nce_rows), env_variance, proex_objective, loss_parts,
+      check_shape.
+    Returns (total, parts) as discriminative_objective."""
+    B, d = mu.shape[0], mu.shape[-1]
+    check_shape('mu', mu, (B, d), '[B, d]')
+    check_shape('logvar', logvar, (B, d), '[B, d]', f"B, d = {B}, {d} (mu's shape)")
+    for name, t in (('mu_k', mu_k), ('logvar_k', logvar_k)):
+        check_shape(name, t, (mu_k.shape[0], B, d), '[K, B, d]', f"B = {B} (mu's rows), "
+                    f"d = {d} (mu's columns), K = {mu_k.shape[0]} (mu_k's first dim)")
+    var, var_k = logvar.exp(), logvar_k.exp()  # the one conversion: variances from here on
     # 1) environments: mix means and variances separately (Eq. 9, 10)
-    if no_mixing:  # Fig. 6 'w/o mixing': one environment, mean pooling
-        mu_env, var_env = mean_profile(mu_k)[None], mean_profile(var_k)[None]  # [1, B, d]
-    else:
-        n = None if shared_mixing else B  # shared_mixing: one draw per environment (released)
-        theta = dirichlet_weights(envs, mu_k.shape[0], alpha, n, rng, mu_k.device)  # Eq. 10
-        mu_env, var_env = mix(mu_k, theta), mix(var_k, theta)  # Eq. 9, [E, B, d]
+    mu_env, var_env = generative_environments(mu_k, var_k, envs, alpha, shared_mixing,
+                                              no_mixing, rng)  # [E, B, d] each
     # 2) one noise draw shared by all environments, so that Var_e only sees what the
     #    environments change
     if sum_of_samples:
@@ -512,245 +653,8 @@ def generative_objective(nll_fn, mu, var, mu_k, var_k, *, envs, alpha, beta, lam
                      if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]
     rec, align = torch.stack(rec), torch.stack(align)  # [E, B] each
     env_losses = rec + lambda1 * align  # Eq. 13, L^e per user, [E, B]
-    # 3) Eq. 7 over the K profile means (deterministic: no sampling noise in L_reg)
-    l_reg = uniformity_reg(mu_k, tau) if uniformity else contrastive_reg(mu_k, tau)
+    # 3) L_reg over the K profile means (deterministic: no sampling noise in it)
+    l_reg = uniformity_reg(mu_k, tau) if uniformity else contrastive_reg(mu_k, tau)  # Eq. 7
     var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
     total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)  # Eq. 14
-    return total, summary(rec, align, l_reg, var_e)
-
-
-# ----------------------------------------------------------------------------
-# Command-line flags shared by the six model files
-
-# ProEx's values on the paper's datasets for the discriminative models: the paper states
-# K = 4, lambda3 = 1, tau = 0.2 and Eq. 7 as printed; E, alpha, lambda2 and lambda1 are the
-# released configuration's (BlueGhostYi/ProRec, lightgcn_proex.py and its amazon/yelp/steam
-# configs: inv_weight aside, E 3/3/2, alpha 0.1, ex_weight 0.4/0.4/2.0, alignment off)
-PAPER_DATASETS = {
-    'book':  dict(envs=3, alpha=0.1, lambda2=0.4, lambda1=0.0, infonce_reg=False),
-    'yelp':  dict(envs=3, alpha=0.1, lambda2=0.4, lambda1=0.0, infonce_reg=False),
-    'steam': dict(envs=2, alpha=0.1, lambda2=2.0, lambda1=0.0, infonce_reg=False),
-}
-
-
-def proex_dataset_defaults(dataset, tuned):
-    """The ProEx values a discriminative model file starts from on `dataset`: the paper's
-    and released values on book, yelp and steam (PAPER_DATASETS), else `tuned`, the model
-    file's own choice (validation on ml100k)."""
-    return PAPER_DATASETS.get(dataset, tuned)
-
-
-def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, alpha=0.1,
-                   infonce_reg=False, form_why='', chosen='', released_also='', tuned=None):
-    """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing).
-    generative=True: Eq. 11 carries the base model's KL to the prior, so --lambda1 is that
-    KL's weight (pass the base's, e.g. 1 for Mult-VAE) and must not default to 0; --beta and
-    --sum-of-samples exist only then (a discriminative parser does not know them).
-    lambda2, envs, alpha, infonce_reg (the form of Eq. 7, discriminative only): this model
-    file's defaults; chosen, form_why: where they come from, in words.
-    released_also: what --released sets in this model file besides the shared weights.
-    tuned (discriminative): a dict of envs, alpha, lambda1, lambda2, infonce_reg, the file's
-    values for every dataset but book, yelp and steam (PAPER_DATASETS); those flags then
-    default to None and resolve_proex_args(..., tuned=tuned) fills them for --dataset."""
-    if tuned is not None:
-        lambda1, lambda2, envs, alpha, infonce_reg = (tuned[k] for k in (
-            'lambda1', 'lambda2', 'envs', 'alpha', 'infonce_reg'))
-        book, steam = PAPER_DATASETS['book'], PAPER_DATASETS['steam']
-        by_set = lambda k, fmt='{:g}': (  # noqa: E731  help text: where each value comes from
-            f"book and yelp {fmt.format(book[k])}, steam {fmt.format(steam[k])} (the released "
-            f"configuration); ml100k, synthetic and any other dataset {fmt.format(tuned[k])}")
-    chosen = f'; {chosen}' if chosen else ''
-    said = lambda k, value: (f'default: {by_set(k)}{chosen}' if tuned is not None  # noqa: E731
-                             else f'default {value}{chosen}')
-    unset = lambda value: None if tuned is not None else value  # noqa: E731  filled per dataset
-    g = parser.add_argument_group('ProEx', (  # the model files' help keeps line breaks as written
-        '"released" below means the authors\' released ProEx code, BlueGhostYi/ProRec on\n'
-        'GitHub (lightgcn_proex.py); where it differs from the paper, the paper is the\n'
-        'default and a flag gives the released behaviour.'))
-    g.add_argument('--proex', action='store_true',
-                   help='train with ProEx (Alg. 1) and predict with Alg. 2; without it the base '
-                        'model trains and the other flags of this group have no effect')
-    g.add_argument('--envs', type=int, default=unset(envs),
-                   help='E, number of environments, i.e. random mixtures of the K profiles '
-                        f"(Eq. 8-10; paper 2..8; {said('envs', envs)})")
-    g.add_argument('--alpha', type=float, default=unset(alpha),
-                   help='Dirichlet concentration of the mixing weights (Eq. 10; paper 0.1, 0.2 '
-                        f"or 0.3; {said('alpha', alpha)})")
-    g.add_argument('--lambda1', type=float, default=unset(lambda1),
-                   help="alignment weight of Eq. 13 (paper range [0, 1]; " + (
-                       f'default {lambda1:g}) -- Eq. 11 holds the KL to the prior too, so with '
-                       "--beta 1 this is the base model's KL weight" if generative else
-                       f"{said('lambda1', lambda1) if tuned is not None else f'default {lambda1:g}'}"
-                       ") -- InfoNCE between each distinct user's "
-                       "(item's) vector and its mixed profile, over the batch's distinct ones"))
-    g.add_argument('--lambda2', type=float, default=unset(lambda2),
-                   help='weight of L_reg, the term that keeps the K profiles of an entity apart '
-                        '(Eq. 7, 14; paper range [0, 2]; ' + (
-                            said('lambda2', lambda2) if tuned is not None or chosen else
-                            f'default {lambda2:g}, not tuned here: a small weight') +
-                        '; --released: 0.4)')
-    g.add_argument('--lambda3', type=float, default=1.0,
-                   help='weight of Var_e, the variance of the loss across environments (Eq. 14; '
-                        "default %(default)s as the paper; the released code's inv_weight is 10)")
-    if generative:
-        g.add_argument('--beta', type=float, default=0.5,
-                       help='prior weight of Eq. 11: beta pulls the latent Gaussian towards '
-                            "N(0, I), 1 - beta towards the environment's Gaussian "
-                            '(default %(default)s)')
-    g.add_argument('--tau', type=float, default=0.2,
-                   help='temperature of Eq. 7 and of the InfoNCE alignment (default %(default)s)')
-    if generative:
-        g.add_argument('--profile-input', choices=['mean', 'dropped-sum'], default='mean',
-                       help="input of Eq. 6's mapping: 'mean' of the profile vectors of the user's "
-                            "train items plus the user's own (default: validation picks it, "
-                            "bench/RESULTS.md section 7); 'dropped-sum': their sum "
-                            "over the items left after input dropout, as DMRec, the authors' "
-                            "generative code in BlueGhostYi/ProRec")
-    g.add_argument('--profile-dim', type=int, default=None,
-                   help='CPU option, not in the paper: project each side\'s profile vectors onto '
-                        'their top N principal directions at load (default: full width)')
-    g.add_argument('--profiles', type=str, default='all',
-                   help="profile views used: 'all' or indices like '0,3', where 0 is the "
-                        "original profile (OP) and k >= 1 the k-th extrapolated one (NP#k) "
-                        '(default %(default)s)')
-    if generative:
-        g.add_argument('--align-fused', action=argparse.BooleanOptionalAction, default=False,
-                       help="DMRec's code: Eq. 11 aligns the fused Gaussian of Eq. 12 with the "
-                            "environment's; the environment's mean then cancels from it, so it "
-                            'only shrinks the posterior mean and never moves the profile means '
-                            '(default --no-align-fused: the posterior of Eq. 2, as Sec. 2.4)')
-        g.add_argument('--sum-of-samples', action='store_true',
-                       help='for study, not the default: Eq. 12 as a sample of the posterior '
-                            "plus a sample of the environment's Gaussian (default: the two "
-                            "Gaussians fused, means and log-variances added, as DMRec's code)")
-    # ablations of the paper's Fig. 6
-    g.add_argument('--no-var', action='store_true',
-                   help='ablation: no variance term, first environment only')
-    g.add_argument('--no-reg', action='store_true', help='ablation: no L_reg (lambda2 = 0)')
-    g.add_argument('--no-align', action='store_true', help='ablation: no alignment (' + (
-        'beta = 1: only the KL to the prior is left)' if generative else 'lambda1 = 0)'))
-    g.add_argument('--no-mixing', action='store_true',
-                   help='ablation: mean pooling of the K profiles instead of environments')
-    if not generative:
-        form = 'InfoNCE' if infonce_reg else 'as printed'
-        where = (f'book, yelp and steam as printed (the paper); ml100k, synthetic and any other '
-                 f'dataset {form}' if tuned is not None else form)
-        g.add_argument('--infonce-reg', action=argparse.BooleanOptionalAction,
-                       default=unset(infonce_reg),
-                       help="Eq. 7 with exp(-1/tau) where the paper prints exp(+1/tau): the "
-                            'InfoNCE form, whose positive is a profile with itself; '
-                            '--no-infonce-reg: as printed; acts only with --lambda2 > 0 '
-                            f"(default: {where}{'; ' + form_why if form_why else ''})")
-    # released-code behaviours (BlueGhostYi/ProRec lightgcn_proex.py)
-    g.add_argument('--uniformity-reg', action='store_true',
-                   help='released: uniformity InfoNCE per profile instead of Eq. 7 (needs '
-                        '--lambda2 > 0 or --released)')
-    g.add_argument('--shared-mixing', action='store_true',
-                   help='released: one Dirichlet draw per environment for the whole batch')
-    g.add_argument('--unbiased-var', action='store_true',
-                   help='released: unbiased Var_e (divide by E - 1)')
-    g.add_argument('--var-of-means', action='store_true',
-                   help='released: Var_e of the batch-mean environment losses instead of the '
-                        'per-row variance averaged over the batch (Alg. 1)')
-    owned = 'lambda2 0.4, lambda3 10, envs 3' + (
-        '; lambda1 is kept, as it weights the KL to the prior here' if generative
-        else ', lambda1 0')
-    g.add_argument('--released', action='store_true',
-                   help='with --proex, all released behaviours: --uniformity-reg --shared-mixing '
-                        f'--unbiased-var --var-of-means, {owned}{released_also}. Giving one of '
-                        'the values it sets another value is an error')
-    return parser
-
-
-# what --released sets (resolve_proex_args); lambda1 only for the discriminative models
-RELEASED = dict(lambda2=0.4, lambda3=10.0, envs=3)
-
-
-def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
-    """Parse argv with the model file's parser (add_proex_args called on it), then apply
-    --released and the ablation switches; returns the Namespace.
-    generative=True: 'w/o alignment' drops the profile part of Eq. 11 (beta = 1) but keeps
-    lambda1, the weight of the KL to the prior (lambda1 = 0 would drop the VAE's KL too).
-    tuned: the dict given to add_proex_args; fills the flags left unset for --dataset.
-    Without --proex the ProEx flags are only reported as having no effect, not checked."""
-    a = parser.parse_args(argv)
-    proex_flags = vars(add_proex_args(argparse.ArgumentParser(), generative).parse_args([]))
-    defaults = argparse.Namespace(**{k: parser.get_default(k) for k in proex_flags})  # this file's
-    for k, v in proex_dataset_defaults(a.dataset, tuned).items() if tuned is not None else ():
-        setattr(defaults, k, v)  # this file's value on this dataset
-        if getattr(a, k) is None:
-            setattr(a, k, v)
-    if not a.proex:  # the ProEx flags only act with --proex: one note, then their defaults
-        given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1')
-                 and getattr(a, k) != v]
-        if given:
-            print(f"note: {', '.join('--' + k.replace('_', '-') for k in given)} "
-                  f"{'has' if len(given) == 1 else 'have'} no effect without --proex")
-        for k in given:
-            setattr(a, k, getattr(defaults, k))
-    rules = [('envs', a.envs >= 1, 'an integer >= 1 (the number E of environments)'),
-             ('alpha', a.alpha > 0, '> 0 (the Dirichlet concentration of Eq. 10)'),
-             ('lambda1', a.lambda1 >= 0, '>= 0 (a loss weight of Eq. 14)'),
-             ('lambda2', a.lambda2 >= 0, '>= 0 (a loss weight of Eq. 14)'),
-             ('lambda3', a.lambda3 >= 0, '>= 0 (a loss weight of Eq. 14)'),
-             ('tau', a.tau > 0, '> 0 (a temperature, Eq. 7)')]
-    if generative:  # the discriminative parsers have no --beta
-        rules.append(('beta', 0 <= a.beta <= 1, 'in [0, 1] (the prior weight of Eq. 11)'))
-    for flag, ok, need in rules:  # one `error:` line naming the flag
-        if not (ok and np.isfinite(getattr(a, flag))):
-            raise SystemExit(f'error: argument --{flag}: must be {need}, got {getattr(a, flag)}')
-    # a form of Eq. 7 given where it would change nothing is an error, not a silent no-op
-    sign = [] if generative or a.infonce_reg == defaults.infonce_reg else \
-        ['--infonce-reg' if a.infonce_reg else '--no-infonce-reg']  # given, not the default
-    if a.proex and sign and (a.uniformity_reg or a.released):
-        raise SystemExit(f'error: argument {sign[0]}: --uniformity-reg (or --released) '
-                         'replaces Eq. 7, so its sign would be ignored; give one of them')
-    form = sign + ['--uniformity-reg'] * a.uniformity_reg
-    if a.proex and form and a.lambda2 == 0 and not a.released:  # L_reg off: the form is unused
-        raise SystemExit(f'error: argument {form[0]}: L_reg is off (lambda2 = 0), so its '
-                         'form would change nothing; set --lambda2')
-    if a.profile_dim is not None and a.profile_dim < 1:
-        raise SystemExit(f'error: argument --profile-dim: must be an integer >= 1, got {a.profile_dim}')
-    owned = dict(RELEASED, **({} if generative else {'lambda1': 0.0}))
-    for k, v in owned.items() if a.released and a.proex else ():  # a value --released overwrites
-        if getattr(a, k) not in (getattr(defaults, k), v):
-            raise SystemExit(f'error: argument --{k}: --released sets {k} {v:g} (the released '
-                             f'code\'s value), so --{k} {getattr(a, k):g} would be ignored; drop '
-                             f'--{k} or --released')
-    if a.proex and generative and a.sum_of_samples and a.align_fused:
-        raise SystemExit('error: argument --align-fused: --sum-of-samples samples the posterior '
-                         'and the environment apart, so there is no fused Gaussian to align; '
-                         'give one of them')
-    if a.released:  # the released LightGCN also switches its InfoNCE alignment off (lambda1)
-        a.uniformity_reg, a.shared_mixing, a.unbiased_var, a.var_of_means = True, True, True, True
-        for k, v in owned.items():
-            setattr(a, k, v)
-    if a.no_var:
-        a.lambda3, a.envs = 0.0, 1
-    if a.no_reg:  # refused when it would change nothing, as --no-align below
-        if a.lambda2 == 0:
-            raise SystemExit('error: argument --no-reg: L_reg is already off (lambda2 = 0), so '
-                             'this run would equal plain --proex; drop --no-reg, or set --lambda2')
-        a.lambda2 = 0.0
-    if a.no_align:  # an ablation that would change nothing is refused, not run as --proex
-        weight, off = ('beta', 1.0) if generative else ('lambda1', 0.0)
-        if getattr(a, weight) == off:
-            raise SystemExit(f'error: argument --no-align: the alignment is already off '
-                             f'({weight} = {off:g}{", as in --released" if a.released else ""}),'
-                             f' so this run would equal plain --proex; drop --no-align, or set '
-                             f'--{weight} to turn the alignment on')
-        setattr(a, weight, off)
-    if a.no_mixing:
-        a.envs = 1
-    return a
-
-
-def switches(args, generative=False):
-    """The released-code and ablation switches of the one-batch objectives, from the parsed
-    flags (all off by default: the paper). The weights and sizes are passed by name."""
-    kw = dict(shared_mixing=args.shared_mixing, unbiased_var=args.unbiased_var,
-              var_of_means=args.var_of_means, no_mixing=args.no_mixing)
-    if generative:
-        return dict(kw, sum_of_samples=args.sum_of_samples, align_fused=args.align_fused,
-                    uniformity=args.uniformity_reg)
-    return dict(kw, uniformity=args.uniformity_reg, infonce_reg=args.infonce_reg)
+    return total, loss_parts(rec, align, l_reg, var_e)

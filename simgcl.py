@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import data as D
+import eval as E
 import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
@@ -38,7 +39,7 @@ def perturb(E, eps):
     return E + eps * torch.sign(E) * noise
 
 # ProEx on ml100k, synthetic and other datasets: the configuration ml100k validation picks
-# (bench/RESULTS.md, section 3); book, yelp, steam: proex_core.PAPER_DATASETS
+# (bench/RESULTS.md, section 3); book, yelp, steam: eval.PAPER_DATASETS
 PROEX_TUNED = dict(lambda1=0.0, lambda2=0.01, envs=3, alpha=0.1, infonce_reg=True)
 
 
@@ -137,13 +138,13 @@ def parse_args(argv=None):
                    help='norm of the noise added per row and '
                    'layer in the noisy views (default: steam 0.2; book, yelp and every other '
                    'dataset 0.9)')
-    P.add_proex_args(p, tuned=PROEX_TUNED,
+    E.add_proex_args(p, tuned=PROEX_TUNED,
                      chosen='picked by validation R@20 on ml100k, mean of two tuning seeds: '
                      'bench/results/protocol_ml100k_simgcl.json',
                      form_why='with the ml100k defaults of --lambda2, --envs and --alpha, the '
                      'InfoNCE form\'s validation R@20 is above the printed form\'s over 5 paired seeds, '
                      'bench/RESULTS.md section 3')
-    args = P.resolve_proex_args(p, argv, tuned=PROEX_TUNED)
+    args = E.resolve_proex_args(p, argv, tuned=PROEX_TUNED)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -171,11 +172,11 @@ def main(args):
             if prof is None:
                 loss = loss + P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * P.l2_reg(model)
             else:                                                        # Alg. 1 on the clean view
-                c_u, c_i, c_j = prof.batch(u, i, j)                      # Eq. 6, [K, B, d] each
+                c_u, c_i, c_j = prof(u, i, j)                      # Eq. 6, [K, B, d] each
                 proex, _ = P.discriminative_objective(                   # Eq. 8-14
                     z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i,
                     envs=args.envs, alpha=args.alpha, tau=args.tau, lambda1=args.lambda1,
-                    lambda2=args.lambda2, lambda3=args.lambda3, **P.switches(args))
+                    lambda2=args.lambda2, lambda3=args.lambda3, **E.switches(args))
                 loss = loss + proex + args.reg * (P.l2_reg(model) + P.l2_reg(prof))
             opt.zero_grad()
             loss.backward()

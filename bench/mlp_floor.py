@@ -35,7 +35,7 @@ def mlp_epoch(prof, train, batch, rng):
     opt = torch.optim.Adam(prof.parameters(), lr=1e-3)
     t0 = time.time()
     for u, i, j in D.bpr_batches(train, batch, rng):
-        c_u, c_i, c_j = prof.batch(u, i, j)                                # [K, B, d] each
+        c_u, c_i, c_j = prof(u, i, j)                                # [K, B, d] each
         loss = c_u.sum() + c_i.sum() + c_j.sum()
         opt.zero_grad()
         loss.backward()

@@ -10,6 +10,7 @@ import torch
 
 import data as D
 import lightgcn as L
+import eval as E
 import proex_core as P
 
 # 4 users x 5 items; user 3 and item 4 have no interaction (zero-degree rows of A_hat)
@@ -178,7 +179,7 @@ def test_released_with_proex_sets_the_flags_it_owns(dataset):
     assert (r.skip_layer0, r.keep_rate) == (True, 1.0)
     assert (r.lambda1, r.lambda2, r.lambda3, r.envs) == (0.0, 0.4, 10.0, 3)
     assert r.uniformity_reg and r.shared_mixing and r.unbiased_var and r.var_of_means
-    assert P.switches(r) == dict(shared_mixing=True, unbiased_var=True, var_of_means=True,
+    assert E.switches(r) == dict(shared_mixing=True, unbiased_var=True, var_of_means=True,
                                  no_mixing=False, uniformity=True, infonce_reg=False)
     assert r.layers == L.DATASET_DEFAULTS[dataset]['layers']  # L itself is not changed
     p = L.parse_args(['--proex', '--dataset', dataset, '--keep-rate', '0.5'])

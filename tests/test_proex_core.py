@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import eval as E
 import proex_core as pc
 
 
@@ -28,9 +29,9 @@ def test_aggregation_mapping_splits_mean_and_variance():
     torch.manual_seed(0)
     f = pc.AggregationMapping(6, 3, hidden=8)
     c = torch.randn(2, 5, 6)
-    mu, var = f(c)
+    mu, logvar = f(c)
     out = f.mlp(c)
-    assert torch.allclose(mu, out[..., :3]) and torch.allclose(var, out[..., 3:].exp())
+    assert torch.allclose(mu, out[..., :3]) and torch.allclose(logvar, out[..., 3:])
 
 
 def test_aggregate_profiles_by_hand():
@@ -49,7 +50,7 @@ def test_profile_encoder_batch_maps_each_row_like_the_mlp():
     usr, itm = [rng.normal(size=(6, 5)) for _ in range(3)], [rng.normal(size=(4, 5)) for _ in range(3)]
     prof = pc.ProfileEncoder(usr, itm, d=2)
     u, i, j = torch.tensor([5, 0, 5]), torch.tensor([1, 1, 3]), torch.tensor([2, 0, 1])
-    c_u, c_i, c_j = prof.batch(u, i, j)
+    c_u, c_i, c_j = prof(u, i, j)
     assert c_u.shape == c_i.shape == c_j.shape == (3, 3, 2)  # [K, B, d]
     for c, table, ids in ((c_u, usr, u), (c_i, itm, i), (c_j, itm, j)):
         for k in range(3):
@@ -89,7 +90,7 @@ def test_profile_aggregator_precomputes_the_per_batch_aggregate():
     mu, var = agg(users)
     mu_ref, var_ref = agg.f_psi(expect)
     assert mu.shape == (2, 4, 4) and torch.allclose(mu, mu_ref, atol=1e-6)
-    assert torch.allclose(var, var_ref, atol=1e-6) and (var > 0).all()
+    assert torch.allclose(var, var_ref, atol=1e-6)  # log-variances
 
 
 # ---------------------------------------------------------------- environments
@@ -519,8 +520,9 @@ def gen_inputs(B=4, K=3, d=2, d_s=5, I=6, seed=13):
 
 def test_generative_objective_gradients():
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
-    mu_k, var_k = agg(c)
-    total, parts = pc.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k, envs=3, alpha=0.1,
+    mu_k, logvar_k = agg(c)
+    var_k = logvar_k.exp()
+    total, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, envs=3, alpha=0.1,
                                            beta=0.5, lambda1=0.5, lambda2=0.4, lambda3=1.0)
     total.backward()
     for p in list(agg.parameters()) + list(decoder.parameters()) + [mu, logvar]:
@@ -536,11 +538,12 @@ def test_generative_objective_by_hand(sum_of_samples, align_fused):
     sum_of_samples (for study, the earlier reading): z ~ q plus a sample of N(m, v) per
     environment, Eq. 11 on q; the draws come in the same order as before."""
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
-    mu_k, var_k = agg(c)
+    mu_k, logvar_k = agg(c)
+    var_k = logvar_k.exp()
     var = logvar.exp()
     E, B, kw = 2, 4, dict(alpha=0.2, beta=0.3, lambda1=0.7, lambda2=0.4, lambda3=3.0)
     torch.manual_seed(5)
-    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=E,
+    total, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, envs=E,
                                            sum_of_samples=sum_of_samples, align_fused=align_fused,
                                            **kw)
     torch.manual_seed(5)  # same draws in the same order: theta, base noise, (one per environment)
@@ -583,10 +586,11 @@ def test_eq11_on_the_fused_gaussian_at_beta_0_and_1(beta):
     """One environment, no mixing: with beta = 1 Eq. 11 is KL(fused || N(0, I)); with beta = 0
     it is KL(fused || N(m, v)), the environment's Gaussian."""
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
-    mu_k, var_k = agg(c)
+    mu_k, logvar_k = agg(c)
+    var_k = logvar_k.exp()
     var = logvar.exp()
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=1, alpha=0.1,
+    total, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, envs=1, alpha=0.1,
                                            beta=beta, lambda1=1.0, lambda2=0.0, lambda3=0.0,
                                            no_mixing=True, align_fused=True, generator=g1)
     m, v = mu_k.mean(0), var_k.mean(0)
@@ -605,9 +609,10 @@ def test_eq11_gradient_reaches_the_profile_means_only_in_the_printed_form(align_
     means; on the fused Gaussian (DMRec) mu~e cancels ((mu + mu~e) - mu~e) and their gradient
     is exactly zero."""
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
-    mu_k, var_k = agg(c)
+    mu_k, logvar_k = agg(c)
+    var_k = logvar_k.exp()
     mu_k.retain_grad()
-    total, _ = pc.generative_objective(lambda z: z.sum(-1) * 0.0, mu, logvar.exp(), mu_k, var_k,
+    total, _ = pc.generative_objective(lambda z: z.sum(-1) * 0.0, mu, logvar, mu_k, logvar_k,
                                        envs=3, alpha=0.3, beta=0.0, lambda1=1.0, lambda2=0.0,
                                        lambda3=0.0, align_fused=align_fused,
                                        rng=np.random.default_rng(0))
@@ -622,10 +627,11 @@ def test_eq11_as_printed_by_hand_at_beta_0():
     """One environment, no mixing, beta 0: Eq. 11 is KL(N(mu, var) || N(m, v)), the base
     posterior against the mean profile Gaussian; L_rec still reads the fused sample."""
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
-    mu_k, var_k = agg(c)
+    mu_k, logvar_k = agg(c)
+    var_k = logvar_k.exp()
     var = logvar.exp()
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    total, parts = pc.generative_objective(nll_fn, mu, var, mu_k, var_k, envs=1, alpha=0.1,
+    total, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, envs=1, alpha=0.1,
                                            beta=0.0, lambda1=1.0, lambda2=0.0, lambda3=0.0,
                                            no_mixing=True, generator=g1)
     m, v = mu_k.mean(0), var_k.mean(0)
@@ -637,11 +643,12 @@ def test_eq11_as_printed_by_hand_at_beta_0():
 
 def test_generative_uniformity_replaces_eq7():
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
-    mu_k, var_k = agg(c)
+    mu_k, logvar_k = agg(c)
+    var_k = logvar_k.exp()
     kw = dict(envs=1, alpha=0.1, beta=0.5, lambda1=0.0, lambda2=1.0, lambda3=0.0)
-    _, parts = pc.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k, uniformity=True, **kw)
+    _, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, uniformity=True, **kw)
     assert float(parts['reg']) == pytest.approx(pc.uniformity_reg(mu_k).item(), rel=1e-6)
-    _, plain = pc.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k, **kw)
+    _, plain = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, **kw)
     assert float(plain['reg']) == pytest.approx(pc.contrastive_reg(mu_k).item(), rel=1e-6)
 
 
@@ -672,8 +679,9 @@ def test_fused_gradient_reaches_the_aggregation_mlp_through_the_sample():
     """The fused sample carries the profile Gaussian: with Eq. 11 and Eq. 7 off (lambda1 =
     lambda2 = 0) the only path to f_psi^a is the reconstruction of z_e, and it is not zero."""
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
-    mu_k, var_k = agg(c)
-    total, _ = pc.generative_objective(nll_fn, mu, logvar.exp(), mu_k, var_k, envs=3, alpha=0.1,
+    mu_k, logvar_k = agg(c)
+    var_k = logvar_k.exp()
+    total, _ = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, envs=3, alpha=0.1,
                                        beta=0.5, lambda1=0.0, lambda2=0.0, lambda3=1.0)
     total.backward()
     for p in agg.parameters():
@@ -686,14 +694,15 @@ def test_generative_shared_mixing_draws_one_weight_per_environment(shared):
     shared_mixing (one theta^e for the batch) gives B equal rows in every environment; the
     paper's draw per user gives B different rows."""
     agg, decoder, mu, logvar, c, nll_fn = gen_inputs()
-    mu_k, var_k = agg(c)
+    mu_k, logvar_k = agg(c)
+    var_k = logvar_k.exp()
     B = mu.shape[0]
     seen = []
     def record(z):  # [B, d] -> [B], keeps each environment's z_e
         seen.append(z.detach())
         return nll_fn(z)
-    pc.generative_objective(record, mu[:1].expand(B, -1), torch.full((B, 2), 1e-12),
-                            mu_k[:, :1].expand(-1, B, -1), var_k[:, :1].expand(-1, B, -1),
+    pc.generative_objective(record, mu[:1].expand(B, -1), torch.full((B, 2), -27.6),
+                            mu_k[:, :1].expand(-1, B, -1), logvar_k[:, :1].expand(-1, B, -1),
                             envs=2, alpha=0.1, beta=0.5, lambda1=0.0, lambda2=0.0, lambda3=0.0,
                             shared_mixing=shared, rng=np.random.default_rng(0))
     spread = max((z - z[:1]).abs().max().item() for z in seen)  # across the B rows
@@ -704,17 +713,17 @@ def test_generative_shared_mixing_draws_one_weight_per_environment(shared):
 # ---------------------------------------------------------------- command line
 
 def parser():
-    return pc.add_proex_args(argparse.ArgumentParser())
+    return E.add_proex_args(argparse.ArgumentParser())
 
 
 def test_defaults_and_released_shorthand():
     a = parser().parse_args([])
     assert (a.envs, a.alpha, a.lambda1, a.lambda2, a.lambda3, a.tau, a.profiles) == \
         (3, 0.1, 0.0, 0.01, 1.0, 0.2, 'all')
-    r = pc.resolve_proex_args(parser(), ['--proex', '--released', '--envs', '3'])
+    r = E.resolve_proex_args(parser(), ['--proex', '--released', '--envs', '3'])
     assert r.uniformity_reg and r.shared_mixing and r.unbiased_var
     assert (r.lambda1, r.lambda3, r.envs, r.lambda2) == (0.0, 10.0, 3, 0.4)
-    plain = pc.resolve_proex_args(parser(), ['--proex'])
+    plain = E.resolve_proex_args(parser(), ['--proex'])
     assert not (plain.uniformity_reg or plain.shared_mixing or plain.unbiased_var)
     assert (plain.lambda1, plain.lambda2, plain.lambda3, plain.envs) == (0.0, 0.01, 1.0, 3)
 
@@ -723,11 +732,11 @@ def test_defaults_and_released_shorthand():
 def test_only_generative_parsers_know_beta_and_sum_of_samples(generative, capsys):
     """The flags of the other model family are absent (argparse refuses them as unknown),
     not accepted and then refused, and --help does not list them."""
-    p = pc.add_proex_args(argparse.ArgumentParser(), generative=generative)
+    p = E.add_proex_args(argparse.ArgumentParser(), generative=generative)
     for flag in ('--beta', '--sum-of-samples', '--profile-input'):
         assert (flag in p.format_help()) == generative
     if generative:
-        a = pc.resolve_proex_args(p, ['--proex', '--beta', '0.2', '--sum-of-samples'], True)
+        a = E.resolve_proex_args(p, ['--proex', '--beta', '0.2', '--sum-of-samples'], True)
         assert a.beta == 0.2 and a.sum_of_samples
     else:
         with pytest.raises(SystemExit):
@@ -742,29 +751,29 @@ def test_only_generative_parsers_know_beta_and_sum_of_samples(generative, capsys
 def test_a_value_that_released_overrides_is_an_error(generative, argv, flag):
     """--released sets envs, lambda2, lambda3 (and lambda1 = 0 for the discriminative
     models): another value given beside it is named, not silently replaced."""
-    p = pc.add_proex_args(argparse.ArgumentParser(), generative=generative)
+    p = E.add_proex_args(argparse.ArgumentParser(), generative=generative)
     with pytest.raises(SystemExit) as e:
-        pc.resolve_proex_args(p, ['--proex', '--released', *argv], generative)
+        E.resolve_proex_args(p, ['--proex', '--released', *argv], generative)
     assert str(e.value).startswith(f'error: argument {flag}: --released sets')
-    same = pc.resolve_proex_args(p, ['--proex', '--released', '--lambda2', '0.4'], generative)
+    same = E.resolve_proex_args(p, ['--proex', '--released', '--lambda2', '0.4'], generative)
     assert same.lambda2 == 0.4                                  # the value it sets anyway: fine
 
 
 def test_generative_released_keeps_lambda1():
     """lambda1 weights the KL to the prior in the generative models: --released keeps it."""
-    p = pc.add_proex_args(argparse.ArgumentParser(), generative=True, lambda1=1.0)
-    r = pc.resolve_proex_args(p, ['--proex', '--released', '--lambda1', '0.5'], True)
+    p = E.add_proex_args(argparse.ArgumentParser(), generative=True, lambda1=1.0)
+    r = E.resolve_proex_args(p, ['--proex', '--released', '--lambda1', '0.5'], True)
     assert (r.lambda1, r.lambda2, r.lambda3, r.envs) == (0.5, 0.4, 10.0, 3)
 
 
 def test_resolve_ablations():
     p = parser()
-    r = pc.resolve_proex_args(p, ['--proex', '--no-var', '--no-reg', '--no-align', '--lambda1', '0.1'])
+    r = E.resolve_proex_args(p, ['--proex', '--no-var', '--no-reg', '--no-align', '--lambda1', '0.1'])
     assert (r.lambda3, r.envs, r.lambda2, r.lambda1) == (0.0, 1, 0.0, 0.0)
     assert [p.get_default(k) for k in ('lambda3', 'envs', 'lambda2', 'lambda1')] == [1.0, 3, 0.01, 0.0]  # parser untouched
-    assert pc.resolve_proex_args(p, ['--proex']).lambda2 == 0.01  # the same parser, parsed again
-    assert pc.resolve_proex_args(parser(), ['--proex', '--no-mixing']).envs == 1
-    off = pc.resolve_proex_args(parser(), ['--no-mixing', '--profiles', '7'])  # without --proex
+    assert E.resolve_proex_args(p, ['--proex']).lambda2 == 0.01  # the same parser, parsed again
+    assert E.resolve_proex_args(parser(), ['--proex', '--no-mixing']).envs == 1
+    off = E.resolve_proex_args(parser(), ['--no-mixing', '--profiles', '7'])  # without --proex
     assert (off.envs, off.no_mixing, off.profiles) == (3, False, 'all')  # noted, then unused
 
 
@@ -772,15 +781,15 @@ def test_a_model_files_own_defaults_are_its_defaults():
     """A model file that passes its own lambda2 / envs / alpha gets them, --help names where
     they come from, and --released compares a given value with the file's default (the file's
     default beside --released is not 'another value')."""
-    p = pc.add_proex_args(argparse.ArgumentParser(), lambda2=0.0, envs=2, alpha=0.3,
+    p = E.add_proex_args(argparse.ArgumentParser(), lambda2=0.0, envs=2, alpha=0.3,
                           chosen='picked on validation')
-    a = pc.resolve_proex_args(p, ['--proex'])
+    a = E.resolve_proex_args(p, ['--proex'])
     assert (a.lambda2, a.envs, a.alpha) == (0.0, 2, 0.3)
     assert ' '.join(p.format_help().split()).count('picked on validation') == 3
-    r = pc.resolve_proex_args(p, ['--proex', '--released'])
+    r = E.resolve_proex_args(p, ['--proex', '--released'])
     assert (r.lambda2, r.envs) == (0.4, 3)
     with pytest.raises(SystemExit, match='--lambda2 0.01 would be ignored'):
-        pc.resolve_proex_args(p, ['--proex', '--released', '--lambda2', '0.01'])
+        E.resolve_proex_args(p, ['--proex', '--released', '--lambda2', '0.01'])
 
 
 @pytest.mark.parametrize('argv,flag', [(['--no-reg'], '--no-reg'),
@@ -789,26 +798,26 @@ def test_a_model_files_own_defaults_are_its_defaults():
 def test_a_switch_of_l_reg_at_lambda2_0_is_refused(argv, flag):
     """With L_reg off (lambda2 = 0), --no-reg or a form of Eq. 7 would change nothing: refused
     with the flag named, not run as plain --proex; with lambda2 > 0 each is accepted."""
-    p = pc.add_proex_args(argparse.ArgumentParser(), lambda2=0.0)
+    p = E.add_proex_args(argparse.ArgumentParser(), lambda2=0.0)
     with pytest.raises(SystemExit, match=f'^error: argument {flag}: L_reg is'):
-        pc.resolve_proex_args(p, ['--proex', *argv])
-    assert pc.resolve_proex_args(p, ['--proex', '--lambda2', '0.01', *argv]).proex
-    assert pc.resolve_proex_args(p, ['--proex', '--released', '--uniformity-reg']).lambda2 == 0.4
+        E.resolve_proex_args(p, ['--proex', *argv])
+    assert E.resolve_proex_args(p, ['--proex', '--lambda2', '0.01', *argv]).proex
+    assert E.resolve_proex_args(p, ['--proex', '--released', '--uniformity-reg']).lambda2 == 0.4
 
 
 @pytest.mark.parametrize('default', [False, True])
 def test_the_form_of_eq7_is_a_file_default_with_a_flag_each_way(default):
     """--infonce-reg / --no-infonce-reg pick Eq. 7's sign over the file's default; the flag that
     restates the default is accepted beside --uniformity-reg, the other one is refused there."""
-    p = pc.add_proex_args(argparse.ArgumentParser(), infonce_reg=default, form_why='why')
-    assert pc.resolve_proex_args(p, ['--proex']).infonce_reg is default
-    assert pc.resolve_proex_args(p, ['--proex', '--infonce-reg']).infonce_reg is True
-    assert pc.resolve_proex_args(p, ['--proex', '--no-infonce-reg']).infonce_reg is False
-    assert pc.switches(pc.resolve_proex_args(p, ['--proex']))['infonce_reg'] is default
+    p = E.add_proex_args(argparse.ArgumentParser(), infonce_reg=default, form_why='why')
+    assert E.resolve_proex_args(p, ['--proex']).infonce_reg is default
+    assert E.resolve_proex_args(p, ['--proex', '--infonce-reg']).infonce_reg is True
+    assert E.resolve_proex_args(p, ['--proex', '--no-infonce-reg']).infonce_reg is False
+    assert E.switches(E.resolve_proex_args(p, ['--proex']))['infonce_reg'] is default
     other = '--no-infonce-reg' if default else '--infonce-reg'
     with pytest.raises(SystemExit, match=f'^error: argument {other}: --uniformity-reg'):
-        pc.resolve_proex_args(p, ['--proex', '--uniformity-reg', other])
-    assert pc.resolve_proex_args(p, ['--proex', '--uniformity-reg']).uniformity_reg
+        E.resolve_proex_args(p, ['--proex', '--uniformity-reg', other])
+    assert E.resolve_proex_args(p, ['--proex', '--uniformity-reg']).uniformity_reg
     form = 'InfoNCE' if default else 'as printed'
     assert f'(default: {form}; why)' in ' '.join(p.format_help().split())
 
@@ -880,3 +889,50 @@ def test_profile_dim_keeps_the_order_of_user_item_products():
     low = torch.einsum('kud,kid->kui', pu, pi).flatten()
     assert torch.corrcoef(torch.stack([raw, low]))[0, 1] > 0.5
     assert pc.project_views(users, items)[0] is users  # no profile_dim: unchanged
+
+
+# ---------------------------------------------------------------- entry-point checks
+
+def test_views_given_entity_first_are_refused_with_the_layout():
+    rng = np.random.default_rng(1)
+    usr, itm = rng.normal(size=(9, 4, 5)), rng.normal(size=(7, 4, 5))  # [n, K, d_s]: wrong
+    with pytest.raises(ValueError, match=r"usr_prf: expected K arrays \[n, d_s\] .*got \[9, 4, 5\]"):
+        pc.ProfileEncoder(usr, itm, d=3)
+    enc = pc.ProfileEncoder(usr.transpose(1, 0, 2), itm.transpose(1, 0, 2), d=3)  # [K, n, d_s]
+    assert enc(torch.tensor([0, 8]), [1, 2], np.array([3, 6]))[0].shape == (4, 2, 3)  # ids: any int
+    with pytest.raises(ValueError, match=r'users: expected integer ids \[B\]'):
+        enc.users(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match='the same K and d_s'):
+        pc.ProfileEncoder(usr.transpose(1, 0, 2), itm.transpose(1, 0, 2)[:3], d=3)
+
+
+def test_aggregator_takes_scipy_numpy_or_torch_train_matrices():
+    import scipy.sparse as sp
+    rng = np.random.default_rng(2)
+    dense = (rng.random((6, 5)) < 0.5).astype(np.float32)
+    usr, itm = [rng.normal(size=(6, 3)) for _ in range(2)], [rng.normal(size=(5, 3)) for _ in range(2)]
+    outs = []
+    for train in (sp.coo_matrix(dense), dense, torch.from_numpy(dense), torch.from_numpy(dense).to_sparse()):
+        torch.manual_seed(0)
+        outs.append(pc.ProfileAggregator(usr, itm, train, d=2, hidden=4)([5, 0])[0])
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    with pytest.raises(TypeError, match=r'train: expected the \[U, I\] user-item matrix'):
+        pc.ProfileAggregator(usr, itm, dense.tolist(), d=2)
+    with pytest.raises(ValueError, match=r'train: expected \[U, I\] with U, I = 6, 5'):
+        pc.ProfileAggregator(usr, itm, dense[:4], d=2)
+
+
+def test_generative_objective_names_the_layout():
+    mu = torch.randn(5, 2)
+    with pytest.raises(ValueError, match=r"mu_k: expected \[K, B, d\] with B = 5 \(mu's rows\).*got \[5, 3, 2\]"):
+        pc.generative_objective(lambda z: z.sum(-1), mu, mu, torch.randn(5, 3, 2), torch.randn(5, 3, 2))
+    with pytest.raises(ValueError, match=r"logvar: expected \[B, d\]"):
+        pc.generative_objective(lambda z: z.sum(-1), mu, mu[:4], torch.randn(3, 5, 2), torch.randn(3, 5, 2))
+
+
+def test_the_index_names_every_public_definition():
+    import inspect
+    import re
+    public = [n for n, o in vars(pc).items() if not n.startswith('_') and
+              (inspect.isfunction(o) or inspect.isclass(o)) and o.__module__ == 'proex_core']
+    assert len(public) > 40 and [n for n in public if not re.search(rf'\b{n}\b', pc.__doc__)] == []
