@@ -694,6 +694,11 @@ def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
         setattr(a, weight, off)
     if a.no_mixing:
         a.envs = 1
+    tau_used = a.lambda2 > 0 or (not generative and a.lambda1 > 0)  # Eq. 7, Eq. 13's InfoNCE
+    if a.proex and a.tau != defaults.tau and not tau_used:
+        print('note: --tau has no effect here: it is the temperature of Eq. 7' +
+              ('' if generative else " and of Eq. 13's InfoNCE") + ', and ' +
+              ('lambda2 = 0' if generative else 'lambda1 = lambda2 = 0'))
     return a
 
 
