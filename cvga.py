@@ -2,8 +2,8 @@
 Perspective of Variational Auto-Encoder"), base and with ProEx (KDD'26, Alg. 1-2), in one file.
 
     python cvga.py                                      # offline first run on `synthetic`
-    python cvga.py --dataset book --data-dir ../shared/datasets
-    python cvga.py --proex --dataset ml100k --data-dir ../shared/datasets --out r.json
+    python cvga.py --dataset book --data-dir DIR
+    python cvga.py --proex --dataset ml100k --data-dir DIR --out r.json
 
 Model: one graph-convolution step over the normalised user-item matrix
 R_hat = D_u^-1/2 R D_i^-1/2 is the encoder: [mu_u, logvar_u] = dropout(R_hat_u W_q + b_q),
@@ -174,8 +174,9 @@ def main(args):
 #  * Eq. 12's fusion, as DMRec's cal_loss: the environment's Gaussian and the posterior are
 #    fused (means added, log-variances added) and sampled once (proex_core.fuse_gaussians);
 #    --sum-of-samples adds a sample of each to the other instead (for study);
-#  * Eq. 11 aligns the fused Gaussian: beta towards N(0, I), 1 - beta towards the environment's
-#    Gaussian, as DMRec's KLD and KLD_llm;
+#  * Eq. 11 aligns the posterior q of Eq. 2, as Sec. 2.4 says: beta towards N(0, I), 1 - beta
+#    towards the environment's Gaussian; DMRec's KLD and KLD_llm align the fused Gaussian,
+#    from which the environment's mean cancels (--align-fused);
 #  * inference (Alg. 2): z = mu + the mean of the K profile means; DMRec's full_predict adds
 #    its one mu_llm to mu, the same rule with K = 1 (the variances play no part at inference).
 

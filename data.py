@@ -16,7 +16,7 @@ What this file holds, top to bottom:
      the prepared `ml100k` folder, plus side information for profiles.py's F1);
   7. a safe loader for the official pickles (`*_mat.pkl`, `*_emb_np*.pkl`).
 
-    python data.py --dataset ml100k --data-dir ../shared/datasets   # prints a summary
+    python data.py --dataset ml100k --data-dir DIR   # prints a summary
     python data.py --dataset ml100k-grouplens     # downloads and builds it, then a summary
 """
 import argparse

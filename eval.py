@@ -513,7 +513,7 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
             f"configuration); ml100k, synthetic and any other dataset {fmt.format(tuned[k])}")
     chosen = f'; {chosen}' if chosen else ''
     said = lambda k, value: (f'default: {by_set(k)}{chosen}' if tuned is not None  # noqa: E731
-                             else f'default {value}{chosen}')
+                             else f'default {value}{chosen or ", not tuned here"}')
     unset = lambda value: None if tuned is not None else value  # noqa: E731  filled per dataset
     g = parser.add_argument_group('ProEx', (  # the model files' help keeps line breaks as written
         '"released" below means the authors\' released ProEx code, BlueGhostYi/ProRec on\n'
@@ -538,8 +538,7 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
     g.add_argument('--lambda2', type=float, default=unset(lambda2),
                    help='weight of L_reg, the term that keeps the K profiles of an entity apart '
                         '(Eq. 7, 14; paper range [0, 2]; ' + (
-                            said('lambda2', lambda2) if tuned is not None or chosen else
-                            f'default {lambda2:g}, not tuned here: a small weight') +
+                            said('lambda2', lambda2)) +
                         '; --released: 0.4)')
     g.add_argument('--lambda3', type=float, default=1.0,
                    help='weight of Var_e, the variance of the loss across environments (Eq. 14; '
@@ -554,8 +553,8 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
     if generative:
         g.add_argument('--profile-input', choices=['mean', 'dropped-sum'], default='mean',
                        help="input of Eq. 6's mapping: 'mean' of the profile vectors of the user's "
-                            "train items plus the user's own (default: validation picks it, "
-                            "bench/RESULTS.md section 7); 'dropped-sum': their sum "
+                            "train items plus the user's own (the default, mean: validation picks "
+                            "it, bench/RESULTS.md section 7); 'dropped-sum': their sum "
                             "over the items left after input dropout, as DMRec, the authors' "
                             "generative code in BlueGhostYi/ProRec")
     g.add_argument('--profile-dim', type=int, default=None,

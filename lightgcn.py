@@ -1,8 +1,8 @@
 """LightGCN (He et al., SIGIR'20), base and with ProEx (KDD'26, Alg. 1-2), in one file.
 
     python lightgcn.py                                  # offline first run on `synthetic`, ~30 s
-    python lightgcn.py --dataset book --data-dir ../shared/datasets
-    python lightgcn.py --proex --dataset ml100k --data-dir ../shared/datasets --out r.json
+    python lightgcn.py --dataset book --data-dir DIR
+    python lightgcn.py --proex --dataset ml100k --data-dir DIR --out r.json
 
 Model: E^{l+1} = A_hat E^l with A_hat = D^-1/2 A D^-1/2 of the user-item graph; the final
 vectors z = sum_{l=0..L} E^l; score(u, i) = z_u . z_i. Trained with BPR (mean softplus)
@@ -20,7 +20,8 @@ import eval as E
 import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
-# official per-dataset defaults (RLMRec lightgcn.yml); other datasets: book's
+# official per-dataset defaults (RLMRec lightgcn.yml); other datasets: book's. Steam's 2 layers
+# are RLMRec's, where the paper's A.3.4 says 3 for every dataset
 DATASET_DEFAULTS = {
     'book':  dict(layers=3, reg=1e-6, keep_rate=0.8),
     'yelp':  dict(layers=3, reg=1e-6, keep_rate=0.8),
@@ -44,7 +45,8 @@ class LightGCN(nn.Module):
         for _ in range(self.layers):
             E = D.spmm(A, E, A_t)                                   # E^{l+1} = A_hat E^l
             layers.append(E)
-        z = torch.stack(layers).sum(0)                              # [U+I, d]
+        z = torch.stack(layers).sum(0)  # [U+I, d]; summed as RLMRec (A.3.2 says average pooling:
+        #                                 the same ranking, a scale (L+1) on the BPR logits)
         return z[:self.n_users], z[self.n_users:]                   # z_u [U, d], z_i [I, d]
 
 

@@ -1,8 +1,8 @@
 """Mult-VAE (Liang et al., WWW'18), base and with ProEx (KDD'26, Alg. 1-2), in one file.
 
     python multvae.py                                   # offline first run on `synthetic`
-    python multvae.py --dataset book --data-dir ../shared/datasets
-    python multvae.py --proex --dataset ml100k --data-dir ../shared/datasets --out r.json
+    python multvae.py --dataset book --data-dir DIR
+    python multvae.py --proex --dataset ml100k --data-dir DIR --out r.json
 
 Model: a user's binary train row x_u [I] is encoded to q(z_u | x_u) = N(mu, diag(sigma^2)) by
 an MLP I-600-(2x200) with tanh, and decoded by an MLP 200-600-I with tanh to logits over all
@@ -150,8 +150,9 @@ def main(args):
 #  * Eq. 12's fusion, as DMRec's cal_loss: the environment's Gaussian and the posterior are
 #    fused (means added, log-variances added) and sampled once (proex_core.fuse_gaussians);
 #    --sum-of-samples adds a sample of each to the other instead (for study);
-#  * Eq. 11 aligns the fused Gaussian: beta towards N(0, I), 1 - beta towards the environment's
-#    Gaussian, as DMRec's KLD and KLD_llm;
+#  * Eq. 11 aligns the posterior q of Eq. 2, as Sec. 2.4 says: beta towards N(0, I), 1 - beta
+#    towards the environment's Gaussian; DMRec's KLD and KLD_llm align the fused Gaussian,
+#    from which the environment's mean cancels (--align-fused);
 #  * inference (Alg. 2): z = mu + the mean of the K profile means; DMRec's full_predict adds
 #    its one mu_llm to mu, the same rule with K = 1 (the variances play no part at inference).
 

@@ -1,8 +1,8 @@
 """SimGCL (Yu et al., SIGIR'22), base and with ProEx (KDD'26, Alg. 1-2), in one file.
 
     python simgcl.py                                    # offline first run on `synthetic`
-    python simgcl.py --dataset book --data-dir ../shared/datasets
-    python simgcl.py --proex --dataset ml100k --data-dir ../shared/datasets --out r.json
+    python simgcl.py --dataset book --data-dir DIR
+    python simgcl.py --proex --dataset ml100k --data-dir DIR --out r.json
 
 Model: LightGCN without edge dropout, E^{l+1} = A_hat E^l, A_hat = D^-1/2 A D^-1/2; the
 final vectors z = sum_{l=0..L} E^l; score(u, i) = z_u . z_i. Training adds two noisy views:
@@ -59,7 +59,7 @@ class SimGCL(nn.Module):
             if eps > 0:
                 E = perturb(E, eps)                                 # noisy view, [U+I, d]
             layers.append(E)
-        z = torch.stack(layers).sum(0)                              # [U+I, d]
+        z = torch.stack(layers).sum(0)  # [U+I, d]; summed as RLMRec (A.3.2 says average pooling)
         return z[:self.n_users], z[self.n_users:]                   # z_u [U, d], z_i [I, d]
 
 

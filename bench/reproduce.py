@@ -55,19 +55,18 @@ sys.path.insert(0, str(ROOT))
 # ProEx searches its own (paper ranges). For the generative models the prior KL weight is
 # matched: base --kl-weight w against ProEx lambda1 * beta = w (Eq. 11), so a gain cannot
 # come from a different weight on KL(q || N(0, I)).
-# The discriminative ProEx grid crosses Eq. 7 off or on, lambda2 in {0, 0.01}, with the
-# environments (E, alpha) in {(3, 0.1), (2, 0.3)}; the base gets as many configurations of its
-# own knobs. The InfoNCE alignment of Eq. 13 stays off (lambda1 = 0, the released code's value):
-# its B x B logits per environment (B = 4096) make an ml100k epoch 15-19 s on one core against
-# 0.7-1.1 s without it, about 50 min per run.
-PROEX_DISC = [f'--proex --lambda2 {l2} --envs {e} --alpha {al}'
-              for l2 in (0, 0.01) for e, al in ((3, 0.1), (2, 0.3))]
+# The discriminative ProEx grid crosses (lambda2, lambda1) in {(0, 0), (0.01, 0), (0, 0.1)}: Eq. 7
+# off or on, Eq. 13's InfoNCE alignment off or on, with the environments (E, alpha) in
+# {(3, 0.1), (2, 0.3)}; the base gets as many configurations of its own knobs.
+# Eq. 7 is spelled as printed where it is on (--no-infonce-reg), whatever the file's default.
+PROEX_DISC = [f'--proex --lambda2 {l2}{form} --lambda1 {l1} --envs {e} --alpha {al}'
+              for l2, form, l1 in ((0, '', 0), (0.01, ' --no-infonce-reg', 0), (0, '', 0.1))
+              for e, al in ((3, 0.1), (2, 0.3))]
+BASE_GCN = [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5') for lr in ('5e-4', '1e-3', '2e-3')]
 GRIDS = {
-    'lightgcn': {'base': [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5') for lr in ('1e-3', '2e-3')],
-                 'proex': PROEX_DISC},
-    'gccf': {'base': [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5') for lr in ('1e-3', '2e-3')],
-             'proex': PROEX_DISC},
-    'simgcl': {'base': [f'--cl {c} --reg {r}' for c in ('0.05', '0.1') for r in ('1e-6', '1e-5')],
+    'lightgcn': {'base': BASE_GCN, 'proex': PROEX_DISC},
+    'gccf': {'base': BASE_GCN, 'proex': PROEX_DISC},
+    'simgcl': {'base': [f'--cl {c} --reg {r}' for c in ('0.05', '0.1', '0.2') for r in ('1e-6', '1e-5')],
                'proex': PROEX_DISC},
     'multvae': {'base': ['--kl-weight 0.2', '--kl-weight 0.5', '--kl-weight 1'],
                 'proex': ['--proex --lambda1 1 --beta 0.2', '--proex --lambda1 1 --beta 0.5',
@@ -81,6 +80,12 @@ GRIDS = {
     'ldiffrec': {'base': ['--vae-anneal-cap 0.15'],
                  'proex': ['--proex --lambda1 0.3 --beta 0.5']},
 }
+# a run of an earlier grid whose configuration this grid spells differently (the alignment's
+# weight now written out): the same arguments, so the same run (the key is renamed on load;
+# and Eq. 7's form, as printed then in every file)
+RENAMED = {f'--proex --lambda2 {l2} --envs {e} --alpha {al}':
+           f'--proex --lambda2 {l2}{form} --lambda1 0 --envs {e} --alpha {al}'
+           for l2, form in ((0, ''), (0.01, ' --no-infonce-reg')) for e, al in ((3, 0.1), (2, 0.3))}
 # Fig. 6 ablations, each added to ProEx's chosen configuration (one the model file refuses
 # because it would change nothing, e.g. --no-align at lambda1 = 0, is recorded as skipped)
 ABLATIONS = ['--no-var', '--no-reg', '--no-align', '--no-mixing']
@@ -126,6 +131,14 @@ def run(mod, argv, store, key, version, save):
     store['runs'][key] = keep
     save()
     return keep
+
+
+def renamed(key):
+    """A run's key with its configuration as this grid spells it (RENAMED)."""
+    parts = key.split('|')
+    if len(parts) == 4 and parts[2] in RENAMED:
+        parts[2] = RENAMED[parts[2]]
+    return '|'.join(parts)
 
 
 def paired(a_runs, b_runs, metric, names=('base', 'proex')):
@@ -198,6 +211,9 @@ def main():
     p.add_argument('--restart', action='store_true', help='drop runs made by other sources')
     p.add_argument('--keep-base', action='store_true', help='with --restart: keep the base arm\'s '
                    'runs made by other sources (its code unchanged; bench/same_numbers.py shows it)')
+    p.add_argument('--keep-stale', action='store_true', help='keep every run made by other sources '
+                   '(only where bench/same_numbers.py shows that the configurations they ran train to '
+                   'the same numbers with these sources); the grid reuses those it names')
     p.add_argument('--out', required=True)
     a = p.parse_args()
     tune_seeds = [int(x) for x in a.tune_seeds.split(',')]
@@ -216,8 +232,10 @@ def main():
     store = {'runs': {}}
     if Path(a.out).exists():
         store = json.loads(Path(a.out).read_text())
+        store['runs'] = {renamed(k): r for k, r in store['runs'].items()}
         stale = [k for k, r in store['runs'].items() if r['code']['source_sha256'] != version['source_sha256']
-                 and not (a.keep_base and k.split('|')[1] == 'base')]
+                 and not (a.keep_base and k.split('|')[1] == 'base')
+                 and not a.keep_stale]
         if stale and not a.restart:
             raise SystemExit(f'error: {a.out} holds {len(stale)} runs made by other source files '
                              f'(e.g. {stale[0]}); rerun with --restart to drop them, or write a new --out')

@@ -1,0 +1,52 @@
+"""Cost of Eq. 13's InfoNCE alignment: seconds per training epoch of LightGCN + ProEx on ml100k
+with --lambda1 0.1 against --lambda1 0, measured interleaved in one process, one thread.
+
+    python bench/align_cost.py [--data-dir DIR] [--rounds 3] [--epochs 4]
+
+Each round trains --epochs epochs at lambda1 0, then at lambda1 0.1 (no validation inside
+them); the median of each setting's per-epoch seconds over all rounds is reported with their
+ratio. Interleaving puts both settings under the same load. Writes
+bench/results/align_cost.json (commit and command line named).
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import lightgcn  # noqa: E402
+from eval import git_state, versions  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', '../shared/datasets'))
+    p.add_argument('--rounds', type=int, default=3)
+    p.add_argument('--epochs', type=int, default=4)
+    p.add_argument('--out', default=str(ROOT / 'bench/results/align_cost.json'))
+    a = p.parse_args()
+    code = git_state()
+    seconds = {'0': [], '0.1': []}
+    for r in range(a.rounds):
+        for lambda1 in seconds:
+            argv = ['--proex', '--dataset', 'ml100k', '--data-dir', a.data_dir, '--threads', '1',
+                    '--lambda1', lambda1, '--epochs', str(a.epochs), '--eval-every', str(a.epochs + 1),
+                    '--seed', str(r)]
+            res = lightgcn.main(lightgcn.parse_args(argv))
+            seconds[lambda1] += [h['train_s'] for h in res['history']]
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    out = {'model': 'lightgcn', 'dataset': 'ml100k', 'sec_per_epoch_median': med,
+           'ratio': med['0.1'] / med['0'], 'sec_per_epoch_all': seconds, 'rounds': a.rounds,
+           'epochs': a.epochs, 'git': code, 'versions': versions(),
+           'command': shlex.join(['python', *sys.argv])}
+    Path(a.out).write_text(json.dumps(out, indent=1))
+    print(json.dumps({k: out[k] for k in ('sec_per_epoch_median', 'ratio')}), '->', a.out)
+
+
+if __name__ == '__main__':
+    main()
