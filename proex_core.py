@@ -75,7 +75,7 @@ class DirectMapping(nn.Module):
         hidden = (d_s + d) // 2
         self.mlp = nn.Sequential(nn.Linear(d_s, hidden), nn.LeakyReLU(), nn.Linear(hidden, d))
         for layer in (self.mlp[0], self.mlp[2]):
-            nn.init.xavier_uniform_(layer.weight)  # paper silent; released code's init
+            nn.init.xavier_uniform_(layer.weight)  # Sec. 3.1.4: "initialized using Xavier"
 
     def forward(self, c):
         return self.mlp(c)  # [..., d_s] -> [..., d]

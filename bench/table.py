@@ -2,6 +2,7 @@
 
     python bench/table.py                    # writes bench/RESULTS.md and says where
     python bench/table.py --readme-summary   # prints the README's one summary table
+    python bench/table.py --readme-timings   # prints the README's table of first-run wall times
     python bench/table.py --results DIR --out FILE
 
 Every number in RESULTS.md, prose included, is read from a result file. A file that is
@@ -243,6 +244,63 @@ def quartile_line(r):
         for g, h in zip(b['base'], b['proex']) if g['recall@20'] is not None))
 
 
+KNOBS = {'--reg': 'L2 weight', '--lr': 'learning rate', '--cl': 'contrastive weight', '--lambda2': 'lambda2',
+         '--lambda1': 'lambda1', '--envs': 'E', '--alpha': 'alpha'}
+# the older discriminative grid left lambda1 out, i.e. 0 (RENAMED in bench/reproduce.py)
+GRID_DEFAULTS = {'--lambda1': '0'}
+
+
+def knobs(cfg):
+    """{flag: value} of the KNOBS in a configuration string."""
+    t = cfg.split()
+    return {k: v for k, v in zip(t, t[1:]) if k in KNOBS}
+
+
+def grid_text(configs, groups):
+    """A grid as 'a in {..} x (b, c) in {(..), ..}' over the given groups of flags, or the list of
+    its configurations where it is not such a product."""
+    values = []
+    for group in groups:
+        seen = [tuple(knobs(c).get(k, GRID_DEFAULTS.get(k)) for k in group) for c in configs]
+        values.append(list(dict.fromkeys(seen)))
+    size = 1
+    for v in values:
+        size *= len(v)
+    if not configs or size != len(set(configs)) or any(None in t for v in values for t in v):
+        return ', '.join(f'`{c}`' for c in configs) or '-'
+    return ' x '.join(grid_factor(g, v) for g, v in zip(groups, values))
+
+
+def grid_factor(group, values):
+    """'lr in {a, b}' for one flag, '(E, alpha) in {(3, 0.1), (2, 0.3)}' for several."""
+    if len(group) == 1:
+        return f"{KNOBS[group[0]]} in {{{', '.join(t[0] for t in values)}}}"
+    tuples = ', '.join('(' + ', '.join(t) + ')' for t in values)
+    return f"({', '.join(KNOBS[k] for k in group)}) in {{{tuples}}}"
+
+
+def disc_grids(files):
+    """The discriminative grids as each file records them (its 'grids'), files with the same grids together."""
+    by_text = {}
+    for m, r in files.items():
+        g = r.get('grids', {})
+        if m not in ('gccf', 'lightgcn', 'simgcl') or not g.get('proex'):
+            continue
+        base = g.get('base', [])
+        text = (f"ProEx {len(g['proex'])} configurations, "
+                f"{grid_text(g['proex'], [('--lambda2', '--lambda1'), ('--envs', '--alpha')])}; base "
+                f"{len(base)}, {grid_text(base, [(k,) for k in knobs(base[0])] if base else [])}.")
+        by_text.setdefault(text, []).append(NAMES[m])
+    if not by_text:
+        return []
+    return ['The discriminative grids, as each file records them (its `grids`): ProEx crosses lambda2, the '
+            'weight of Eq. 7 (0 = off; on, Eq. 7 as printed, `--no-infonce-reg`), and lambda1, the weight of '
+            "Eq. 13's InfoNCE alignment (0 = off; on, over the distinct users and items of a batch), with the "
+            'environments (E, alpha) of Eq. 8-10; the base arm tries as many configurations of its own knobs. '
+            "The ProEx configuration chosen here is the ProEx default of that model's file (`--help` says so).",
+            ''] + [f"* {', '.join(names)}: {text}" for text, names in by_text.items()]
+
+
 def protocol_ml100k(d):
     files = {m: load(d, f'protocol_ml100k_{m}.json') for m in MODELS}
     done = {m: r for m, r in files.items() if incomplete(r) is None}
@@ -256,12 +314,7 @@ def protocol_ml100k(d):
            'validation R@20* (the highest mean validation Recall@20; the test split plays no part). The chosen configuration of each arm then runs '
            f"with seeds 1..n (n = {', '.join(map(str, seeds)) or '-'}), the same seeds in both arms.",
            '',
-           'The discriminative ProEx grid crosses Eq. 7 off or on (lambda2 0 or 0.01) with two environment '
-           'settings, (E, alpha) = (3, 0.1) or (2, 0.3), and keeps the InfoNCE alignment of Eq. 13 off '
-           '(lambda1 = 0, as the released code): it builds B x B logits per environment and batch (B = 4096), '
-           'which makes a CPU epoch too slow for a grid of this size; its base arm tries as many '
-           'configurations of its own knobs (L2 weight x learning rate; SimGCL: contrastive weight x L2). '
-           "The ProEx configuration chosen here is the ProEx default of that model's file (`--help` says so).", '',
+           *disc_grids(done), '',
            'For the generative models the *prior KL is matched*: both arms put the same weight on '
            'KL(q || N(0, I)), the base through `--kl-weight w` (L-DiffRec: `--vae-anneal-cap w`) and ProEx '
            'through Eq. 11, whose prior term weighs lambda1 * beta = w (`--lambda1`, `--beta`).', '',
@@ -287,7 +340,7 @@ def protocol_ml100k(d):
         q = quartile_line(r)
         if q:
             out.append(f'  * {q}')
-    return out + single_views(files) + eq7_forms(files)
+    return out + single_views(files) + eq7_forms(files) + eq11_forms(files) + dmrec_table(files)
 
 
 VIEW_NAMES = {'0': 'OP', '1': 'NP1', '2': 'NP2', '3': 'NP3'}
@@ -402,6 +455,75 @@ def eq7_forms(files):
             '|---|---|---|' + '---|' * len(names)] + rows
 
 
+def fused_seeds(r, value=test_r20):
+    """(ProEx's final runs, the --align-fused runs), each {seed: value(run)}, over the seeds both have."""
+    fused = keyed(r, 'fused|', value)
+    both = proex_on(r, fused, value)
+    return both, {s: v for s, v in fused.items() if s in both}
+
+
+def test_n20(run):
+    return run['test']['ndcg@20']
+
+
+def eq11_forms(files):
+    """Eq. 11 as printed against Eq. 11 on the fused Gaussian (--align-fused), the same seeds."""
+    rows = []
+    for m, r in files.items():
+        if incomplete(r) or not fused_seeds(r)[1]:
+            continue
+        cells = []
+        for value in (val_r20, test_r20, test_n20):
+            proex, fused = fused_seeds(r, value)
+            cells.append(f"{ms(proex.values())} | {ms(fused.values())} | {pval(paired_p(proex, fused))}")
+        rows.append(f"| {NAMES[m]} | {len(fused_seeds(r)[1])} | `{r['chosen']['proex']}` | " + ' | '.join(cells) + ' |')
+    if not rows:
+        return []
+    return ['', '### Eq. 11 in two forms', '',
+            "Each generative model's chosen ProEx configuration with Eq. 11 as printed (the default: the "
+            "base posterior of Eq. 2 against the environment's Gaussian) and with `--align-fused` (Eq. 11 on "
+            "the fused Gaussian of Eq. 12, as the authors' DMRec code does; the environment's mean cancels "
+            'from it, so it no longer moves the profile means). Validation R@20 (best epoch), test R@20 and '
+            'N@20, mean ± std over the seeds both forms ran; p of the paired t-test over those seeds '
+            '(`--fused-seeds` of `bench/reproduce.py`, in the same files).', '',
+            '| model | seeds | chosen ProEx config | val R@20, as printed | `--align-fused` | p | '
+            'R@20, as printed | `--align-fused` | p | N@20, as printed | `--align-fused` | p |',
+            '|---|---|---|---|---|---|---|---|---|---|---|---|'] + rows
+
+
+def dmrec_seeds(r):
+    """DMRec-M's runs, {view: {seed: test R@20}}, over the seeds every view has."""
+    views = sorted({k.split('|')[1] for k in r['runs'] if k.startswith('dmrec|')}, key=int)
+    return complete_seeds({k: keyed(r, f'dmrec|{k}|') for k in views})
+
+
+def dmrec_table(files):
+    """Table 3: DMRec-M's recipe with each profile, and its mean over the profiles, against ProEx."""
+    rows = []
+    for m, r in files.items():
+        views = dmrec_seeds(r) if not incomplete(r) else {}
+        if not views:
+            continue
+        seeds = next(iter(views.values()))
+        avg = {s: statistics.mean(v[s] for v in views.values()) for s in seeds}  # DMRec_avg, per seed
+        named = [(f'{k} ({VIEW_NAMES.get(k, k)})', v) for k, v in views.items()] + [('DMRec_avg', avg)]
+        for name, one in named:
+            both, diff, p = vs_proex(r, one)
+            rows.append(f"| {NAMES[m]} | `{r['chosen']['proex']}` | {name} | {msn(one.values())} | "
+                        f"{ms(both.values())} | {diff:+.4f} | {pval(p)} |")
+    if not rows:
+        return []
+    return ['', '### Table 3: DMRec-M with each profile, and ProEx', '',
+            "DMRec with one profile (the paper's DMRec-M rows) as a recipe inside this code: the chosen ProEx "
+            'configuration with `--profiles k --no-var --align-fused`, i.e. one profile (0 the original profile '
+            'OP, k >= 1 the k-th new one NPk), so one environment, no variance term, and Eq. 11 on the fused '
+            'Gaussian. Each against ProEx with all four views over the same seeds; DMRec_avg is, per seed, the '
+            'mean over the profiles. Test R@20, p of the paired t-test over seeds (`--dmrec` of '
+            '`bench/reproduce.py`, in the same files).', '',
+            '| model | chosen ProEx config | profile | DMRec-M | ProEx, all views | difference | p |',
+            '|---|---|---|---|---|---|---|'] + rows
+
+
 # ---------------------------------------------------------------- synthetic check
 
 def synthetic(d):
@@ -432,7 +554,7 @@ def synthetic(d):
         name = f'protocol_synthetic_{m}.json'
         why = incomplete(r)
         out += pending(name, why) if why else [f'* `{name}`: {cmd_line(r.get("command"))}']
-    return out
+    return out + eq11_forms(files) + dmrec_table(files)
 
 
 # ---------------------------------------------------------------- book
@@ -744,6 +866,7 @@ def cost(d):
                            f"{x['proex']['sec_per_epoch']:.2f} | {x['ratio']:.2f}x |")
         out += ['', '`synthetic-book` is `synthetic` at Amazon-Book\'s size (64-d views), '
                     '`synthetic-book-1536` the same with 1536-d views (the width of text-embedding-ada-002).']
+    out += align_cost(d) + check_cost(d)
     r = load(d, 'mlp_floor.json')
     out += ['', '### The floor set by the mapping MLP (`mlp_floor.json`)', '']
     if r is None or 'by_width' not in r:
@@ -763,6 +886,37 @@ def cost(d):
     return out
 
 
+def align_cost(d):
+    """Seconds per epoch of LightGCN + ProEx with Eq. 13's InfoNCE alignment off and on."""
+    r = load(d, 'align_cost.json')
+    out = ['', "### Cost of Eq. 13's alignment (`align_cost.json`)", '']
+    if r is None or 'ratio' not in r:
+        return out + pending('align_cost.json', 'missing or still being written')
+    sec = r['sec_per_epoch_median']
+    return out + [f"{cmd_line(r.get('command'))}; code {commit(r.get('git'))}. {NAMES.get(r.get('model'), 'LightGCN')} "
+                  f"+ ProEx on {r.get('dataset', 'ml100k')}, seconds per training epoch with the InfoNCE alignment "
+                  f"of Eq. 13 off (lambda1 = 0) and on (lambda1 = 0.1): the median over {r['rounds']} rounds of "
+                  f"{r['epochs']} epochs each, the two settings interleaved in one process with one thread, so "
+                  f"both ran under the same load.", '',
+                  '| lambda1 = 0 | lambda1 = 0.1 | ratio |', '|---|---|---|',
+                  f"| {sec['0']:.2f} s | {sec['0.1']:.2f} s | {r['ratio']:.2f}x |"]
+
+
+def check_cost(d):
+    """Seconds of proex_core's entry-point checks per batch against the whole objective."""
+    r = load(d, 'check_cost.json')
+    out = ['', "### Cost of the input checks (`check_cost.json`)", '']
+    if r is None or 'cases' not in r:
+        return out + pending('check_cost.json', 'missing or still being written')
+    return out + [f"{cmd_line(r.get('command'))}; code {commit(r.get('git'))}. The shape checks at the "
+                  "entry points of `discriminative_objective` and `generative_objective` (`check_shape`, "
+                  "`as_ids`), timed alone, against the objective's forward and backward on one batch "
+                  f"(median of {r['repeats']} calls, one thread).", '',
+                  '| batch | objective | checks | share |', '|---|---|---|---|'] + [
+        f"| {name} | {c['objective_s'] * 1e3:.1f} ms | {c['checks_s'] * 1e6:.1f} µs | {100 * c['share']:.3f}% |"
+        for name, c in r['cases'].items()]
+
+
 def same_numbers(r, name):
     out = ['', f'### Same numbers across a code change (`{name}`)', '']
     if r is None or 'runs' not in r:
@@ -778,6 +932,49 @@ def same_numbers(r, name):
         t = v['test_recall@20']
         out.append(f"| `{k}` | {'yes' if v['identical'] else 'no'} | {t['before']:.6f} | {t['after']:.6f} |")
     return out
+
+
+# ---------------------------------------------------------------- first runs (bench/first_runs.py)
+
+def secs(s):
+    """Seconds as a reader takes them in: '4.2 s', '31 s', '2.1 min'."""
+    return f'{s:.1f} s' if s < 10 else f'{s:.0f} s' if s < 100 else f'{s / 60:.1f} min'
+
+
+def first_commands(m):
+    return [f'python {m}.py', f'python {m}.py --proex']
+
+
+def first_runs(d):
+    out = ['## 11. First runs: wall time of each default command', '',
+           'Each model file run as a new user first types it, `python <model>.py` and `python <model>.py '
+           '--proex` with every default (offline `synthetic` data), one '
+           'command at a time, each a fresh process, so imports and data generation are included.', '']
+    r = load(d, 'first_runs.json')
+    if r is None or not r.get('runs'):
+        return out + pending('first_runs.json', 'missing or still being written')
+    out += [f"{cmd_line(r.get('command'))}; code {commit(r.get('git'))}; {r.get('machine', '-')}.", '',
+            '| command | wall s | CPU s | epochs | test R@20 |', '|---|---|---|---|---|']
+    for cmd, x in r['runs'].items():
+        out.append(f"| `{cmd}` | {x['wall_s']:.1f} | {x['cpu_s']:.1f} | {x['epochs']} | {f4(x['test_recall@20'])} |")
+    left = [c for m in MODELS for c in first_commands(m) if c not in r['runs']]
+    if left:
+        out += ['', 'Not in the file yet: ' + ', '.join(f'`{c}`' for c in left) + '.']
+    return out
+
+
+def readme_timings(d=RESULTS):
+    """The README's table of first-run wall times, per model without and with --proex."""
+    r = load(Path(d), 'first_runs.json') or {}
+    runs = r.get('runs') or {}
+    cell = lambda c: secs(runs[c]['wall_s']) if c in runs else 'pending'
+    where = f"{r['machine']}, " if r.get('machine') else ''
+    lines = ['Wall time of the first run with every default (offline `synthetic` data, a fresh process, '
+             f'imports included; {where}`python bench/first_runs.py`, details in `bench/RESULTS.md`):', '',
+             '| model | `python <model>.py` | `--proex` |', '|---|---|---|']
+    for m in MODELS:
+        lines.append(f"| {NAMES[m]} | " + ' | '.join(cell(c) for c in first_commands(m)) + ' |')
+    return '\n'.join(lines) + '\n'
 
 
 # ---------------------------------------------------------------- how the numbers were made
@@ -857,7 +1054,7 @@ def build(d=RESULTS):
               'result file keeps every run\'s command line, seed, code commit and validation curve. Sections '
               'name the command that makes their file; a file still being made is listed as pending.'],
             protocol_intro(d), book(d), protocol_ml100k(d), synthetic(d), ablations(d), profile_dim(d),
-            profile_input(d), ldiffrec_plateau(d), profiles(d), cost(d)]
+            profile_input(d), ldiffrec_plateau(d), profiles(d), cost(d), first_runs(d)]
     return '\n\n'.join('\n'.join(p).strip('\n') for p in parts) + '\n'
 
 
@@ -891,8 +1088,8 @@ def readme_summary(d=RESULTS):
 
 
 def readme_variants(d):
-    """The README's compact Fig. 4(b) and Eq. 7 tables (ml100k, discriminative models), with the
-    models that have at least 3 paired seeds of them."""
+    """The README's compact Fig. 4(b) and Eq. 7 tables (ml100k), with the models that have at
+    least 3 paired seeds of them."""
     files = {m: r for m in MODELS if not incomplete(r := load(d, f'protocol_ml100k_{m}.json'))}
 
     def cell(r, runs):
@@ -903,7 +1100,7 @@ def readme_variants(d):
     # a model enters once it has 3 complete paired seeds (RESULTS.md shows any number)
     views = {m: v for m, r in files.items() if len(next(iter((v := view_seeds(r)).values()), {})) >= 3}
     if views:
-        ks = list(next(iter(views.values())))
+        ks = sorted({k for v in views.values() for k in v}, key=int)
         out += ['', 'ml100k, Fig. 4(b): ProEx with one profile view, test R@20 (difference to all four views over '
                     'the same seeds, paired p):', '',
                 '| model | seeds | all four | ' + ' | '.join(VIEW_NAMES.get(k, k) for k in ks) + ' |',
@@ -911,7 +1108,7 @@ def readme_variants(d):
         for m, v in views.items():
             one = next(iter(v.values()))
             out.append(f"| {NAMES[m]} | 1-{max(one)} | {statistics.mean(vs_proex(files[m], one)[0].values()):.4f} | "
-                       + ' | '.join(cell(files[m], v[k]) for k in ks) + ' |')
+                       + ' | '.join(cell(files[m], v[k]) if k in v else '-' for k in ks) + ' |')
     eq7 = {m: f for m, r in files.items() if len(next(iter((f := eq7_seeds(r)).values()), {})) >= 3}
     if eq7:
         out += ['', 'ml100k, Eq. 7: test R@20 of the chosen ProEx configuration with L_reg as printed, in the '
@@ -938,11 +1135,16 @@ def main():
     p.add_argument('--out', default=str(OUT), help='file to write (default bench/RESULTS.md)')
     p.add_argument('--readme-summary', action='store_true', help="print the README's summary table "
                    'to stdout instead of writing --out')
+    p.add_argument('--readme-timings', action='store_true', help="print the README's table of "
+                   'first-run wall times to stdout instead of writing --out')
     a = p.parse_args()
     if not Path(a.results).is_dir():
         raise SystemExit(f'error: --results {a.results} is not a folder')
     if a.readme_summary:
         sys.stdout.write(readme_summary(a.results))
+        return
+    if a.readme_timings:
+        sys.stdout.write(readme_timings(a.results))
         return
     Path(a.out).write_text(build(a.results))
     print(f'wrote {a.out}')

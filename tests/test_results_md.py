@@ -74,3 +74,109 @@ def test_pending_files_do_not_break_the_tables(tmp_path):
     assert 'protocol_ml100k_gccf.json`: pending' in text
     assert 'protocol_ml100k_simgcl.json`: pending' in text
     assert '| LightGCN | pending | 0.3100 → 0.2900 (p ' in t.readme_summary(tmp_path)
+
+
+def test_readme_timings_is_what_table_py_prints():
+    """The README's first-run table is `python bench/table.py --readme-timings`, word for word."""
+    if not (RESULTS / 'first_runs.json').exists():
+        pytest.skip('no bench/results/first_runs.json yet')
+    assert table().readme_timings(RESULTS).strip() in (ROOT / 'README.md').read_text(), \
+        'the README first-run table is stale: paste python bench/table.py --readme-timings'
+
+
+def generative_file():
+    """A Mult-VAE protocol file with --align-fused runs (seeds 1, 2 of 3), DMRec-M runs (view 0 on
+    seeds 1-3, view 3 on seeds 1-2) and single views (seeds 1-3)."""
+    r = protocol_file([(60, .30), (90, .31), (120, .32)], [(150, .33), (60, .20), (160, .34)])
+    for s, v in ((1, .31), (2, .25)):
+        r['runs'][f'fused|{s}'] = {'best_epoch': 60, 'best_val_recall20': v + .01,
+                                   'test': {'recall@20': v, 'ndcg@20': v / 3}}
+    for k, values in (('0', [.28, .22, .30]), ('3', [.18, .12])):
+        for s, v in enumerate(values, 1):
+            r['runs'][f'dmrec|{k}|{s}'] = {'best_epoch': 60, 'best_val_recall20': v, 'test': {'recall@20': v}}
+    for k, values in (('0', [.32, .21, .33]), ('3', [.29, .18, .30])):
+        for s, v in enumerate(values, 1):
+            r['runs'][f'view|{k}|{s}'] = {'best_epoch': 60, 'best_val_recall20': v, 'test': {'recall@20': v}}
+    r['summary']['views_recall@20'] = {'0': {}, '3': {}, 'all': {}}
+    return r
+
+
+def test_eq11_forms_and_dmrec_pair_with_proex_on_the_same_seeds(tmp_path):
+    t = table()
+    (tmp_path / 'protocol_ml100k_multvae.json').write_text(json.dumps(generative_file()))
+    text = t.build(tmp_path)
+    section3 = text.split('## 4.')[0]
+    assert '### Eq. 11 in two forms' in section3 and '### Table 3: DMRec-M with each profile, and ProEx' in section3
+    assert '`--profiles k --no-var --align-fused`' in section3
+    # --align-fused: seeds 1 and 2, paired with ProEx's seeds 1 and 2 only
+    proex, fused = {1: .33, 2: .20}, {1: .31, 2: .25}
+    row = next(line for line in text.splitlines() if line.startswith('| Mult-VAE | 2 | `--proex` |'))
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert cells[3:6] == [t.ms(proex.values()), t.ms([.32, .26]), t.pval(t.paired_p(proex, {1: .32, 2: .26}))]
+    assert cells[6:9] == [t.ms(proex.values()), t.ms(fused.values()), t.pval(t.paired_p(proex, fused))]
+    assert cells[9:12] == [t.ms([.33 / 2, .10]), t.ms([.31 / 3, .25 / 3]),
+                           t.pval(t.paired_p({1: .33 / 2, 2: .10}, {1: .31 / 3, 2: .25 / 3}))]
+    # DMRec-M: the seeds every profile has (1, 2); DMRec_avg the per-seed mean over the profiles
+    avg = {1: (.28 + .18) / 2, 2: (.22 + .12) / 2}
+    rows = [line for line in text.splitlines() if line.startswith('| Mult-VAE | `--proex` |')]
+    assert [r.split('|')[3].strip() for r in rows] == ['0 (OP)', '3 (NP3)', 'DMRec_avg']
+    assert rows[2] == (f"| Mult-VAE | `--proex` | DMRec_avg | {t.msn(avg.values())} | {t.ms(proex.values())} | "
+                       f"{statistics.mean(avg.values()) - statistics.mean(proex.values()):+.4f} | "
+                       f"{t.pval(t.paired_p(proex, avg))} |")
+    # Fig. 4(b) for a generative model, in RESULTS.md and in the README's table
+    assert '| Mult-VAE | 3 (NP3) |' in text
+    assert '| Mult-VAE | 1-3 |' in t.readme_summary(tmp_path)
+    # the synthetic files get the same subsections in section 4
+    (tmp_path / 'protocol_synthetic_multvae.json').write_text(json.dumps(generative_file()))
+    section4 = t.build(tmp_path).split('## 4.')[1].split('## 5.')[0]
+    assert '### Eq. 11 in two forms' in section4 and 'DMRec_avg' in section4
+
+
+def test_discriminative_grids_are_read_from_each_file(tmp_path):
+    t = table()
+    new = protocol_file([(60, .30), (90, .31)], [(60, .32), (90, .34)])
+    new['grids'] = {'base': [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5') for lr in ('5e-4', '1e-3', '2e-3')],
+                    'proex': [f'--proex --lambda2 {l2}{form} --lambda1 {l1} --envs {e} --alpha {al}'
+                              for l2, form, l1 in ((0, '', 0), (0.01, ' --no-infonce-reg', 0), (0, '', 0.1))
+                              for e, al in ((3, 0.1), (2, 0.3))]}
+    old = dict(new, grids={'base': [f'--cl {c} --reg {r}' for c in ('0.05', '0.1') for r in ('1e-6', '1e-5')],
+                           'proex': [f'--proex --lambda2 {l2} --envs {e} --alpha {al}'
+                                     for l2 in (0, 0.01) for e, al in ((3, 0.1), (2, 0.3))]})
+    (tmp_path / 'protocol_ml100k_lightgcn.json').write_text(json.dumps(new))
+    (tmp_path / 'protocol_ml100k_simgcl.json').write_text(json.dumps(old))
+    text = t.build(tmp_path)
+    assert ('* LightGCN: ProEx 6 configurations, (lambda2, lambda1) in {(0, 0), (0.01, 0), (0, 0.1)} x '
+            '(E, alpha) in {(3, 0.1), (2, 0.3)}; base 6, L2 weight in {1e-6, 1e-5} x learning rate in '
+            '{5e-4, 1e-3, 2e-3}.') in text
+    assert ('* SimGCL: ProEx 4 configurations, (lambda2, lambda1) in {(0, 0), (0.01, 0)} x (E, alpha) in '
+            '{(3, 0.1), (2, 0.3)}; base 4, contrastive weight in {0.05, 0.1} x L2 weight in {1e-6, 1e-5}.') in text
+    assert '| LightGCN | 2 | 6 / 6 |' in text and '| SimGCL | 2 | 4 / 4 |' in text
+
+
+def test_align_cost_and_first_runs(tmp_path):
+    t = table()
+    empty = t.build(tmp_path)
+    assert 'align_cost.json`: pending' in empty and 'first_runs.json`: pending' in empty
+    assert '## 11. First runs: wall time of each default command' in empty
+    assert '| LightGCN | pending | pending |' in t.readme_timings(tmp_path)
+    code = {'commit': '0123456789abcdef', 'dirty': False}
+    (tmp_path / 'align_cost.json').write_text(json.dumps({
+        'model': 'lightgcn', 'dataset': 'ml100k', 'sec_per_epoch_median': {'0': 1.2, '0.1': 1.5}, 'ratio': 1.25,
+        'rounds': 3, 'epochs': 4, 'git': code, 'command': 'python bench/align_cost.py --rounds 3'}))
+    (tmp_path / 'first_runs.json').write_text(json.dumps({
+        'git': code, 'machine': 'x86_64, 2 cores', 'command': 'python bench/first_runs.py --models lightgcn',
+        'runs': {'python lightgcn.py': {'wall_s': 31.2, 'cpu_s': 30.1, 'epochs': 45, 'best_epoch': 30,
+                                        'test_recall@20': 0.1234},
+                 'python lightgcn.py --proex': {'wall_s': 130.0, 'cpu_s': 128.4, 'epochs': 60, 'best_epoch': 42,
+                                                'test_recall@20': 0.2345}}}))
+    text = t.build(tmp_path)
+    cost = text.split('## 10. Cost')[1].split('## 11.')[0]
+    assert '`python bench/align_cost.py --rounds 3`; code 0123456.' in cost
+    assert '| 1.20 s | 1.50 s | 1.25x |' in cost and '3 rounds of 4 epochs' in cost
+    first = text.split('## 11.')[1]
+    assert '| `python lightgcn.py --proex` | 130.0 | 128.4 | 60 | 0.2345 |' in first
+    assert '`python bench/first_runs.py --models lightgcn`; code 0123456; x86_64, 2 cores.' in first
+    assert '`python gccf.py`' in first  # named as not in the file yet
+    timings = t.readme_timings(tmp_path)
+    assert '| LightGCN | 31 s | 2.2 min |' in timings and '| GCCF | pending | pending |' in timings
+    assert 'x86_64, 2 cores' in timings
