@@ -132,3 +132,22 @@ def test_command_line_build_leaves_no_data_folder(tmp_path):
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
     assert r.stderr.startswith(f'error: could not download {CLOSED}') and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('name', ['lightgcn', 'gccf', 'simgcl', 'multvae', 'ldiffrec', 'cvga', 'data'])
+def test_help_shows_no_path_of_this_checkout(name, capsys):
+    """--help's examples name the data root as DIR or $PROEX_DATA, not a path only the
+    developers of this repository have."""
+    import importlib
+    mod = importlib.import_module(name)
+    if hasattr(mod, 'parse_args'):
+        with pytest.raises(SystemExit):
+            mod.parse_args(['--help'])
+    text = mod.__doc__ + capsys.readouterr().out
+    assert '--data-dir DIR' in text or name == 'data'
+    assert 'shared/datasets' not in text and '--data-dir ../' not in text
+
+
+def test_readme_installs_the_cpu_build_from_its_index():
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    assert 'pip install torch --index-url https://download.pytorch.org/whl/cpu' in readme
