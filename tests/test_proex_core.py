@@ -936,3 +936,15 @@ def test_the_index_names_every_public_definition():
     public = [n for n, o in vars(pc).items() if not n.startswith('_') and
               (inspect.isfunction(o) or inspect.isclass(o)) and o.__module__ == 'proex_core']
     assert len(public) > 40 and [n for n in public if not re.search(rf'\b{n}\b', pc.__doc__)] == []
+
+
+@pytest.mark.parametrize('name', ['gccf', 'lightgcn', 'simgcl'])
+@pytest.mark.parametrize('dataset,envs,lambda2', [('book', 3, 0.4), ('yelp', 3, 0.4), ('steam', 2, 2.0)])
+def test_paper_datasets_resolve_to_the_paper_and_released_values(name, dataset, envs, lambda2):
+    """On book, yelp and steam `--proex` is the paper's K, lambda3, tau and Eq. 7 as printed, with
+    the released configuration's E, alpha, lambda2 (lambda1 0), whatever ml100k's choice is."""
+    import importlib
+    a = importlib.import_module(name).parse_args(['--proex', '--dataset', dataset])
+    assert (a.envs, a.alpha, a.lambda1, a.lambda2, a.lambda3, a.tau, a.infonce_reg, a.profiles) == \
+        (envs, 0.1, 0.0, lambda2, 1.0, 0.2, False, 'all')
+    assert importlib.import_module(name).parse_args(['--proex', '--dataset', 'Book']).envs == 3
