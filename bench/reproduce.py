@@ -298,7 +298,8 @@ def main():
     cfg = chosen['proex'].split()
     i = cfg.index('--lambda2') if '--lambda2' in cfg else len(cfg)
     chosen_args = vars(mod.parse_args(common + cfg))  # a form that parses to it is the chosen one
-    rest, l2 = cfg[:i] + cfg[i + 2:], chosen_args['lambda2']  # lambda2 taken out
+    rest, l2 = cfg[:i] + cfg[i + 2:], chosen_args['lambda2']  # lambda2 taken out, and the form
+    rest = [x for x in rest if x not in ('--infonce-reg', '--no-infonce-reg')]  # of Eq. 7 it spells
     forms = {name: rest + form.format(l2=l2 or 0.01).split() for name, form in EQ7_FORMS.items()
              } if a.eq7 else {}  # the discriminative files know these flags
     is_chosen = {name: vars(mod.parse_args(common + f)) == chosen_args for name, f in forms.items()}
