@@ -297,7 +297,11 @@ def disc_grids(files):
             'weight of Eq. 7 (0 = off; on, Eq. 7 as printed, `--no-infonce-reg`), and lambda1, the weight of '
             "Eq. 13's InfoNCE alignment (0 = off; on, over the distinct users and items of a batch), with the "
             'environments (E, alpha) of Eq. 8-10; the base arm tries as many configurations of its own knobs. '
-            "The ProEx configuration chosen here is the ProEx default of that model's file (`--help` says so).",
+            "The ProEx configuration chosen here is the ProEx default of that model's file (`--help` says so). "
+            'A file run with `--keep-stale` reuses the runs of earlier code for the configurations they ran '
+            '(their commits are in the last column); `same_numbers_grid_reuse.json` and '
+            '`same_numbers_method.json` (section Cost) show that those configurations train to the same numbers '
+            'with the current code.',
             ''] + [f"* {', '.join(names)}: {text}" for text, names in by_text.items()]
 
 
