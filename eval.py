@@ -558,8 +558,9 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
                             "over the items left after input dropout, as DMRec, the authors' "
                             "generative code in BlueGhostYi/ProRec")
     g.add_argument('--profile-dim', type=int, default=None,
-                   help='CPU option, not in the paper: project each side\'s profile vectors onto '
-                        'their top N principal directions at load (default: full width)')
+                   help='CPU option, not in the paper: project the users\' and the items\' profile '
+                        'vectors onto the top N principal directions of both together (one basis, '
+                        'so that one mapping reads both sides alike) at load (default: full width)')
     g.add_argument('--profiles', type=str, default='all',
                    help="profile views used: 'all' or indices like '0,3', where 0 is the "
                         "original profile (OP) and k >= 1 the k-th extrapolated one (NP#k) "
