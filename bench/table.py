@@ -669,7 +669,8 @@ def profile_dim(d):
            'load, onto their top N principal directions, so the mapping MLP of Eq. 6 reads N numbers per '
            'view instead of the embedding width. Test on ml100k, mean ± std over the seeds shown; the '
            'full-width row is the same seeds of the LightGCN ProEx arm in section 3. Before the two sides '
-           'shared one basis (a PCA per side), the same setting reached R@20 .290 ± .016.', '']
+           'shared one basis, a PCA per side reached R@20 .290 ± .016 on ml100k (earlier ProEx weights and '
+           'stopping rule, seeds 1-3).', '']
     r = load(d, name)
     if r is None or 'results' not in r:
         return out + pending(name, 'missing or still being written')
