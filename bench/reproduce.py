@@ -28,6 +28,8 @@ Steps, one result file:
             --view-seeds seeds each, paired with ProEx (paper Table 3; the mean is DMRec_avg).
 --keep-base keeps the base arm's runs made by earlier source files (when the base model's
 code did not change: check with bench/same_numbers.py) and reruns only the rest.
+--fused-only runs step 6 alone for --proex-config into its own --out (a second core's share);
+--merge FILE later takes those runs into the protocol file (same source files only).
 Both arms use the model file's early-stopping rule (validation R@20 every --eval-every
 epochs, 3 by default and 5 for L-DiffRec; stop after 20 validations without improvement). Every run stores its command line and the git commit plus a hash of
 the source files it ran; a resumed file whose runs came from other sources is refused unless
@@ -208,6 +210,10 @@ def main():
                    'chosen configuration with --align-fused on final seeds 1..N (default 0: not run)')
     p.add_argument('--dmrec', action='store_true', help='generative models: also DMRec-M\'s recipe '
                    'per view of --view-list (' + ' '.join(DMREC) + '), --view-seeds seeds each')
+    p.add_argument('--fused-only', action='store_true', help='run only the --fused-seeds runs of '
+                   '--proex-config (no tuning, no finals: a second core\'s share; --merge it later)')
+    p.add_argument('--merge', nargs='+', default=[], metavar='FILE', help='take the runs of these '
+                   'result files (same source files only) before running: the shares of other cores')
     p.add_argument('--restart', action='store_true', help='drop runs made by other sources')
     p.add_argument('--keep-base', action='store_true', help='with --restart: keep the base arm\'s '
                    'runs made by other sources (its code unchanged; bench/same_numbers.py shows it)')
@@ -244,6 +250,12 @@ def main():
         if stale:  # the old choice and summary were made from the runs just dropped
             store.pop('chosen', None)
             store.pop('summary', None)
+    for f in a.merge:  # another core's share of this protocol, made by the same source files
+        other = json.loads(Path(f).read_text())['runs']
+        same = {k: r for k, r in other.items() if r['code']['source_sha256'] == version['source_sha256']}
+        if len(same) < len(other):
+            raise SystemExit(f'error: {f} holds runs made by other source files; not merged')
+        store['runs'].update({k: r for k, r in same.items() if k not in store['runs']})
     store.update(model=a.model, dataset=a.dataset, grids=grids, extra=a.extra,
                  command=' '.join([sys.executable.split('/')[-1]] + sys.argv), code=version)
     common = ['--dataset', a.dataset, '--data-dir', a.data_dir, '--threads', str(a.threads)] + a.extra.split()
@@ -251,6 +263,13 @@ def main():
     def save():
         Path(a.out).write_text(json.dumps(store, indent=1))
 
+    if a.fused_only:  # one core's share: the --align-fused runs alone, summarised after --merge
+        if a.proex_config is None:
+            raise SystemExit('error: --fused-only needs --proex-config (the configuration it pairs with)')
+        for s in range(1, a.fused_seeds + 1):
+            run(mod, common + a.proex_config.split() + ['--align-fused', '--seed', str(s)], store,
+                f'fused|{s}', version, save)
+        return
     # 1) tune on validation, the same budget per arm
     chosen = {}
     for arm, grid in grids.items():

@@ -52,3 +52,18 @@ def test_eq7_seeds_must_pair_with_final_seeds(tmp_path):
                         '--dataset', 'synthetic', '--defaults', '--seeds', '2', '--eq7', '--eq7-seeds', '3',
                         '--out', str(tmp_path / 'r.json')], capture_output=True, text=True)
     assert p.returncode != 0 and '--eq7-seeds' in p.stderr and not (tmp_path / 'r.json').exists()
+
+
+def test_fused_share_runs_alone_and_merges_into_the_protocol(tmp_path):
+    def go(*flags):
+        subprocess.run([sys.executable, str(ROOT / 'bench' / 'reproduce.py'), '--model', 'multvae',
+                        '--dataset', 'synthetic', '--base-config=--kl-weight 0.5', '--proex-config=--proex',
+                        '--seeds', '2', '--fused-seeds', '2', '--extra', '--epochs 2 --eval-every 1']
+                       + list(flags), check=True, capture_output=True, cwd=tmp_path)
+    go('--fused-only', '--out', 'share.json')
+    share = json.loads((tmp_path / 'share.json').read_text())['runs']
+    assert sorted(share) == ['fused|1', 'fused|2'] and '--align-fused' in share['fused|2']['argv']
+    go('--merge', 'share.json', '--out', 'main.json')
+    r = json.loads((tmp_path / 'main.json').read_text())
+    assert r['runs']['fused|2'] == share['fused|2']  # taken, not rerun
+    assert r['summary']['align_fused']['recall@20']['align_fused']['n'] == 2
