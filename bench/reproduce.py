@@ -256,6 +256,7 @@ def main():
         if len(same) < len(other):
             raise SystemExit(f'error: {f} holds runs made by other source files; not merged')
         store['runs'].update({k: r for k, r in same.items() if k not in store['runs']})
+        store.setdefault('merged', {})[Path(f).name] = json.loads(Path(f).read_text()).get('command')
     store.update(model=a.model, dataset=a.dataset, grids=grids, extra=a.extra,
                  command=' '.join([sys.executable.split('/')[-1]] + sys.argv), code=version)
     common = ['--dataset', a.dataset, '--data-dir', a.data_dir, '--threads', str(a.threads)] + a.extra.split()

@@ -108,7 +108,7 @@ def clean_command(cmd):
         tokens = ['python'] + tokens
     elif tokens[0].rsplit('/', 1)[-1].startswith('python'):
         tokens[0] = 'python'
-    out, i = [], 0
+    out, i, merging = [], 0, False
     while i < len(tokens):
         t = tokens[i]
         if t == '--data-dir':
@@ -117,6 +117,9 @@ def clean_command(cmd):
         if t.startswith('--data-dir='):
             i += 1
             continue
+        merging = t == '--merge' or (merging and not t.startswith('--'))
+        if (merging and t != '--merge') or (out[-1:] == ['--out'] and t.startswith('/')):
+            t = t.rsplit('/', 1)[-1]  # a share's path on the machine that ran it: its name
         if t.startswith(('--base-config=', '--proex-config=')):
             value = [t]
             while i + 1 < len(tokens) and tokens[i + 1].split('=')[0] not in REPRODUCE_OPTIONS:
@@ -131,6 +134,12 @@ def clean_command(cmd):
 def cmd_line(cmd):
     c = clean_command(cmd)
     return f'`{c}`' if c else '(no command recorded)'
+
+
+def merged_lines(r):
+    """The commands of the shares that reproduce.py --merge took into a protocol file."""
+    return [f'  * runs merged from `{name}` (a second process): {cmd_line(cmd)}'
+            for name, cmd in r.get('merged', {}).items()]
 
 
 def stopping(runs):
@@ -340,6 +349,7 @@ def protocol_ml100k(d):
             out += pending(name, why)
             continue
         out.append(f'* `{name}`: {cmd_line(r.get("command"))}')
+        out += merged_lines(r)
         out.append(f'  * {tuning_line(r)}')
         q = quartile_line(r)
         if q:
@@ -557,7 +567,7 @@ def synthetic(d):
     for m, r in files.items():
         name = f'protocol_synthetic_{m}.json'
         why = incomplete(r)
-        out += pending(name, why) if why else [f'* `{name}`: {cmd_line(r.get("command"))}']
+        out += pending(name, why) if why else [f'* `{name}`: {cmd_line(r.get("command"))}'] + merged_lines(r)
     return out + eq11_forms(files) + dmrec_table(files)
 
 

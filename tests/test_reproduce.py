@@ -67,3 +67,6 @@ def test_fused_share_runs_alone_and_merges_into_the_protocol(tmp_path):
     r = json.loads((tmp_path / 'main.json').read_text())
     assert r['runs']['fused|2'] == share['fused|2']  # taken, not rerun
     assert r['summary']['align_fused']['recall@20']['align_fused']['n'] == 2
+    assert '--fused-only' in r['merged']['share.json']  # the share's command stays on record
+    assert table.clean_command('x/python a.py --merge /tmp/s/share.json --out /tmp/o.json').endswith(
+        '--merge share.json --out o.json')
