@@ -212,6 +212,8 @@ def main():
                    'per view of --view-list (' + ' '.join(DMREC) + '), --view-seeds seeds each')
     p.add_argument('--fused-only', action='store_true', help='run only the --fused-seeds runs of '
                    '--proex-config (no tuning, no finals: a second core\'s share; --merge it later)')
+    p.add_argument('--fused-from', type=int, default=1, metavar='S', help='with --fused-only: '
+                   'seeds S..--fused-seeds only (another share has the seeds before S)')
     p.add_argument('--merge', nargs='+', default=[], metavar='FILE', help='take the runs of these '
                    'result files (same source files only) before running: the shares of other cores')
     p.add_argument('--restart', action='store_true', help='drop runs made by other sources')
@@ -267,7 +269,7 @@ def main():
     if a.fused_only:  # one core's share: the --align-fused runs alone, summarised after --merge
         if a.proex_config is None:
             raise SystemExit('error: --fused-only needs --proex-config (the configuration it pairs with)')
-        for s in range(1, a.fused_seeds + 1):
+        for s in range(a.fused_from, a.fused_seeds + 1):
             run(mod, common + a.proex_config.split() + ['--align-fused', '--seed', str(s)], store,
                 f'fused|{s}', version, save)
         return
