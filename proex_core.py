@@ -153,8 +153,8 @@ def check_train(train, n_users, n_items):
 
 def rows_of(train, start, stop):
     """Dense rows start:stop of a train matrix (check_train) -> float tensor [rows, I]."""
-    if hasattr(train, 'tocsr'):  # CSR already (ProfileAggregator converts once)
-        return torch.from_numpy(train[start:stop].toarray())
+    if hasattr(train, 'tocsr'):  # any scipy format; tocsr() of a CSR matrix is the matrix itself
+        return torch.from_numpy(train.tocsr()[start:stop].toarray())
     if isinstance(train, np.ndarray):
         return torch.from_numpy(train[start:stop])
     return (train.to_dense() if train.is_sparse else train)[start:stop].cpu()
@@ -222,7 +222,7 @@ class ProfileAggregator(nn.Module):
         c_users, c_items = stack_views(usr_prf), stack_views(itm_prf)  # [K, U, d_s], [K, I, d_s]
         check_views(c_users, c_items)
         check_train(train, c_users.shape[1], c_items.shape[1])
-        train = train.tocsr() if hasattr(train, 'tocsr') else train  # row slices below
+        train = train.tocsr() if hasattr(train, 'tocsr') else train  # converted once, not per chunk
         c_users, c_items = project_views(c_users, c_items, profile_dim)
         self.f_psi = AggregationMapping(c_users.shape[-1], d, hidden)
         if input_rule == 'dropped-sum':  # buffers: not in state_dict

@@ -237,6 +237,10 @@ def main():
             or (a.eq7 and a.eq7_seeds > a.seeds) or a.fused_seeds > a.seeds):
         raise SystemExit('error: --ablation-seeds, --view-seeds and --eq7-seeds pair with the final seeds; '
                          'they must not exceed --seeds')
+    if a.fused_only and a.proex_config is None:
+        raise SystemExit('error: --fused-only needs --proex-config (the configuration it pairs with)')
+    if a.fused_from != 1 and not a.fused_only:
+        raise SystemExit('error: --fused-from only splits a --fused-only share')
     store = {'runs': {}}
     if Path(a.out).exists():
         store = json.loads(Path(a.out).read_text())
@@ -253,12 +257,11 @@ def main():
             store.pop('chosen', None)
             store.pop('summary', None)
     for f in a.merge:  # another core's share of this protocol, made by the same source files
-        other = json.loads(Path(f).read_text())['runs']
-        same = {k: r for k, r in other.items() if r['code']['source_sha256'] == version['source_sha256']}
-        if len(same) < len(other):
+        share = json.loads(Path(f).read_text())
+        if any(r['code']['source_sha256'] != version['source_sha256'] for r in share['runs'].values()):
             raise SystemExit(f'error: {f} holds runs made by other source files; not merged')
-        store['runs'].update({k: r for k, r in same.items() if k not in store['runs']})
-        store.setdefault('merged', {})[Path(f).name] = json.loads(Path(f).read_text()).get('command')
+        store['runs'].update({k: r for k, r in share['runs'].items() if k not in store['runs']})
+        store.setdefault('merged', {})[Path(f).name] = share.get('command')
     store.update(model=a.model, dataset=a.dataset, grids=grids, extra=a.extra,
                  command=' '.join([sys.executable.split('/')[-1]] + sys.argv), code=version)
     common = ['--dataset', a.dataset, '--data-dir', a.data_dir, '--threads', str(a.threads)] + a.extra.split()
@@ -266,12 +269,12 @@ def main():
     def save():
         Path(a.out).write_text(json.dumps(store, indent=1))
 
+    def fused_run(cfg, s):  # step 6's run; a --fused-only share runs the same, under the same key
+        return run(mod, common + cfg + ['--align-fused', '--seed', str(s)], store, f'fused|{s}', version, save)
+
     if a.fused_only:  # one core's share: the --align-fused runs alone, summarised after --merge
-        if a.proex_config is None:
-            raise SystemExit('error: --fused-only needs --proex-config (the configuration it pairs with)')
         for s in range(a.fused_from, a.fused_seeds + 1):
-            run(mod, common + a.proex_config.split() + ['--align-fused', '--seed', str(s)], store,
-                f'fused|{s}', version, save)
+            fused_run(a.proex_config.split(), s)
         return
     # 1) tune on validation, the same budget per arm
     chosen = {}
@@ -359,8 +362,7 @@ def main():
     # 6) Eq. 11 on the fused Gaussian (DMRec's code), seed by seed, paired with ProEx's finals
     fused = []
     for s in range(1, a.fused_seeds + 1):
-        fused.append(run(mod, common + cfg + ['--align-fused', '--seed', str(s)], store,
-                         f'fused|{s}', version, save))
+        fused.append(fused_run(cfg, s))
         store['summary']['align_fused'] = dict(config=' '.join(cfg + ['--align-fused']), **{
             m: paired(final['proex'][:s], fused, m, ('proex', 'align_fused'))
             for m in ('val_recall@20', 'recall@20', 'ndcg@20')})

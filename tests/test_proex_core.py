@@ -915,6 +915,8 @@ def test_aggregator_takes_scipy_numpy_or_torch_train_matrices():
         torch.manual_seed(0)
         outs.append(pc.ProfileAggregator(usr, itm, train, d=2, hidden=4)([5, 0])[0])
     assert all(torch.equal(outs[0], o) for o in outs[1:])
+    for train in (sp.coo_matrix(dense), sp.csc_matrix(dense), dense):  # rows_of alone, any layout
+        assert torch.equal(pc.rows_of(train, 2, 5), torch.from_numpy(dense[2:5]))
     with pytest.raises(TypeError, match=r'train: expected the \[U, I\] user-item matrix'):
         pc.ProfileAggregator(usr, itm, dense.tolist(), d=2)
     with pytest.raises(ValueError, match=r'train: expected \[U, I\] with U, I = 6, 5'):
