@@ -427,14 +427,15 @@ def versions():
 
 
 def git_state(folder=Path(__file__).resolve().parent):
-    """{'commit': HEAD of the code's repository, 'dirty': tracked files modified}, or None
-    outside git (or without git installed)."""
+    """{'commit': HEAD of the code's repository, 'dirty': tracked files modified, result files
+    under bench/results/ aside}, or None outside git (or without git installed)."""
     try:
         head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=folder, capture_output=True,
                               text=True, timeout=20)
         if head.returncode != 0:
             return None
-        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.',
+                                 ':(exclude)bench/results'],
                                 cwd=folder, capture_output=True, text=True, timeout=20)
         return {'commit': head.stdout.strip(), 'dirty': bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):

@@ -23,8 +23,8 @@ import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
 # official per-dataset defaults (RLMRec gccf.yml); other datasets: book's. Layers: 2, RLMRec's
-# value, where the paper's A.3.4 says 3; with 2 the base row on book is .1373 against the
-# paper's .1343 (bench/RESULTS.md, section 1)
+# value, where the paper's A.3.4 says 3; with 2 the base row on book is .1410 against the
+# paper's .1343 (bench/RESULTS.md, section 2)
 DATASET_DEFAULTS = {
     'book':  dict(layers=2, reg=1e-6),
     'yelp':  dict(layers=2, reg=1e-6),

@@ -408,7 +408,7 @@ def main(args):
 #    full_predict adds its one mu_llm to mu: the same rule with K = 1);
 #  * not the paper's: batch 400 and the denoiser's [300] are the official L-DiffRec code's (the
 #    paper gives batch 1,024 for generative methods and the grid {200,600 | 1000}); with them
-#    the base row on book is .1584, above the paper's .1495 (bench/RESULTS.md, section 1).
+#    the base row on book is .1584, above the paper's .1495 (bench/RESULTS.md, section 2).
 
 if __name__ == '__main__':
     args = parse_args()

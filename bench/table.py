@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / 'results'
 OUT = HERE / 'RESULTS.md'
 MODELS = ['gccf', 'lightgcn', 'simgcl', 'multvae', 'ldiffrec', 'cvga']
+EVAL_EVERY = {m: 5 if m == 'ldiffrec' else 3 for m in MODELS}  # each model file's --eval-every default
 NAMES = {'gccf': 'GCCF', 'lightgcn': 'LightGCN', 'simgcl': 'SimGCL', 'multvae': 'Mult-VAE',
          'ldiffrec': 'L-DiffRec', 'cvga': 'CVGA'}
 # options of bench/reproduce.py: everything else after --base-config= / --proex-config= in a
@@ -573,6 +574,68 @@ def synthetic(d):
 
 # ---------------------------------------------------------------- book
 
+def train_minutes(runs):
+    """Minutes of training and validation per run, summed over its history (data loading and the
+    test aside)."""
+    return ', '.join(f"{sum((x.get('train_s') or 0) + (x.get('eval_s') or 0) for x in r.get('history') or []) / 60:.0f}"
+                     for r in runs)
+
+
+def book_rules(files):
+    """{(validation every k epochs, epochs from the best epoch to the stop): [model names]} over
+    the runs of {model: book file} that early stopping ended, as configuration and history record it."""
+    rules = {}
+    for m, r in files.items():
+        for run in r.get('runs', []):
+            h, cfg = run.get('history') or [], run.get('config', {})
+            if h and run.get('best_epoch') is not None and h[-1]['epoch'] < cfg.get('epochs', 0):
+                rules.setdefault((cfg.get('eval_every'), h[-1]['epoch'] - run['best_epoch']), []).append(NAMES[m])
+    return rules
+
+
+def say_rule(k):
+    return (f"validated {'every epoch' if k[0] == 1 else f'every {k[0]} epochs'} and stopped "
+            f'{k[1]} epochs after the best epoch')
+
+
+def book_rule_text(files):
+    """One sentence on the stopping rule the book runs used, set against today's (section 1)."""
+    rules = book_rules(files)
+    if not rules:
+        return 'The "stopping" column gives the rule each run used (section 1).'
+    if all(every == EVAL_EVERY[m] and after == 20 * every for (every, after), names in rules.items()
+           for m in (k for k, v in NAMES.items() if v in names)):
+        return ('These runs use the current stopping rule (section 1): the "stopping" column gives '
+                'the validation interval and the epochs from the best epoch to the stop; "min" is '
+                'the minutes of training and validation on one CPU thread (data loading aside; two runs '
+                'at a time on a 2-core machine).')
+    return ('These runs predate the current stopping rule. As their recorded `eval_every` and '
+            f'histories show (the "stopping" column), they {rules_said(rules)}.')
+
+
+def rules_said(rules):
+    common = max(rules, key=lambda k: len(rules[k]))
+    return say_rule(common) + ''.join(f"; {', '.join(v)} {say_rule(k)}" for k, v in rules.items() if k != common)
+
+
+def book_earlier(d, files):
+    """Earlier book files (bench/results/book_earlier/) against the current ones, where both exist."""
+    old = {m: r for m in files if (r := load(d / 'book_earlier', f'{m}_book.json')) and 'test_mean' in r}
+    if not old or not book_rules(old):
+        return []
+    out = ['', '### The book rows before the rerun (`book_earlier/`)', '',
+           'The files in `book_earlier/` are the earlier book runs (same seed and defaults, earlier code; '
+           f'they record no commit or command line). They {rules_said(book_rules(old))}.', '',
+           '| model | R@20 earlier | R@20 now | difference | N@20 earlier | N@20 now | best epoch earlier | '
+           'best epoch now |', '|---|---|---|---|---|---|---|---|']
+    for m, r in old.items():
+        t, n = r['test_mean'], files[m]['test_mean']
+        out.append(f"| {NAMES[m]} | {f4(t['recall@20'])} | {f4(n['recall@20'])} | "
+                   f"{n['recall@20'] - t['recall@20']:+.4f} | {f4(t['ndcg@20'])} | {f4(n['ndcg@20'])} | "
+                   f"{', '.join(map(str, r['best_epochs']))} | {', '.join(map(str, files[m]['best_epochs']))} |")
+    return out
+
+
 def book(d):
     out = ['## 2. Amazon-Book: base models against the paper', '',
            '`book` is Amazon-Book as split by RLMRec (Ren et al., WWW\'24: the framework and data '
@@ -580,19 +643,15 @@ def book(d):
            'paper\'s numbers use). "paper" is the base row of the paper\'s Table 1 (a mean over 10 '
            'seeds). Book has no profile files here, so ProEx on book is not reproduced.', '',
            '{rule}', '',
-           '| model | command | seed | R@10 | R@20 | N@10 | N@20 | paper R@20 | paper N@20 | best epoch | stopping |',
-           '|---|---|---|---|---|---|---|---|---|---|---|']
-    missing, rules = [], {}
+           '| model | command | seed | R@10 | R@20 | N@10 | N@20 | paper R@20 | paper N@20 | best epoch | stopping | min |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    files, missing = {}, []
     for m in MODELS:
         r = load(d, f'{m}_book.json')
-        for run in (r or {}).get('runs', []):
-            h = run.get('history') or []
-            k = run.get('config', {}).get('eval_every')
-            if h and run.get('best_epoch') is not None and h[-1]['epoch'] < run.get('config', {}).get('epochs', 0):
-                rules.setdefault((k, h[-1]['epoch'] - run['best_epoch']), []).append(NAMES[m])
         if r is None or 'test_mean' not in r:
             missing.append(f'{m}_book.json')
             continue
+        files[m] = r
         t, p = r['test_mean'], r['paper']
         cmd = ['python', 'bench/book.py', '--model', m]
         if str(r.get('seeds', '2023')) != '2023':
@@ -601,19 +660,22 @@ def book(d):
             cmd += ['--extra', r['extra']]
         out.append(f"| {NAMES[m]} | `{shlex.join(cmd)}` | {r['seeds']} | {f4(t['recall@10'])} | "
                    f"{f4(t['recall@20'])} | {f4(t['ndcg@10'])} | {f4(t['ndcg@20'])} | {f4(p['recall@20'])} | "
-                   f"{f4(p['ndcg@20'])} | {', '.join(map(str, r['best_epochs']))} | {history_stops(r['runs'])} |")
+                   f"{f4(p['ndcg@20'])} | {', '.join(map(str, r['best_epochs']))} | {history_stops(r['runs'])} | "
+                   f"{train_minutes(r['runs'])} |")
     out.append('')
     for name in missing:
         out += pending(name, 'missing or still being written')
-    if rules:  # the stopping rule these runs used, as their configuration and history record it
-        common = max(rules, key=lambda k: len(rules[k]))
-        say = lambda k: (f"validated {'every epoch' if k[0] == 1 else f'every {k[0]} epochs'} and stopped "
-                         f'{k[1]} epochs after the best epoch')
-        rest = ''.join(f"; {', '.join(v)} {say(k)}" for k, v in rules.items() if k != common)
-        text = ('These runs predate the current stopping rule. As their recorded `eval_every` and '
-                f'histories show (the "stopping" column), they {say(common)}{rest}.')
-    else:
-        text = 'The "stopping" column gives the rule each run used (section 1).'
+    for m, r in files.items():
+        if r.get('git'):
+            out.append(f"* `{m}_book.json`: commit {r['git'].get('commit', '?')[:7]}"
+                       f"{' (modified)' if r['git'].get('dirty') else ''}, {cmd_line(r.get('command'))}")
+    if any((r.get('git') or {}).get('dirty') for r in files.values()):
+        out += ['', '"(modified)": tracked files of the checkout differed from the commit when the run '
+                    'started. Code that records this now leaves `bench/results/` aside; in the book '
+                    'reruns above the changed files were the result files of the book runs before them, '
+                    'written into the same checkout.']
+    out += book_earlier(d, files)
+    text = book_rule_text(files)
     return [line.replace('{rule}', text) for line in out]
 
 

@@ -349,12 +349,16 @@ def git(folder, *argv):
 def test_git_state_reads_head_and_tracked_changes_only(tmp_path):
     git(tmp_path, 'init', '-q')
     (tmp_path / 'a.py').write_text('x = 1\n')
-    git(tmp_path, 'add', 'a.py')
+    (tmp_path / 'bench' / 'results').mkdir(parents=True)
+    (tmp_path / 'bench' / 'results' / 'r.json').write_text('{}')
+    git(tmp_path, 'add', 'a.py', 'bench')
     git(tmp_path, 'commit', '-q', '-m', 'one')
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=tmp_path, capture_output=True,
                           text=True, check=True).stdout.strip()
     assert E.git_state(tmp_path) == {'commit': head, 'dirty': False}
     (tmp_path / 'new.py').write_text('y = 2\n')                # untracked: not 'dirty'
+    assert E.git_state(tmp_path) == {'commit': head, 'dirty': False}
+    (tmp_path / 'bench' / 'results' / 'r.json').write_text('{"a": 1}')  # a result file: not code
     assert E.git_state(tmp_path) == {'commit': head, 'dirty': False}
     (tmp_path / 'a.py').write_text('x = 2\n')                  # a tracked file modified
     assert E.git_state(tmp_path) == {'commit': head, 'dirty': True}

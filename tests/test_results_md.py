@@ -180,3 +180,33 @@ def test_align_cost_and_first_runs(tmp_path):
     timings = t.readme_timings(tmp_path)
     assert '| LightGCN | 31 s | 2.2 min |' in timings and '| GCCF | pending | pending |' in timings
     assert 'x86_64, 2 cores' in timings
+
+
+def book_file(r20, best, every, stop_after, dirty=False):
+    """A bench/book.py file for LightGCN: one run validated every `every` epochs that stopped
+    `stop_after` epochs after its best epoch."""
+    last = best + stop_after
+    history = [{'epoch': e, 'train_s': 6.0, 'eval_s': (6.0 if e % every == 0 else None),
+                'val_recall20': (0.1 if e % every == 0 else None)} for e in range(1, last + 1)]
+    run = {'config': {'eval_every': every, 'epochs': 1000}, 'best_epoch': best, 'history': history}
+    mean = {'recall@10': r20 / 2, 'recall@20': r20, 'ndcg@10': r20 / 3, 'ndcg@20': r20 / 2}
+    return json.dumps({'model': 'lightgcn', 'seeds': '2023', 'extra': '--threads 1', 'test_mean': mean,
+                       'paper': {'recall@20': 0.1411, 'ndcg@20': 0.0856}, 'best_epochs': [best], 'runs': [run],
+                       'git': {'commit': 'abcdef0123', 'dirty': dirty},
+                       'command': "python bench/book.py --model lightgcn --extra '--threads 1'"})
+
+
+def test_book_section_states_the_rule_and_the_earlier_numbers(tmp_path):
+    t = table()
+    (tmp_path / 'lightgcn_book.json').write_text(book_file(0.1439, 393, 3, 60, dirty=True))
+    (tmp_path / 'book_earlier').mkdir()
+    (tmp_path / 'book_earlier' / 'lightgcn_book.json').write_text(book_file(0.1410, 224, 1, 20))
+    text = t.build(tmp_path).split('## 2.')[1].split('## 3.')[0]
+    assert 'These runs use the current stopping rule' in text
+    assert '| 393 | 3 / 60 | 60 |' in text             # (453 epochs + 151 validations) x 6 s = 60.4 min
+    assert '* `lightgcn_book.json`: commit abcdef0 (modified), `python bench/book.py' in text
+    assert '"(modified)"' in text
+    assert 'They validated every epoch and stopped 20 epochs after the best epoch.' in text
+    assert '| LightGCN | 0.1410 | 0.1439 | +0.0029 |' in text
+    (tmp_path / 'lightgcn_book.json').write_text(book_file(0.1439, 393, 1, 20))  # an old rule: said so
+    assert 'These runs predate the current stopping rule' in t.build(tmp_path)
