@@ -1031,7 +1031,10 @@ def first_runs(d):
     r = load(d, 'first_runs.json')
     if r is None or not r.get('runs'):
         return out + pending('first_runs.json', 'missing or still being written')
-    out += [f"{cmd_line(r.get('command'))}; code {commit(r.get('git'))}; {r.get('machine', '-')}.", '',
+    dirty = ((r.get('git') or {}).get('dirty') and ' "+": tracked files of the checkout differed from the '
+             'commit; here the book result files written into the same checkout before this run (code '
+             'that records this now leaves `bench/results/` aside).') or ''
+    out += [f"{cmd_line(r.get('command'))}; code {commit(r.get('git'))}; {r.get('machine', '-')}.{dirty}", '',
             '| command | wall s | CPU s | epochs | test R@20 |', '|---|---|---|---|---|']
     for cmd, x in r['runs'].items():
         out.append(f"| `{cmd}` | {x['wall_s']:.1f} | {x['cpu_s']:.1f} | {x['epochs']} | {f4(x['test_recall@20'])} |")
