@@ -1,6 +1,6 @@
 """Base rows of Table 1 on Amazon-Book (paper protocol: full ranking, early stopping on validation R@20).
 
-    python bench/book.py --model lightgcn [--seeds 2023] [--data-dir ../shared/datasets]
+    python bench/book.py --model lightgcn [--seeds 2023] [--data-dir DIR]   # or $PROEX_DATA
 
 Trains `<model>.py` with its book defaults (early stop on validation Recall@20,
 patience 20, test once with the best parameters) for each seed, and writes
@@ -11,7 +11,6 @@ commit (and whether tracked files were modified) and the command line.
 import argparse
 import importlib
 import json
-import os
 import shlex
 import statistics
 import sys
@@ -35,7 +34,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', required=True, choices=sorted(PAPER))
     p.add_argument('--seeds', default='2023', help='comma-separated seeds (default 2023)')
-    p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', str(ROOT.parent / 'shared/datasets')))
+    p.add_argument('--data-dir', default=None, help='the data root, passed on as given '
+                   '(default: the model\'s own, $PROEX_DATA or ./data)')
     p.add_argument('--extra', default='', help='extra flags passed to the model, e.g. "--threads 2"')
     p.add_argument('--out', default=None, help='default: bench/results/<model>_book.json')
     a = p.parse_args()
@@ -43,7 +43,8 @@ def main():
     mod = importlib.import_module(a.model)
     runs = []
     for seed in [int(s) for s in a.seeds.split(',')]:
-        argv = ['--dataset', 'book', '--data-dir', a.data_dir, '--seed', str(seed)] + a.extra.split()
+        root = ['--data-dir', a.data_dir] if a.data_dir else []
+        argv = ['--dataset', 'book', *root, '--seed', str(seed)] + a.extra.split()
         runs.append(mod.main(mod.parse_args(argv)))
     keys = ['recall@10', 'recall@20', 'ndcg@10', 'ndcg@20']
     mean = {k: statistics.mean(r['test'][k] for r in runs) for k in keys}
