@@ -581,15 +581,21 @@ def train_minutes(runs):
                      for r in runs)
 
 
+# why the book reruns and first_runs.json carry a '+' commit (the code itself was unmodified)
+DIRTY_NOTE = ('"+": tracked files of the checkout differed from the commit; here the book result files '
+              'written into the same checkout by the runs before (code that records this now leaves '
+              '`bench/results/` aside).')
+
+
 def book_rules(files):
-    """{(validation every k epochs, epochs from the best epoch to the stop): [model names]} over
+    """{(validation every k epochs, epochs from the best epoch to the stop): [models]} over
     the runs of {model: book file} that early stopping ended, as configuration and history record it."""
     rules = {}
     for m, r in files.items():
         for run in r.get('runs', []):
             h, cfg = run.get('history') or [], run.get('config', {})
             if h and run.get('best_epoch') is not None and h[-1]['epoch'] < cfg.get('epochs', 0):
-                rules.setdefault((cfg.get('eval_every'), h[-1]['epoch'] - run['best_epoch']), []).append(NAMES[m])
+                rules.setdefault((cfg.get('eval_every'), h[-1]['epoch'] - run['best_epoch']), []).append(m)
     return rules
 
 
@@ -603,8 +609,7 @@ def book_rule_text(files):
     rules = book_rules(files)
     if not rules:
         return 'The "stopping" column gives the rule each run used (section 1).'
-    if all(every == EVAL_EVERY[m] and after == 20 * every for (every, after), names in rules.items()
-           for m in (k for k, v in NAMES.items() if v in names)):
+    if all(every == EVAL_EVERY[m] and after == 20 * every for (every, after), ms in rules.items() for m in ms):
         return ('These runs use the current stopping rule (section 1): the "stopping" column gives '
                 'the validation interval and the epochs from the best epoch to the stop; "min" is '
                 'the minutes of training and validation on one CPU thread (data loading aside; two runs '
@@ -615,7 +620,8 @@ def book_rule_text(files):
 
 def rules_said(rules):
     common = max(rules, key=lambda k: len(rules[k]))
-    return say_rule(common) + ''.join(f"; {', '.join(v)} {say_rule(k)}" for k, v in rules.items() if k != common)
+    return say_rule(common) + ''.join(f"; {', '.join(NAMES[m] for m in v)} {say_rule(k)}"
+                                      for k, v in rules.items() if k != common)
 
 
 def book_earlier(d, files):
@@ -667,13 +673,9 @@ def book(d):
         out += pending(name, 'missing or still being written')
     for m, r in files.items():
         if r.get('git'):
-            out.append(f"* `{m}_book.json`: commit {r['git'].get('commit', '?')[:7]}"
-                       f"{' (modified)' if r['git'].get('dirty') else ''}, {cmd_line(r.get('command'))}")
+            out.append(f"* `{m}_book.json`: {cmd_line(r.get('command'))}; code {commit(r['git'])}.")
     if any((r.get('git') or {}).get('dirty') for r in files.values()):
-        out += ['', '"(modified)": tracked files of the checkout differed from the commit when the run '
-                    'started. Code that records this now leaves `bench/results/` aside; in the book '
-                    'reruns above the changed files were the result files of the book runs before them, '
-                    'written into the same checkout.']
+        out += ['', DIRTY_NOTE]
     out += book_earlier(d, files)
     text = book_rule_text(files)
     return [line.replace('{rule}', text) for line in out]
@@ -1031,9 +1033,7 @@ def first_runs(d):
     r = load(d, 'first_runs.json')
     if r is None or not r.get('runs'):
         return out + pending('first_runs.json', 'missing or still being written')
-    dirty = ((r.get('git') or {}).get('dirty') and ' "+": tracked files of the checkout differed from the '
-             'commit; here the book result files written into the same checkout before this run (code '
-             'that records this now leaves `bench/results/` aside).') or ''
+    dirty = ' ' + DIRTY_NOTE if (r.get('git') or {}).get('dirty') else ''
     out += [f"{cmd_line(r.get('command'))}; code {commit(r.get('git'))}; {r.get('machine', '-')}.{dirty}", '',
             '| command | wall s | CPU s | epochs | test R@20 |', '|---|---|---|---|---|']
     for cmd, x in r['runs'].items():

@@ -204,8 +204,8 @@ def test_book_section_states_the_rule_and_the_earlier_numbers(tmp_path):
     text = t.build(tmp_path).split('## 2.')[1].split('## 3.')[0]
     assert 'These runs use the current stopping rule' in text
     assert '| 393 | 3 / 60 | 60 |' in text             # (453 epochs + 151 validations) x 6 s = 60.4 min
-    assert '* `lightgcn_book.json`: commit abcdef0 (modified), `python bench/book.py' in text
-    assert '"(modified)"' in text
+    assert "* `lightgcn_book.json`: `python bench/book.py --model lightgcn --extra '--threads 1'`; code abcdef0+." in text
+    assert '"+": tracked files of the checkout differed' in text
     assert 'They validated every epoch and stopped 20 epochs after the best epoch.' in text
     assert '| LightGCN | 0.1410 | 0.1439 | +0.0029 |' in text
     (tmp_path / 'lightgcn_book.json').write_text(book_file(0.1439, 393, 1, 20))  # an old rule: said so
