@@ -75,7 +75,7 @@ class CVGA(nn.Module):
 
 def parse_args(argv=None):
     from eval import float_range, int_range  # argparse types: a bad value is one error line
-    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+    p = E.ArgumentParser(description=__doc__,  # one-line errors; --epoch is not --epochs
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p, batch=1024)
     p.add_argument('--dim', type=int_range(1), default=32, help='latent size d (default 32, as the '
@@ -99,7 +99,7 @@ def parse_args(argv=None):
     args = E.resolve_proex_args(p, argv, generative=True)
     if args.proex and (args.kl_weight != 1.0 or args.kl_over_batch is not None):  # would do nothing
         flag = '--kl-weight' if args.kl_weight != 1.0 else '--[no-]kl-over-batch'
-        raise SystemExit(f'error: argument {flag}: weights the base model\'s KL; with --proex '
+        E.fail(p, f'argument {flag}: weights the base model\'s KL; with --proex '
                          'the KL to the prior weighs lambda1 * beta (Eq. 11): set --lambda1 and '
                          '--beta instead')
     for k, v in DATASET_DEFAULTS.get(args.dataset, OTHER_DEFAULTS).items():

@@ -114,7 +114,9 @@ def load_dataset(name, data_dir=None, profiles=False, views=None, seed=2023, dow
     data = Dataset(name, train, val, test)
     if profiles:  # name every missing file of both sides in one error
         check_view_range(folder, name, views)
-        check_profile_files(profile_files(folder, 'usr', views) + profile_files(folder, 'itm', views))
+        if views is None:  # all views present: ProEx mixes K >= 2 of them (Eq. 8-10)
+            check_enough_views(folder, name)
+        check_profile_files(profile_files(folder, 'usr', views) + profile_files(folder, 'itm', views), name)
         data.usr_prf = load_profiles(folder, 'usr', train.shape[0], views)
         data.itm_prf = load_profiles(folder, 'itm', train.shape[1], views)
         n_u, n_i = len(data.usr_prf), len(data.itm_prf)
@@ -210,15 +212,50 @@ def profile_files(folder, side, views=None):
     return [files[v] for v in views]
 
 
-def check_profile_files(files):
+def check_profile_files(files, name='<dataset>'):
     """A DataError listing every missing file (pass both sides' files at once)."""
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise DataError(
             'ProEx needs the profile embeddings, missing: ' + ', '.join(missing) + '.\n'
-            'Get them (1) from the ProEx release (Google Drive folders linked from the '
-            'BlueGhostYi/ProRec README) into that folder, or (2) generate them with '
-            '`python profiles.py --dataset <name> ...` against a chat-completions endpoint.')
+            f'Get them (1) from the ProEx release (folders linked from the ProRec README, '
+            f'{PROREC_README}) into that folder, or (2) write them with '
+            f'`python profiles.py --dataset {name} --dry-run` (the cost), then without '
+            f'--dry-run, against a chat-completions endpoint.')
+
+
+# K profiles per entity: the OP and K - 1 new ones (paper Sec. 2.3.1; K = 4 on its datasets)
+PAPER_K = {'book': 4, 'yelp': 4, 'steam': 4}
+PROREC_README = 'https://github.com/BlueGhostYi/ProRec'  # links the OP and new-profile folders
+
+
+def check_enough_views(folder, name):
+    """ProEx over all views needs K >= 2 (one view makes every environment the same profile,
+    so Var_e and L_reg are 0: not ProEx), and the paper's K = 4 on book, yelp and steam.
+    One error lists, per side, the files expected and which are present, and how to get
+    the rest. A subset chosen with --profiles (Fig. 4(b)) does not come here."""
+    need = PAPER_K.get(name, 2)
+    have = {side: emb_files(folder, side) for side in ('usr', 'itm')}
+    K = min(sum(f.exists() for f in files) for files in have.values())
+    if K >= need:
+        return
+    lines = []
+    for side, files in have.items():
+        expected = emb_files(folder, side, K=max(need, 4))
+        lines.append(f'  {side}: ' + ', '.join(f'{f.name} ({"present" if f.exists() else "missing"})'
+                                             for f in expected))
+    why = ("the paper's K = 4" if name in PAPER_K else
+           'with one view every environment is the same profile')
+    raise DataError(
+        f'--proex on {name} found K = {K} profile view(s) in {folder}, needs at least {need} '
+        f'({why}):\n' + '\n'.join(lines) + '\n'
+        f'Get the new profiles (NPs) from the ProEx release (the folders linked from the ProRec '
+        f'README, {PROREC_README}) into {folder}, or write them from the OP texts '
+        f'(on book, yelp and steam RLMRec\'s usr_prf.pkl and itm_prf.pkl, from the same archive '
+        f'as the OP embeddings) with an OpenAI-compatible endpoint, the cost estimate first:\n'
+        f'  python profiles.py --dataset {name} --data-dir {folder.parent} --dry-run\n'
+        f'  python profiles.py --dataset {name} --data-dir {folder.parent}\n'
+        f'Or run ProEx on chosen views deliberately with --profiles (e.g. --profiles 0,1).')
 
 
 def load_profiles(folder, side, n_rows, views=None):

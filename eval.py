@@ -143,7 +143,32 @@ class Diverged(D.DataError):
 
 
 # ---------------------------------------------------------------- argparse types
-# argparse reports an ArgumentTypeError as one line, "prog: error: argument --flag: msg".
+# Every entry point builds its parser with ArgumentParser below, so a bad value is one line,
+# "error: argument --flag: msg (see: python prog --help)", and no usage block.
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 1) and no abbreviated flags (--epoch is
+    not --epochs); an unknown flag names the closest known one."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault('allow_abbrev', False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        unknown = re.match(r'unrecognized arguments: (\S+)', message)
+        if unknown:
+            import difflib
+            known = [o for a in self._actions for o in a.option_strings]
+            near = difflib.get_close_matches(unknown[1].split('=')[0], known, n=1)
+            message += f'; did you mean {near[0]}?' if near else ''
+        fail(self, message)
+
+
+def fail(parser, message):
+    """One `error:` line on stderr naming --help, exit status 1 (SystemExit with a message),
+    for argparse's own errors and for the checks made after parsing."""
+    raise SystemExit(f'error: {message} (see: python {parser.prog} --help)')
+
 
 def int_range(lo, hi=None):
     """argparse type: an integer in [lo, hi] (no upper bound when hi is None)."""
@@ -494,7 +519,8 @@ def proex_dataset_defaults(dataset, tuned):
 
 
 def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, alpha=0.1,
-                   infonce_reg=False, form_why='', chosen='', released_also='', tuned=None):
+                   infonce_reg=False, form_why='', chosen='', released_also='', tuned=None,
+                   dmrec=False):
     """Add the ProEx flags to an argparse parser (call resolve_proex_args after parsing).
     generative=True: Eq. 11 carries the base model's KL to the prior, so --lambda1 is that
     KL's weight (pass the base's, e.g. 1 for Mult-VAE) and must not default to 0; --beta and
@@ -502,6 +528,8 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
     lambda2, envs, alpha, infonce_reg (the form of Eq. 7, discriminative only): this model
     file's defaults; chosen, form_why: where they come from, in words.
     released_also: what --released sets in this model file besides the shared weights.
+    The single-profile baselines of the paper's Tables 2-3 are flags of the same group:
+    --rlmrec-con (discriminative) and, with dmrec=True (Mult-VAE), --dmrec.
     tuned (discriminative): a dict of envs, alpha, lambda1, lambda2, infonce_reg, the file's
     values for every dataset but book, yelp and steam (PAPER_DATASETS); those flags then
     default to None and resolve_proex_args(..., tuned=tuned) fills them for --dataset."""
@@ -605,6 +633,29 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
     g.add_argument('--var-of-means', action='store_true',
                    help='released: Var_e of the batch-mean environment losses instead of the '
                         'per-row variance averaged over the batch (Alg. 1)')
+    if not generative:  # Table 2's RLMRec-C: one profile aligned, not fused
+        g.add_argument('--rlmrec-con', action='store_true',
+                       help="instead of ProEx, RLMRec-C (Ren et al., WWW'24; the paper's Table 2): "
+                            'BPR plus the InfoNCE between the collaborative vectors and ONE mapped '
+                            'profile (the OP, or the view --profiles k), for users, positive and '
+                            'negative items (HKUDS/RLMRec lightgcn_plus.py); the profile is not '
+                            'added to the vectors and not used at inference')
+        g.add_argument('--kd-weight', type=float, default=None,
+                       help="RLMRec-C's weight of the InfoNCE (default: steam 1e-3; book, yelp "
+                            "and every other dataset 1e-2, RLMRec's values)")
+        g.add_argument('--kd-temp', type=float, default=None,
+                       help="RLMRec-C's temperature (default: steam 0.1; book, yelp and every "
+                            "other dataset 0.2, RLMRec's values)")
+    if dmrec:  # Table 3's DMRec-M: one profile, one environment, Eq. 11 on the fused Gaussian
+        g.add_argument('--dmrec', action='store_true',
+                       help="DMRec-M (the ProEx authors' earlier generative method, the paper's "
+                            'Table 3; BlueGhostYi/ProRec mult_vae_mddm.py) as a flag combination: '
+                            '--proex with one profile (the OP, or the view --profiles k), one '
+                            'environment and no Var_e (envs 1, lambda3 0), no L_reg (lambda2 0), '
+                            'the KL terms at weight 1 (lambda1 1) on the fused Gaussian '
+                            '(--align-fused) and the dropped-sum input (--profile-input '
+                            'dropped-sum); --beta is its beta. Giving one of the values it sets '
+                            'another value is an error')
     owned = 'lambda2 0.4, lambda3 10, envs 3' + (
         '; lambda1 is kept, as it weights the KL to the prior here' if generative
         else ', lambda1 0')
@@ -627,14 +678,19 @@ def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
     tuned: the dict given to add_proex_args; fills the flags left unset for --dataset.
     Without --proex the ProEx flags are only reported as having no effect, not checked."""
     a = parser.parse_args(argv)
+    if getattr(a, 'dmrec', False):
+        resolve_dmrec(parser, a)
     proex_flags = vars(add_proex_args(argparse.ArgumentParser(), generative).parse_args([]))
     defaults = argparse.Namespace(**{k: parser.get_default(k) for k in proex_flags})  # this file's
     for k, v in proex_dataset_defaults(a.dataset, tuned).items() if tuned is not None else ():
         setattr(defaults, k, v)  # this file's value on this dataset
         if getattr(a, k) is None:
             setattr(a, k, v)
+    if not generative:
+        resolve_rlmrec(parser, a)
     if not a.proex:  # the ProEx flags only act with --proex: one note, then their defaults
-        given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1')
+        used = ('profiles', 'profile_dim', 'kd_weight', 'kd_temp') if a.rlmrec_con else ()
+        given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1') + used
                  and getattr(a, k) != v]
         if given:
             print(f"note: {', '.join('--' + k.replace('_', '-') for k in given)} "
@@ -651,27 +707,27 @@ def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
         rules.append(('beta', 0 <= a.beta <= 1, 'in [0, 1] (the prior weight of Eq. 11)'))
     for flag, ok, need in rules:  # one `error:` line naming the flag
         if not (ok and np.isfinite(getattr(a, flag))):
-            raise SystemExit(f'error: argument --{flag}: must be {need}, got {getattr(a, flag)}')
+            fail(parser, f'argument --{flag}: must be {need}, got {getattr(a, flag)}')
     # a form of Eq. 7 given where it would change nothing is an error, not a silent no-op
     sign = [] if generative or a.infonce_reg == defaults.infonce_reg else \
         ['--infonce-reg' if a.infonce_reg else '--no-infonce-reg']  # given, not the default
     if a.proex and sign and (a.uniformity_reg or a.released):
-        raise SystemExit(f'error: argument {sign[0]}: --uniformity-reg (or --released) '
+        fail(parser, f'argument {sign[0]}: --uniformity-reg (or --released) '
                          'replaces Eq. 7, so its sign would be ignored; give one of them')
     form = sign + ['--uniformity-reg'] * a.uniformity_reg
     if a.proex and form and a.lambda2 == 0 and not a.released:  # L_reg off: the form is unused
-        raise SystemExit(f'error: argument {form[0]}: L_reg is off (lambda2 = 0), so its '
+        fail(parser, f'argument {form[0]}: L_reg is off (lambda2 = 0), so its '
                          'form would change nothing; set --lambda2')
     if a.profile_dim is not None and a.profile_dim < 1:
-        raise SystemExit(f'error: argument --profile-dim: must be an integer >= 1, got {a.profile_dim}')
+        fail(parser, f'argument --profile-dim: must be an integer >= 1, got {a.profile_dim}')
     owned = dict(RELEASED, **({} if generative else {'lambda1': 0.0}))
     for k, v in owned.items() if a.released and a.proex else ():  # a value --released overwrites
         if getattr(a, k) not in (getattr(defaults, k), v):
-            raise SystemExit(f'error: argument --{k}: --released sets {k} {v:g} (the released '
+            fail(parser, f'argument --{k}: --released sets {k} {v:g} (the released '
                              f'code\'s value), so --{k} {getattr(a, k):g} would be ignored; drop '
                              f'--{k} or --released')
     if a.proex and generative and a.sum_of_samples and a.align_fused:
-        raise SystemExit('error: argument --align-fused: --sum-of-samples samples the posterior '
+        fail(parser, 'argument --align-fused: --sum-of-samples samples the posterior '
                          'and the environment apart, so there is no fused Gaussian to align; '
                          'give one of them')
     if a.released:  # the released LightGCN also switches its InfoNCE alignment off (lambda1)
@@ -682,13 +738,13 @@ def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
         a.lambda3, a.envs = 0.0, 1
     if a.no_reg:  # refused when it would change nothing, as --no-align below
         if a.lambda2 == 0:
-            raise SystemExit('error: argument --no-reg: L_reg is already off (lambda2 = 0), so '
+            fail(parser, 'argument --no-reg: L_reg is already off (lambda2 = 0), so '
                              'this run would equal plain --proex; drop --no-reg, or set --lambda2')
         a.lambda2 = 0.0
     if a.no_align:  # an ablation that would change nothing is refused, not run as --proex
         weight, off = ('beta', 1.0) if generative else ('lambda1', 0.0)
         if getattr(a, weight) == off:
-            raise SystemExit(f'error: argument --no-align: the alignment is already off '
+            fail(parser, f'argument --no-align: the alignment is already off '
                              f'({weight} = {off:g}{", as in --released" if a.released else ""}),'
                              f' so this run would equal plain --proex; drop --no-align, or set '
                              f'--{weight} to turn the alignment on')
@@ -701,6 +757,59 @@ def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
               ('' if generative else " and of Eq. 13's InfoNCE") + ', and ' +
               ('lambda2 = 0' if generative else 'lambda1 = lambda2 = 0'))
     return a
+
+
+# RLMRec's kd_weight and kd_temperature (HKUDS/RLMRec, lightgcn_plus.yml per dataset);
+# every other dataset takes book's (amazon's) values
+RLMREC = {'book': (1e-2, 0.2), 'yelp': (1e-2, 0.2), 'steam': (1e-3, 0.1)}
+
+
+def one_view(parser, a, flag):
+    """A single-profile baseline reads one view: --profiles k (default 0, the OP)."""
+    a.profiles = '0' if a.profiles == 'all' else a.profiles
+    if not re.fullmatch(r'\d+', a.profiles):
+        fail(parser, f'argument --profiles: {flag} takes one profile view, an index k >= 0 '
+                     f'(0 = the OP), got {a.profiles!r}')
+
+
+def resolve_rlmrec(parser, a):
+    """--rlmrec-con: one view, RLMRec's weight and temperature for --dataset unless given."""
+    if not a.rlmrec_con:
+        for k in ('kd_weight', 'kd_temp'):
+            if getattr(a, k) is not None:
+                print(f"note: --{k.replace('_', '-')} has no effect without --rlmrec-con")
+        return
+    if a.proex:
+        fail(parser, 'argument --rlmrec-con: a baseline instead of ProEx; give one of --proex '
+                     'and --rlmrec-con')
+    one_view(parser, a, '--rlmrec-con')
+    weight, temp = RLMREC.get(a.dataset, RLMREC['book'])
+    a.kd_weight = weight if a.kd_weight is None else a.kd_weight
+    a.kd_temp = temp if a.kd_temp is None else a.kd_temp
+    if not (a.kd_weight >= 0 and a.kd_temp > 0):
+        fail(parser, f'argument --kd-weight/--kd-temp: need a weight >= 0 and a temperature > 0, '
+                     f'got {a.kd_weight} and {a.kd_temp}')
+
+
+# what --dmrec sets (DMRec-M: loss = NLL + beta KL(fused || N(0, I)) + (1 - beta) KL(fused ||
+# profile Gaussian), one profile, no environments)
+DMREC = dict(envs=1, lambda1=1.0, lambda2=0.0, lambda3=0.0)
+
+
+def resolve_dmrec(parser, a):
+    """--dmrec as the flag combination its help names; a conflicting value is an error."""
+    for k, v in DMREC.items():
+        if getattr(a, k) not in (parser.get_default(k), v):
+            fail(parser, f'argument --{k}: --dmrec sets {k} {v:g}, so --{k} {getattr(a, k):g} '
+                         f'would be ignored; drop --{k} or --dmrec')
+    for flag in ('released', 'no_var', 'no_reg', 'no_align', 'no_mixing', 'sum_of_samples'):
+        if getattr(a, flag):
+            fail(parser, f"argument --{flag.replace('_', '-')}: not with --dmrec, which fixes "
+                         f'the environments and the alignment')
+    one_view(parser, a, '--dmrec')
+    a.proex, a.align_fused, a.profile_input = True, True, 'dropped-sum'
+    for k, v in DMREC.items():
+        setattr(a, k, v)
 
 
 def switches(args, generative=False):

@@ -59,7 +59,7 @@ class GCCF(nn.Module):
 
 def parse_args(argv=None):
     from eval import float_range, int_range  # argparse types: a bad value is one error line
-    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+    p = E.ArgumentParser(description=__doc__,  # one-line errors; --epoch is not --epochs
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p)
     p.add_argument('--dim', type=int_range(1), default=32,
@@ -82,13 +82,13 @@ def parse_args(argv=None):
 
 def main(args):
     device, rng = start_run(args)                                        # device, threads, seeds
-    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex or args.rlmrec_con,
                           views=D.parse_views(args.profiles), seed=args.seed)
     A_self = D.norm_adj(data.train, self_loops=True, device=device)     # (D+I)^-1/2 (A+I) (D+I)^-1/2
     model = GCCF(data.n_users, data.n_items, args.dim, args.layers).to(device)
     # Eq. 6: profiles are mapped to the concatenated size (L+1) d, the size they are added to
     prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, model.out_dim,            # Eq. 5-6
-                            args.profile_dim).to(device) if args.proex else None
+                            args.profile_dim).to(device) if data.usr_prf else None
     modules = nn.ModuleList([model] + ([prof] if prof else []))
     opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
@@ -100,10 +100,15 @@ def main(args):
             z_u, z_i = model.propagate(A_self)                           # [U, (L+1)d], [I, (L+1)d]
             if prof is None:
                 loss = P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * P.l2_reg(model)
+            elif args.rlmrec_con:                                        # Table 2's RLMRec-C
+                kd = P.rlmrec_con_loss(z_u[u], z_i[i], z_i[j], *prof(u, i, j), prof.all_users(),
+                                       args.kd_temp)                     # one view, not fused
+                loss = (P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.kd_weight * kd
+                        + args.reg * (P.l2_reg(model) + P.l2_reg(prof)))
             else:                                                        # Alg. 1
                 c_u, c_i, c_j = prof(u, i, j)                      # Eq. 6, [K, B, (L+1)d] each
                 loss, _ = P.discriminative_objective(                    # Eq. 8-14
-                    z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i,
+                    z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i, neg_items=j,
                     envs=args.envs, alpha=args.alpha, tau=args.tau, lambda1=args.lambda1,
                     lambda2=args.lambda2, lambda3=args.lambda3, **E.switches(args))
                 loss = loss + args.reg * (P.l2_reg(model) + P.l2_reg(prof))
@@ -117,7 +122,7 @@ def main(args):
         modules.eval()
         with torch.no_grad():
             z_u, z_i = model.propagate(A_self)
-            if prof is not None:                                         # Alg. 2: + mean profile
+            if args.proex:                                               # Alg. 2: + mean profile
                 z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 

@@ -260,7 +260,7 @@ def dims(s):
 
 def parse_args(argv=None):
     from eval import float_range, int_range  # argparse types: a bad value is one error line
-    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+    p = E.ArgumentParser(description=__doc__,  # one-line errors; --epoch is not --epochs
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p, lr=5e-4, batch=400, eval_every=5,  # --lr: the AE's AdamW (official lr1); batch
                    # 400 as the official code, where the paper gives 1,024 for generative methods
@@ -312,9 +312,9 @@ def parse_args(argv=None):
             setattr(args, k, v)
     if not (args.steps >= 1 and 0 < args.noise_scale * args.noise_min < args.noise_scale
             * args.noise_max < 1):
-        p.error('need --steps >= 1 and 0 < noise-scale * noise-min < noise-scale * noise-max < 1')
+        E.fail(p, 'need --steps >= 1 and 0 < noise-scale * noise-min < noise-scale * noise-max < 1')
     if min(args.mlp_dims) < 1:
-        p.error(f'argument --mlp-dims: every size must be >= 1, got {args.mlp_dims}')
+        E.fail(p, f'argument --mlp-dims: every size must be >= 1, got {args.mlp_dims}')
     return args
 
 

@@ -59,7 +59,7 @@ class MultVAE(nn.Module):
 
 def parse_args(argv=None):
     from eval import float_range, int_range  # argparse types: a bad value is one error line
-    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+    p = E.ArgumentParser(description=__doc__,  # one-line errors; --epoch is not --epochs
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p, batch=1024)
     p.add_argument('--dim', type=int_range(1), default=200, help='latent size d (default 200)')
@@ -75,10 +75,10 @@ def parse_args(argv=None):
                    "the paper tunes this 'decay coefficient' in [0.1, 0.9]; vae_cf, Liang et "
                    "al.'s Mult-VAE code, anneals it to 0.2). With --proex the KL to the prior is "
                    "the beta part of Eq. 11, weight lambda1 * beta, and this flag is unused")
-    E.add_proex_args(p, generative=True, lambda1=1.0)  # Eq. 11 carries the KL: weight 1
+    E.add_proex_args(p, generative=True, lambda1=1.0, dmrec=True)  # Eq. 11 carries the KL: weight 1
     args = E.resolve_proex_args(p, argv, generative=True)
     if args.proex and args.kl_weight != 1.0:  # the flag would silently do nothing
-        raise SystemExit('error: argument --kl-weight: weights the base model\'s KL; with --proex '
+        E.fail(p, 'argument --kl-weight: weights the base model\'s KL; with --proex '
                          'the KL to the prior weighs lambda1 * beta (Eq. 11): set --lambda1 and '
                          '--beta instead')
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():

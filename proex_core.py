@@ -6,7 +6,7 @@ Sec. 2.3-2.4, Alg. 1 (training) and Alg. 2 (inference). Imports torch and numpy 
 can be copied alone into another codebase (the flags live in eval.py).
 
 Every public definition, in the order of the file (helpers before their first use):
-  checks of the inputs             check_shape, as_ids
+  checks of the inputs             check_shape, check_profiles, check_variance, as_ids
   mappings f_psi (Eq. 6)           DirectMapping, AggregationMapping, aggregate_profiles
   the K views of all entities      stack_views, project_views, check_views, check_train,
                                    rows_of, ProfileEncoder, ProfileAggregator
@@ -19,6 +19,7 @@ Every public definition, in the order of the file (helpers before their first us
   fusion (Eq. 12)                  fuse_vectors, fuse_gaussians, sample_gaussian
   the base models' losses (L_rec)  bpr_rows, bpr_loss, l2_reg, multinomial_nll, kl_to_prior,
                                    reparameterize
+  RLMRec-C (Table 2's baseline)    info_nce_against, rlmrec_con_loss
   total (Eq. 14)                   env_variance, proex_objective, loss_parts
   one batch of Alg. 1              discriminative_environments, discriminative_reg,
                                    discriminative_objective; generative_environments,
@@ -52,6 +53,28 @@ def check_shape(name, t, want, layout, why=''):
     if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape)):
         raise ValueError(f'{name}: expected {layout}{" with " + why if why else ""}, '
                          f'got {list(shape)}')
+
+
+def check_profiles(name, c, B, d, K=None):
+    """A [K, B, d] stack of K profiles per row: K is read off dim 0 (or given), never off a
+    dim that equals B when the other does not; [B, K, d] is named as the transposed layout.
+    -> K."""
+    shape = tuple(c.shape)
+    if len(shape) == 3 and shape[0] == B and shape[1] != B and shape[2] == d and K in (None, shape[1]):
+        raise ValueError(f'{name}: expected [K, B, d] (K profiles first) with B = {B}, d = {d}, '
+                         f'got {list(shape)}, the transposed layout [B, K, d] with K = {shape[1]}; '
+                         f'pass {name}.transpose(0, 1)')
+    K = shape[0] if K is None and len(shape) == 3 else K
+    check_shape(name, c, (K, B, d), '[K, B, d]', f'K = {K}, B = {B}, d = {d}')
+    return K
+
+
+def check_variance(name, var):
+    """Variances (not log-variances) must be >= 0. Checked on the CPU only: on a GPU reading
+    the answer would wait for the device once per batch."""
+    if var.device.type == 'cpu' and bool((var < 0).any()):
+        raise ValueError(f'{name}: negative values; this helper takes variances sigma^2 >= 0, '
+                         f'not log-variances (pass logvar.exp())')
 
 
 def as_ids(ids, name, device=None):
@@ -195,6 +218,9 @@ class ProfileEncoder(nn.Module):
         c_i, c_j = self._map(self.c_items, torch.cat([i, j])).split(len(i), dim=1)  # [K, B, d] each
         return self.users(u), c_i, c_j
 
+    def all_users(self):
+        return self.f_psi(self.c_users)  # every user's K mapped profiles, [K, U, d]
+
     def mean_users(self):
         return mean_profile(self.f_psi(self.c_users))  # Alg. 2, [U, d]
 
@@ -335,6 +361,7 @@ def mean_profile(c):
 def add_mean_profile(z, c):
     """Alg. 2: a model's vector (or posterior mean) plus the mean of the entity's K mapped
     profiles (means). z: [n, d], c: [K, n, d] -> [n, d]."""
+    check_profiles('c', c, z.shape[0], z.shape[-1])
     return z + mean_profile(c)
 
 
@@ -372,7 +399,11 @@ def entity_alignment(z, c_env, ids, tau=0.2):
 
 def kl_diag_gaussians(mu_q, var_q, mu_p, var_p):
     """Closed-form KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians,
-    summed over the last dim: [..., d] -> [...]."""
+    summed over the last dim: [..., d] -> [...]. var_q, var_p: variances.
+    The paper's Eq. 11 prints ln(mu~/mu) in the first term; the Gaussian KL has the ratio of
+    the standard deviations, ln(sigma~/sigma) = 0.5 ln(var_p / var_q), as here."""
+    check_variance('var_q', var_q)
+    check_variance('var_p', var_p)
     kl = torch.log(var_p / var_q) + (var_q + (mu_q - mu_p) ** 2) / var_p - 1.0  # [..., d]
     return 0.5 * kl.sum(dim=-1)
 
@@ -401,11 +432,14 @@ def fuse_gaussians(mu, var, mu_env, var_env):
     encoder/models/general_cf/mult_vae_mddm.py, cal_loss: mu = mu_src + mu_llm,
     logvar = logvar_src + logvar_llm). Means add; log-variances add, so variances multiply.
     mu, var: [B, d] base posterior; mu_env, var_env: [B, d] one environment -> 2 x [B, d]."""
+    check_variance('var', var)
+    check_variance('var_env', var_env)
     return mu + mu_env, var * var_env  # Eq. 12: N(mu + mu~e, sigma^2 * sigma~e^2)
 
 
 def sample_gaussian(mu, var, generator=None):
     """z = mu + sqrt(var) * eps, eps ~ N(0, I): a differentiable sample of N(mu, var)."""
+    check_variance('var', var)
     eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)  # [..., d]
     return mu + var.sqrt() * eps
 
@@ -445,6 +479,36 @@ def kl_to_prior(mu, logvar):
 def reparameterize(mu, logvar):
     """The VAE's sample z = mu + exp(logvar / 2) * eps, eps ~ N(0, I). [B, d] -> [B, d]."""
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+# ----------------------------------------------------------------------------
+# A single-profile baseline of the paper's Table 2: RLMRec-C (Ren et al., WWW'24), the
+# contrastive alignment of one profile (the OP) with the collaborative vectors, as RLMRec's
+# code writes it (HKUDS/RLMRec, encoder/models/general_cf/lightgcn_plus.py, cal_loss, and
+# models/loss_utils.py, cal_infonce_loss). The profile is not fused into the vectors and plays
+# no part at inference. (DMRec-M of Table 3 is generative_objective with one profile, one
+# environment and Eq. 11 on the fused Gaussian: eval.py's --dmrec.)
+
+def info_nce_against(z, c, c_all, tau):
+    """RLMRec's InfoNCE per row: -log(exp(z.c / tau) / sum_{c' in c_all} exp(z.c' / tau)),
+    all vectors L2-normalised. z, c: [B, d], c_all: [N, d] (the denominator's set) -> [B]."""
+    z, c, c_all = F.normalize(z, dim=-1), F.normalize(c, dim=-1), F.normalize(c_all, dim=-1)
+    return torch.logsumexp(z @ c_all.T / tau, dim=-1) - (z * c).sum(-1) / tau  # [B]
+
+
+def rlmrec_con_loss(z_u, z_i, z_j, c_u, c_i, c_j, c_users, tau=0.2):
+    """RLMRec-C's kd_loss before its weight: the InfoNCE of each user against ALL users'
+    mapped profiles, of each positive against the batch's positive profiles and of each
+    negative against the batch's negative profiles (repeats included, as RLMRec), summed over
+    rows and divided by the batch size. z_*: [B, d]; c_u, c_i, c_j: [1, B, d] (one profile,
+    ProfileEncoder's layout); c_users: [1, U, d] -> scalar."""
+    B, d = z_u.shape[0], z_u.shape[-1]
+    for name, c in (('c_u', c_u), ('c_i', c_i), ('c_j', c_j)):
+        check_profiles(name, c, B, d, K=1)
+    check_shape('c_users', c_users, (1, None, d), '[1, U, d]', 'one profile of every user')
+    return (info_nce_against(z_u, c_u[0], c_users[0], tau).sum()
+            + info_nce_against(z_i, c_i[0], c_i[0], tau).sum()
+            + info_nce_against(z_j, c_j[0], c_j[0], tau).sum()) / B
 
 
 # ----------------------------------------------------------------------------
@@ -525,12 +589,12 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs=2, alpha=0.3,
                              lambda2=0.0, lambda3=1.0, tau=0.2, shared_mixing=False,
                              uniformity=False, infonce_reg=False, unbiased_var=False,
                              var_of_means=False, no_mixing=False, rng=None, users=None,
-                             pos_items=None, rec_rows=bpr_rows):
+                             pos_items=None, neg_items=None, rec_rows=bpr_rows):
     """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
     z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
     c_u, c_i, c_j: [K, B, d] their K profiles, already mapped (ProfileEncoder, Eq. 6).
-    users, pos_items: [B] ids; the alignment (lambda1 > 0) and uniformity=True run over the
-      distinct ones.
+    users, pos_items, neg_items: [B] ids; the alignment (lambda1 > 0) runs over the distinct
+      ones of each (users and positives only: uniformity=True).
     Weights (defaults: LightGCN's on ml100k, chosen on validation): envs E, alpha (Eq. 10),
       lambda1 the weight of the InfoNCE alignment (Eq. 13), lambda2 of L_reg (Eq. 7),
       lambda3 of Var_e (Eq. 14), tau the temperature of both.
@@ -548,15 +612,16 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs=2, alpha=0.3,
     B, d = z_u.shape[0], z_u.shape[-1]
     for name, z in (('z_u', z_u), ('z_i', z_i), ('z_j', z_j)):
         check_shape(name, z, (B, d), '[B, d]', f"B, d = {B}, {d} (z_u's shape)")
-    for name, c in (('c_u', c_u), ('c_i', c_i), ('c_j', c_j)):
-        check_shape(name, c, (c_u.shape[0], B, d), '[K, B, d]', f"B = {B} (z_u's rows), "
-                    f"d = {d} (z_u's columns), K = {c_u.shape[0]} (c_u's first dim)")
-    if lambda1 != 0 and (users is None or pos_items is None):
-        raise ValueError('discriminative_objective: lambda1 > 0 needs users= and pos_items= '
-                         '([B] ids), as Eq. 13 contrasts the distinct entities of the batch')
+    K = check_profiles('c_u', c_u, B, d)  # B, d: z_u's rows and columns
+    check_profiles('c_i', c_i, B, d, K)
+    check_profiles('c_j', c_j, B, d, K)
+    if lambda1 != 0 and (users is None or pos_items is None or neg_items is None):
+        raise ValueError('discriminative_objective: lambda1 > 0 needs users=, pos_items= and '
+                         'neg_items= ([B] ids), as Eq. 13 contrasts the distinct entities of the batch')
     users = None if users is None else as_ids(users, 'users', z_u.device)
     pos_items = None if pos_items is None else as_ids(pos_items, 'pos_items', z_u.device)
-    for name, ids in (('users', users), ('pos_items', pos_items)):
+    neg_items = None if neg_items is None else as_ids(neg_items, 'neg_items', z_u.device)
+    for name, ids in (('users', users), ('pos_items', pos_items), ('neg_items', neg_items)):
         if ids is not None:
             check_shape(name, ids, (B,), '[B]', f"B = {B} (z_u's rows)")
     # 1) environments: the mixed profiles of users, positives and negatives (Eq. 8-10)
@@ -565,8 +630,10 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs=2, alpha=0.3,
     # 2) fusion by addition (Eq. 12) and the recommendation loss per environment and triple
     rec = rec_rows(fuse_vectors(z_u, cu_e), fuse_vectors(z_i, ci_e), fuse_vectors(z_j, cj_e))  # [E, B]
     # 3) alignment per environment and row (L_align of Eq. 13), over the distinct entities
+    #    users, positives and negatives, as the released code's (commented-out) alignment
     if lambda1 != 0:
-        align = entity_alignment(z_u, cu_e, users, tau) + entity_alignment(z_i, ci_e, pos_items, tau)  # [E, B]
+        align = (entity_alignment(z_u, cu_e, users, tau) + entity_alignment(z_i, ci_e, pos_items, tau)
+                 + entity_alignment(z_j, cj_e, neg_items, tau))  # [E, B]
     else:
         align = torch.zeros_like(rec)  # [E, B]
     env_losses = rec + lambda1 * align  # Eq. 13, L^e per row, [E, B]
@@ -628,9 +695,8 @@ def generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, *, envs=3, alpha=0.
     B, d = mu.shape[0], mu.shape[-1]
     check_shape('mu', mu, (B, d), '[B, d]')
     check_shape('logvar', logvar, (B, d), '[B, d]', f"B, d = {B}, {d} (mu's shape)")
-    for name, t in (('mu_k', mu_k), ('logvar_k', logvar_k)):
-        check_shape(name, t, (mu_k.shape[0], B, d), '[K, B, d]', f"B = {B} (mu's rows), "
-                    f"d = {d} (mu's columns), K = {mu_k.shape[0]} (mu_k's first dim)")
+    K = check_profiles('mu_k', mu_k, B, d)  # B, d: mu's rows and columns
+    check_profiles('logvar_k', logvar_k, B, d, K)
     var, var_k = logvar.exp(), logvar_k.exp()  # the one conversion: variances from here on
     # 1) environments: mix means and variances separately (Eq. 9, 10)
     mu_env, var_env = generative_environments(mu_k, var_k, envs, alpha, shared_mixing,
@@ -649,6 +715,9 @@ def generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, *, envs=3, alpha=0.
             mu_f, var_f = fuse_gaussians(mu, var, m_e, v_e)  # Eq. 12, [B, d] each
             z_e = mu_f + var_f.sqrt() * eps  # a sample of the fused Gaussian, [B, d]
         rec.append(nll_fn(z_e))  # [B]
+        if rec[-1].shape != (B,):
+            raise ValueError(f'nll_fn: expected one loss per row, shape [{B}], got '
+                             f'{list(rec[-1].shape)}; return the per-user loss, not its mean')
         mu_q, var_q = (mu_f, var_f) if align_fused else (mu, var)  # the Gaussian Eq. 11 aligns
         align.append(distribution_alignment(mu_q, var_q, m_e, v_e, beta)
                      if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]

@@ -119,7 +119,7 @@ def cl_loss(model, A, eps, tau, u, i):
 
 def parse_args(argv=None):
     from eval import float_range, int_range  # argparse types: a bad value is one error line
-    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,  # --epoch is not --epochs
+    p = E.ArgumentParser(description=__doc__,  # one-line errors; --epoch is not --epochs
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p)
     p.add_argument('--dim', type=int_range(1), default=32, help='embedding size d (default 32)')
@@ -153,12 +153,12 @@ def parse_args(argv=None):
 
 def main(args):
     device, rng = start_run(args)                                        # device, threads, seeds
-    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex,
+    data = D.load_dataset(args.dataset, args.data_dir, profiles=args.proex or args.rlmrec_con,
                           views=D.parse_views(args.profiles), seed=args.seed)
     A = D.norm_adj(data.train, device=device)                            # A_hat, symmetric
     model = SimGCL(data.n_users, data.n_items, args.dim, args.layers).to(device)
     prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim,                 # Eq. 5-6
-                            args.profile_dim).to(device) if args.proex else None
+                            args.profile_dim).to(device) if data.usr_prf else None
     modules = nn.ModuleList([model] + ([prof] if prof else []))
     opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 
@@ -171,10 +171,15 @@ def main(args):
             loss = args.cl * cl_loss(model, A, args.eps, args.cl_tau, u, i)
             if prof is None:
                 loss = loss + P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * P.l2_reg(model)
+            elif args.rlmrec_con:                                        # Table 2's RLMRec-C
+                kd = P.rlmrec_con_loss(z_u[u], z_i[i], z_i[j], *prof(u, i, j), prof.all_users(),
+                                       args.kd_temp)                     # one view, not fused
+                loss = (loss + P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.kd_weight * kd
+                        + args.reg * (P.l2_reg(model) + P.l2_reg(prof)))
             else:                                                        # Alg. 1 on the clean view
                 c_u, c_i, c_j = prof(u, i, j)                      # Eq. 6, [K, B, d] each
                 proex, _ = P.discriminative_objective(                   # Eq. 8-14
-                    z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i,
+                    z_u[u], z_i[i], z_i[j], c_u, c_i, c_j, users=u, pos_items=i, neg_items=j,
                     envs=args.envs, alpha=args.alpha, tau=args.tau, lambda1=args.lambda1,
                     lambda2=args.lambda2, lambda3=args.lambda3, **E.switches(args))
                 loss = loss + proex + args.reg * (P.l2_reg(model) + P.l2_reg(prof))
@@ -188,7 +193,7 @@ def main(args):
         modules.eval()
         with torch.no_grad():
             z_u, z_i = model.propagate(A)                                # clean view, no noise
-            if prof is not None:                                         # Alg. 2: + mean profile
+            if args.proex:                                               # Alg. 2: + mean profile
                 z_u, z_i = z_u + prof.mean_users(), z_i + prof.mean_items()
         return lambda users: z_u[users] @ z_i.T                          # [B, I]
 

@@ -22,10 +22,13 @@ Steps, one result file:
   6. fused  (--fused-seeds N, generative) ProEx's chosen configuration with --align-fused
             (Eq. 11 on the fused Gaussian, as DMRec's code) on final seeds 1..N, paired with
             the chosen configuration on validation and test R@20 and N@20.
-  7. dmrec  (--dmrec, generative) DMRec-M's recipe inside this code for each of --view-list:
-            ProEx's chosen configuration with one profile (--profiles k), one environment and
-            no variance term (--no-var), Eq. 11 on the fused Gaussian (--align-fused);
-            --view-seeds seeds each, paired with ProEx (paper Table 3; the mean is DMRec_avg).
+  7. one profile (--one-profile) the paper's Tables 2-3: a single-profile baseline as a third
+            arm, tuned like the others with the same budget (ONE_PROFILE: RLMRec-C for the
+            discriminative models, DMRec-M for Mult-VAE) on the OP (view 0); its chosen
+            configuration then runs on each view of --one-views with --one-seeds seeds
+            (DMRec_avg: the mean over the views, per seed), and with --one-best also on the view
+            with the best mean validation R@20 over the tuning seeds, --seeds seeds; each paired
+            with ProEx's finals of the same seeds.
 --keep-base keeps the base arm's runs made by earlier source files (when the base model's
 code did not change: check with bench/same_numbers.py) and reruns only the rest.
 --fused-only runs step 6 alone for --proex-config into its own --out (a second core's share);
@@ -52,6 +55,8 @@ from scipy import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import data  # noqa: E402  (the repository's modules, from ROOT)
+from eval import ArgumentParser  # noqa: E402
 
 # Each arm gets the same number of configurations. The base arm searches its own main knob;
 # ProEx searches its own (paper ranges). For the generative models the prior KL weight is
@@ -64,9 +69,12 @@ sys.path.insert(0, str(ROOT))
 PROEX_DISC = [f'--proex --lambda2 {l2}{form} --lambda1 {l1} --envs {e} --alpha {al}'
               for l2, form, l1 in ((0, '', 0), (0.01, ' --no-infonce-reg', 0), (0, '', 0.1))
               for e, al in ((3, 0.1), (2, 0.3))]
+# LightGCN: Eq. 13's alignment at RLMRec's weight for its contrastive alignment (1e-2, HKUDS/
+# RLMRec lightgcn_plus.yml) instead of 0.1, a weight whose term is about twice BPR at the start
+PROEX_LIGHTGCN = [c.replace('--lambda1 0.1', '--lambda1 0.01') for c in PROEX_DISC]
 BASE_GCN = [f'--reg {r} --lr {lr}' for r in ('1e-6', '1e-5') for lr in ('5e-4', '1e-3', '2e-3')]
 GRIDS = {
-    'lightgcn': {'base': BASE_GCN, 'proex': PROEX_DISC},
+    'lightgcn': {'base': BASE_GCN, 'proex': PROEX_LIGHTGCN},
     'gccf': {'base': BASE_GCN, 'proex': PROEX_DISC},
     'simgcl': {'base': [f'--cl {c} --reg {r}' for c in ('0.05', '0.1', '0.2') for r in ('1e-6', '1e-5')],
                'proex': PROEX_DISC},
@@ -96,9 +104,17 @@ ABLATIONS = ['--no-var', '--no-reg', '--no-align', '--no-mixing']
 # configuration has Eq. 7 off
 EQ7_FORMS = {'printed': '--lambda2 {l2} --no-infonce-reg', 'infonce': '--lambda2 {l2} --infonce-reg',
              'uniformity': '--lambda2 0.4 --uniformity-reg'}
-# DMRec-M (the authors' generative code with one profile) inside this code, added to ProEx's
-# chosen configuration with --profiles k: one environment, no variance, Eq. 11 on the fused Gaussian
-DMREC = ['--no-var', '--align-fused']
+# The single-profile arm of --one-profile (Tables 2-3), as many configurations as the base arm:
+# RLMRec-C's weight (RLMRec's 1e-2, ten times less and more) x the base's L2 weights; DMRec-M's
+# beta at the base's KL weights (loss = NLL + beta KL(fused || N(0, I)) + (1 - beta) KL(fused ||
+# profile Gaussian): the same prior weight as the other two arms)
+RLMREC_GRID = [f'--rlmrec-con --kd-weight {w} --reg {r}' for w in ('1e-3', '1e-2', '1e-1')
+               for r in ('1e-6', '1e-5')]
+ONE_PROFILE = {'lightgcn': ('rlmrec', RLMREC_GRID, '--rlmrec-con'),
+               'gccf': ('rlmrec', RLMREC_GRID, '--rlmrec-con'),
+               'simgcl': ('rlmrec', RLMREC_GRID, '--rlmrec-con'),
+               'multvae': ('dmrec', ['--dmrec --beta 0.2', '--dmrec --beta 0.5', '--dmrec --beta 1'],
+                           '--dmrec')}
 SOURCES = ['data.py', 'eval.py', 'proex_core.py']
 
 
@@ -177,9 +193,39 @@ def by_activity(runs):
     return out if groups else None
 
 
+def one_profile(a, mod, common, store, cfg, proex, tune_seeds, version, save):
+    """Step 7: the chosen single-profile configuration on each view of --one-views (and the
+    view validation picks, --one-best), seed by seed, paired with ProEx's finals."""
+    def on_view(k, s, step):
+        return run(mod, common + cfg.split() + ['--profiles', str(k), '--seed', str(s)], store,
+                   f'{step}|{k}|{s}', version, save)
+    views = [int(k) for k in a.one_views.split(',')]
+    plan = [(k, a.one_seeds) for k in views]
+    summary = {'config': cfg, 'views': {}}
+    if a.one_best:  # the view with the best mean validation R@20 over the tuning seeds
+        val = {k: statistics.mean(on_view(k, t, 'oneview')['best_val_recall20'] for t in tune_seeds)
+               for k in range(len(data.load_dataset(a.dataset, a.data_dir, profiles=True).usr_prf))}
+        summary['best_view'], summary['val_by_view'] = max(val, key=val.get), val
+        plan.append((summary['best_view'], a.seeds))
+    runs = {}
+    for k, n in plan:
+        runs[k] = [on_view(k, s, 'one') for s in range(1, n + 1)]
+        summary['views'][str(k)] = {m: paired(proex[:n], runs[k], m, ('proex', 'one'))
+                                    for m in ('val_recall@20', 'recall@20', 'ndcg@20')}
+        store['summary']['one_profile'] = summary
+        save()
+    if len(views) > 1:  # the mean over the views per seed (DMRec_avg)
+        n = a.one_seeds
+        avg = [{'best_val_recall20': statistics.mean(runs[k][i]['best_val_recall20'] for k in views),
+                'test': {m: statistics.mean(runs[k][i]['test'][m] for k in views)
+                         for m in ('recall@20', 'ndcg@20')}} for i in range(n)]
+        summary['avg'] = {m: paired(proex[:n], avg, m, ('proex', 'one'))
+                          for m in ('val_recall@20', 'recall@20', 'ndcg@20')}
+        save()
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', required=True, choices=sorted(GRIDS))
     p.add_argument('--dataset', default='ml100k')
     p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', '../shared/datasets'),
@@ -208,8 +254,16 @@ def main():
     p.add_argument('--extra', default='', help='flags added to every run of both arms')
     p.add_argument('--fused-seeds', type=int, default=0, help='generative models: also ProEx\'s '
                    'chosen configuration with --align-fused on final seeds 1..N (default 0: not run)')
-    p.add_argument('--dmrec', action='store_true', help='generative models: also DMRec-M\'s recipe '
-                   'per view of --view-list (' + ' '.join(DMREC) + '), --view-seeds seeds each')
+    p.add_argument('--one-profile', action='store_true', help='also the single-profile arm of '
+                   'ONE_PROFILE (Tables 2-3: RLMRec-C, DMRec-M), tuned like the other arms')
+    p.add_argument('--one-config', help='no tuning of the single-profile arm: these flags (with =)')
+    p.add_argument('--one-views', default='0', help='views the chosen single-profile configuration '
+                   'runs on (--profiles k; default 0, the OP)')
+    p.add_argument('--one-seeds', type=int, default=10, help='seeds per view of --one-views (default 10)')
+    p.add_argument('--one-best', action='store_true', help='also the view with the best mean '
+                   'validation R@20 over the tuning seeds, --seeds seeds')
+    p.add_argument('--fresh-finals', action='store_true', help='with --keep-stale: rerun the final '
+                   'runs (step 2) made by other sources, keep the other stale runs')
     p.add_argument('--fused-only', action='store_true', help='run only the --fused-seeds runs of '
                    '--proex-config (no tuning, no finals: a second core\'s share; --merge it later)')
     p.add_argument('--fused-from', type=int, default=1, metavar='S', help='with --fused-only: '
@@ -230,11 +284,15 @@ def main():
     mod = importlib.import_module(a.model)
     version = code_version(a.model)
     grids = {'base': [''], 'proex': ['--proex']} if a.defaults else dict(GRIDS[a.model])
-    for arm, cfg in (('base', a.base_config), ('proex', a.proex_config)):
+    one = ONE_PROFILE[a.model][0] if a.one_profile else None
+    if one:  # the single-profile arm: the same budget as the base arm
+        grids[one] = [ONE_PROFILE[a.model][2]] if a.defaults else ONE_PROFILE[a.model][1]
+    for arm, cfg in (('base', a.base_config), ('proex', a.proex_config), (one, a.one_config)):
         if cfg is not None:
             grids[arm] = [cfg]
-    if ((a.ablations and a.ablation_seeds > a.seeds) or ((a.views or a.dmrec) and a.view_seeds > a.seeds)
-            or (a.eq7 and a.eq7_seeds > a.seeds) or a.fused_seeds > a.seeds):
+    if ((a.ablations and a.ablation_seeds > a.seeds) or (a.views and a.view_seeds > a.seeds)
+            or (a.eq7 and a.eq7_seeds > a.seeds) or a.fused_seeds > a.seeds
+            or (a.one_profile and a.one_seeds > a.seeds)):
         raise SystemExit('error: --ablation-seeds, --view-seeds and --eq7-seeds pair with the final seeds; '
                          'they must not exceed --seeds')
     if a.fused_only and a.proex_config is None:
@@ -247,7 +305,7 @@ def main():
         store['runs'] = {renamed(k): r for k, r in store['runs'].items()}
         stale = [k for k, r in store['runs'].items() if r['code']['source_sha256'] != version['source_sha256']
                  and not (a.keep_base and k.split('|')[1] == 'base')
-                 and not a.keep_stale]
+                 and not (a.keep_stale and not (a.fresh_finals and k.startswith('final|')))]
         if stale and not a.restart:
             raise SystemExit(f'error: {a.out} holds {len(stale)} runs made by other source files '
                              f'(e.g. {stale[0]}); rerun with --restart to drop them, or write a new --out')
@@ -291,9 +349,10 @@ def main():
         print(f'== {arm}: chosen {chosen[arm]!r} on mean validation R@20 {max(vals):.4f}', flush=True)
     store['chosen'] = chosen
     # 2) final: the chosen configurations, paired seeds
-    final = {arm: [] for arm in chosen}
+    final = {arm: [] for arm in chosen if arm != one}
     for s in range(1, a.seeds + 1):  # seed by seed, both arms: a stopped job leaves pairs
-        for arm, cfg in chosen.items():
+        for arm in final:
+            cfg = chosen[arm]
             final[arm].append(run(mod, common + cfg.split() + ['--seed', str(s)], store,
                                   f'final|{arm}|{cfg}|{s}', version, save))
     store['summary'] = {m: paired(final['base'], final['proex'], m)
@@ -329,15 +388,11 @@ def main():
              } if a.eq7 else {}  # the discriminative files know these flags
     is_chosen = {name: vars(mod.parse_args(common + f)) == chosen_args for name, f in forms.items()}
     view_runs = {k: [] for k in a.view_list.split(',')} if a.views else {}
-    dmrec_runs = {k: [] for k in a.view_list.split(',')} if a.dmrec else {}
     form_runs = {name: [] for name in forms} if a.eq7 else {}
-    for s in range(1, max(a.view_seeds * (a.views or a.dmrec), a.eq7_seeds * a.eq7) + 1):
+    for s in range(1, max(a.view_seeds * a.views, a.eq7_seeds * a.eq7) + 1):
         for k, runs in view_runs.items() if s <= a.view_seeds else ():
             runs.append(run(mod, common + cfg + ['--profiles', k, '--seed', str(s)], store,
                             f'view|{k}|{s}', version, save))
-        for k, runs in dmrec_runs.items() if s <= a.view_seeds else ():
-            runs.append(run(mod, common + cfg + ['--profiles', k] + DMREC + ['--seed', str(s)], store,
-                            f'dmrec|{k}|{s}', version, save))
         for name, runs in form_runs.items() if s <= a.eq7_seeds else ():
             runs.append(final['proex'][s - 1] if is_chosen[name] else run(  # chosen: its final run
                 mod, common + forms[name] + ['--seed', str(s)], store, f'eq7|{name}|{s}', version, save))
@@ -345,15 +400,6 @@ def main():
             views = {k: with_pairs(runs, final['proex']) for k, runs in view_runs.items()}
             views['all'] = mean_std([r['test']['recall@20'] for r in final['proex'][:min(s, a.view_seeds)]])
             store['summary']['views_recall@20'] = views
-        if dmrec_runs:
-            n = min(s, a.view_seeds)
-            per_seed = [statistics.mean(runs[i]['test']['recall@20'] for runs in dmrec_runs.values())
-                        for i in range(n)]  # DMRec_avg: the mean over the views, per seed
-            store['summary']['dmrec_recall@20'] = dict(
-                {k: with_pairs(runs, final['proex']) for k, runs in dmrec_runs.items()},
-                avg=dict(mean_std(per_seed), vs_chosen=paired(
-                    final['proex'][:n], [{'test': {'recall@20': v}} for v in per_seed], 'recall@20',
-                    ('proex', 'variant'))), config=' '.join(cfg + ['--profiles', 'k'] + DMREC))
         if form_runs:
             store['summary']['eq7'] = {name: dict(config=' '.join(forms[name]), is_chosen=is_chosen[name],
                                                   **with_pairs(runs, final['proex']))
@@ -367,6 +413,9 @@ def main():
             m: paired(final['proex'][:s], fused, m, ('proex', 'align_fused'))
             for m in ('val_recall@20', 'recall@20', 'ndcg@20')})
         save()
+    # 7) the single-profile arm (Tables 2-3) on each view, paired with ProEx's finals
+    if one:
+        one_profile(a, mod, common, store, chosen[one], final['proex'], tune_seeds, version, save)
     s = store['summary']
     for m in ('recall@20', 'ndcg@20'):
         print(f"{a.model} {a.dataset} {m}: base {s[m]['base']['mean']:.4f} +- {s[m]['base']['std']:.4f}"
