@@ -19,7 +19,6 @@ What this file holds, top to bottom:
     python data.py --dataset ml100k --data-dir DIR   # prints a summary
     python data.py --dataset ml100k-grouplens     # downloads and builds it, then a summary
 """
-import argparse
 import contextlib
 import json
 import os
@@ -156,7 +155,7 @@ def fetch_missing(name, root, folder, splits, download_ok):
     with removed_on_error(root):
         if name in DOWNLOADED and download_ok:
             print(f'{folder} has no trn_mat.pkl: fetching the RLMRec archive into {root}')
-            fetch_rlmrec(root, url=RLMREC_URL)  # the constant as it is now, not at import
+            fetch_rlmrec(root, url=os.environ.get('PROEX_RLMREC_URL') or RLMREC_URL)  # read now
             fetched = True
         if name == ML100K_NAME and download_ok:
             fetch_ml100k(root)                  # builds the folder whole, or raises
@@ -325,9 +324,9 @@ def parse_views(spec):
     try:
         views = [int(v) for v in spec.split(',')]
     except ValueError:
-        raise SystemExit(f"error: --profiles {spec!r}: expected 'all' or indices like '0,3'")
+        raise SystemExit(f"error: argument --profiles: expected 'all' or indices like '0,3', got {spec!r}")
     if min(views) < 0 or len(set(views)) != len(views):
-        raise SystemExit(f'error: --profiles {spec!r}: need distinct indices >= 0')
+        raise SystemExit(f'error: argument --profiles: need distinct indices >= 0, got {spec!r}')
     return views
 
 
@@ -506,6 +505,23 @@ def removed_on_error(folder):
         raise
 
 
+def short_cause(e):
+    """An exception in a few words: 'no network (cannot resolve archive.org)', 'HTTP 404',
+    'timed out', or its own message, shortened."""
+    text = ' '.join(str(e).split())
+    status = getattr(getattr(e, 'response', None), 'status_code', None)
+    if status:
+        return f'HTTP {status}'
+    if 'Timeout' in type(e).__name__ or 'timed out' in text:
+        return 'timed out'
+    if 'NameResolution' in text or 'Name or service not known' in text or 'getaddrinfo' in text:
+        host = urllib.parse.urlparse(getattr(getattr(e, 'request', None), 'url', '') or '').hostname
+        return f'no network (cannot resolve {host or "the host"})'
+    if 'Connection' in type(e).__name__:
+        return 'no connection to the server'
+    return text if len(text) <= 80 else text[:77] + '...'
+
+
 def one_line(e):
     """'Type: message' of an exception, its whitespace (line breaks too) collapsed."""
     return f'{type(e).__name__}: {" ".join(str(e).split())}'
@@ -608,9 +624,9 @@ def _fetch_rlmrec(root, url, log):
     try:
         download(url, zpath, log=log)
     except Exception as e:
-        raise DataError(f'could not download {url} ({one_line(e)}); download it by hand and unzip '
-                        f'it so that {root}/amazon/trn_mat.pkl exists (likewise yelp/, steam/), '
-                        f'or pass --data-dir to a folder that has them') from e
+        raise DataError(f'could not download {url}: {short_cause(e)}; offline, point '
+                        f'PROEX_RLMREC_URL at a copy of the archive (a local path), or unzip it so '
+                        f'that {root}/amazon/trn_mat.pkl exists (likewise yelp/, steam/)') from e
     try:
         with zipfile.ZipFile(zpath) as z, tempfile.TemporaryDirectory(dir=root) as tmp:
             for m in z.namelist():  # refuse absolute paths and '..' in the archive
@@ -663,13 +679,14 @@ def fetch_ml100k(root, url=None, log=print):
 
 def _fetch_ml100k(root, url, log):
     zpath = root / 'ml-100k.zip'
-    by_hand = f'download {ML100K_URL} by hand and place it at {zpath}'
+    by_hand = (f'offline, place the archive at {zpath} or point PROEX_ML100K_URL at a local '
+               f'copy (shared/datasets/ml100k_raw/ holds one)')
     if not zpath.exists():
         log(f'{root / ML100K_NAME} has no trn_mat.pkl: fetching {url} into {root}')
         try:
             download(url, zpath, log=log)
         except Exception as e:
-            raise DataError(f'could not download {url} ({one_line(e)}); {by_hand}') from e
+            raise DataError(f'could not download {url}: {short_cause(e)}; {by_hand}') from e
     try:
         with zipfile.ZipFile(zpath) as z:
             users, items, base, test = read_ml100k(z)
@@ -811,7 +828,8 @@ def safe_load(path):
 
 
 if __name__ == '__main__':
-    p = argparse.ArgumentParser(description='Load a dataset and print a summary.', allow_abbrev=False)
+    from eval import ArgumentParser  # one-line errors, as every entry point
+    p = ArgumentParser(description='Load a dataset and print a summary.')
     p.add_argument('--dataset', default='synthetic', help='book, yelp, steam, ml100k, '
                    f'{ML100K_NAME} (built from {ML100K_URL}; $PROEX_ML100K_URL: another URL or a '
                    'local path), synthetic or any folder name under the data root '

@@ -235,8 +235,8 @@ def device_name(s):
     return s
 
 
-# small datasets whose default is one torch thread (--threads); measured on 2 cores beside two
-# other jobs: `python lightgcn.py` (synthetic) 30 s with 1 thread, 440 s with torch's 2
+# small datasets whose default is one torch thread (--threads): their small matrices gain
+# nothing from more threads, and beside other jobs they run many times slower with them
 ONE_THREAD = ('synthetic', 'ml100k', 'ml100k-grouplens')
 
 

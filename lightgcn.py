@@ -1,6 +1,6 @@
 """LightGCN (He et al., SIGIR'20), base and with ProEx (KDD'26, Alg. 1-2), in one file.
 
-    python lightgcn.py                                  # offline first run on `synthetic`, ~30 s
+    python lightgcn.py                                  # offline first run on `synthetic`, ~42 s
     python lightgcn.py --dataset book --data-dir DIR
     python lightgcn.py --proex --dataset ml100k --data-dir DIR --out r.json
 

@@ -48,7 +48,7 @@ def test_out_in_proc_fails_before_training():
     """os.access says /proc is writable for root; the check creates a real file instead."""
     p = run('lightgcn.py', '--threads', '1', '--epochs', '1', '--out', '/proc/r.json')
     line = p.stderr.splitlines()[-1]                   # argparse: the usage, then one line
-    assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('error:') == 1
+    assert p.returncode == 1 and 'Traceback' not in p.stderr and p.stderr.count('error:') == 1
     assert line.startswith('lightgcn.py: error: argument --out: cannot create a file in folder '
                            '/proc') and line.endswith('write elsewhere'), p.stderr
     assert 'epoch' not in p.stdout and not Path('/proc/r.json').exists()
@@ -57,7 +57,7 @@ def test_out_in_proc_fails_before_training():
 def test_out_that_is_not_a_regular_file_is_refused(tmp_path):
     os.mkfifo(tmp_path / 'pipe')                       # like /dev/null: renaming over it is wrong
     p = run('lightgcn.py', '--threads', '1', '--epochs', '1', '--out', str(tmp_path / 'pipe'))
-    assert p.returncode == 2 and 'not a regular file' in p.stderr and 'epoch' not in p.stdout
+    assert p.returncode == 1 and 'not a regular file' in p.stderr and 'epoch' not in p.stdout
 
 
 def test_result_is_written_atomically(tmp_path, capsys):
