@@ -813,11 +813,14 @@ def resolve_dmrec(parser, a):
 
 
 def switches(args, generative=False):
-    """The released-code and ablation switches of the one-batch objectives, from the parsed
-    flags (all off by default: the paper). The weights and sizes are passed by name."""
-    kw = dict(shared_mixing=args.shared_mixing, unbiased_var=args.unbiased_var,
-              var_of_means=args.var_of_means, no_mixing=args.no_mixing)
+    """The flags onto proex_core's named variants (all the paper's by default), in one place.
+    The weights and sizes are passed by name."""
+    kw = dict(mixing='mean' if args.no_mixing else 'shared' if args.shared_mixing else 'per-entity',
+              var_e={(False, False): 'paper', (True, False): 'unbiased', (False, True): 'of-means',
+                     (True, True): 'released'}[(args.unbiased_var, args.var_of_means)])
     if generative:
-        return dict(kw, sum_of_samples=args.sum_of_samples, align_fused=args.align_fused,
-                    uniformity=args.uniformity_reg)
-    return dict(kw, uniformity=args.uniformity_reg, infonce_reg=args.infonce_reg)
+        return dict(kw, reg='uniformity' if args.uniformity_reg else 'printed',
+                    fusion='sum-of-samples' if args.sum_of_samples else 'gaussians',
+                    align='fused' if args.align_fused else 'posterior')
+    return dict(kw, reg='uniformity' if args.uniformity_reg else
+                'infonce' if args.infonce_reg else 'printed')

@@ -512,40 +512,74 @@ def rlmrec_con_loss(z_u, z_i, z_j, c_u, c_i, c_j, c_users, tau=0.2):
 
 
 # ----------------------------------------------------------------------------
-# The ProEx objective (Eq. 14)
-#
-# Alg. 1 (appendix A.1) loops over the users of a batch: for each one it draws the
-# environment weights (line 13), forms the environment losses L^e (line 16) and the total
-# with the variance over environments (line 18); gradients are averaged over the batch
-# (line 20). So the losses here are per ROW, [E, B] (a row is a BPR triple for the
-# discriminative models, a user for the generative ones), Var_e is taken per row and then
-# averaged. The released code (one draw per environment for the whole batch) instead takes
-# the variance of the E batch-mean losses: var_of_means=True. With per-row draws that
-# variance averages the per-row differences away (it is thousands of times smaller).
+# The variants, one keyword each with named values; adding one is a function and a name.
+# The paper's reading is the first of each; the released code's (BlueGhostYi/ProRec,
+# lightgcn_proex.py) and the Fig. 6 ablation are the others.
 
-def env_variance(env_losses, unbiased_var=False, var_of_means=False):
-    """Var_e(L^e) of Eq. 14 from per-row losses [E, B] -> scalar: population variance over
-    the E environments per row, mean over rows (Alg. 1, lines 16-20). unbiased_var: divide by
-    E - 1 (released torch.var); var_of_means: variance of the E batch means (released code).
-    0 when E == 1."""
+def mix_per_entity(stacks, envs, alpha, rng):
+    """Paper (Eq. 10, Alg. 1 line 13): one Dirichlet draw per row per environment, the same
+    draw for every stack. stacks: [K, n, d] each -> [E, n, d] each."""
+    theta = dirichlet_weights(envs, stacks[0].shape[0], alpha, stacks[0].shape[1], rng,
+                              stacks[0].device)  # [E, n, K]
+    return [mix(c, theta) for c in stacks]  # Eq. 8 (9)
+
+
+def mix_shared(stacks, envs, alpha, rng):
+    """Released code: one draw per environment for the whole batch."""
+    theta = dirichlet_weights(envs, stacks[0].shape[0], alpha, None, rng, stacks[0].device)  # [E, K]
+    return [mix(c, theta) for c in stacks]
+
+
+def mix_mean(stacks, envs, alpha, rng):
+    """Fig. 6 'w/o mixing': one environment, the mean of the K profiles."""
+    return [mean_profile(c)[None] for c in stacks]  # [1, n, d] each
+
+
+MIXING = {'per-entity': mix_per_entity, 'shared': mix_shared, 'mean': mix_mean}
+
+# L_reg over an entity's K profiles: Eq. 7 as printed, with the InfoNCE sign, or the released
+# code's uniformity loss; views [K, n, d] -> scalar
+REG = {'printed': lambda views, tau: contrastive_reg(views, tau),
+       'infonce': lambda views, tau: contrastive_reg(views, tau, infonce=True),
+       'uniformity': lambda views, tau: uniformity_reg(views, tau)}
+
+# Var_e(L^e) of Eq. 14 from per-row losses [E, B] -> scalar. Alg. 1 (appendix A.1) loops over
+# the rows of a batch: the draw (line 13), the environment losses (line 16) and the variance
+# over the environments (line 18) are per row, the gradients averaged (line 20). The released
+# code takes the variance of the E batch means instead (with per-row draws it averages the
+# differences away) and divides by E - 1 (torch.var).
+VAR_E = {'paper': lambda L: L.var(dim=0, correction=0).mean(),      # per row, then the mean
+         'unbiased': lambda L: L.var(dim=0, correction=1).mean(),
+         'of-means': lambda L: L.mean(dim=1).var(correction=0),     # of the E batch means
+         'released': lambda L: L.mean(dim=1).var(correction=1)}
+
+
+def choose(family, name, table):
+    """The variant `name` of a family, or one error listing the names."""
+    if name not in table:
+        raise ValueError(f'{family}={name!r}: expected one of {", ".join(map(repr, table))}')
+    return table[name]
+
+
+# ----------------------------------------------------------------------------
+# The ProEx objective (Eq. 14)
+
+def env_variance(env_losses, var_e='paper'):
+    """Var_e(L^e) of Eq. 14 (VAR_E[var_e]) from per-row losses [E, B] -> scalar; 0 when E == 1."""
     if env_losses.shape[0] < 2:
         return env_losses.sum() * 0.0  # one environment: nothing varies
-    correction = 1 if unbiased_var else 0
-    if var_of_means:
-        return env_losses.mean(dim=1).var(correction=correction)  # [E] -> scalar
-    return env_losses.var(dim=0, correction=correction).mean()  # [B] -> scalar
+    return choose('var_e', var_e, VAR_E)(env_losses)
 
 
-def proex_objective(env_losses, l_reg, lambda2, lambda3, unbiased_var=False, var_of_means=False,
-                    var_e=None):
+def proex_objective(env_losses, l_reg, lambda2, lambda3, var_e='paper', variance=None):
     """Eq. 14: sum_e L^e + lambda2 L_reg + lambda3 Var_e(L^e), with L^e the batch mean of the
     per-row environment losses. env_losses: [E, B] (a 1-D [E] is read as one row each).
-    var_e: Var_e(L^e) when the caller has it already (env_variance with the same flags)."""
+    variance: Var_e(L^e) when the caller has it already (env_variance with the same var_e)."""
     if env_losses.dim() == 1:
         env_losses = env_losses[:, None]  # [E] -> [E, 1]
-    if var_e is None:
-        var_e = env_variance(env_losses, unbiased_var, var_of_means)
-    return env_losses.mean(dim=1).sum() + lambda2 * l_reg + lambda3 * var_e
+    if variance is None:
+        variance = env_variance(env_losses, var_e)
+    return env_losses.mean(dim=1).sum() + lambda2 * l_reg + lambda3 * variance
 
 
 def loss_parts(rec, align, l_reg, var_e):
@@ -557,55 +591,40 @@ def loss_parts(rec, align, l_reg, var_e):
 # ----------------------------------------------------------------------------
 # One batch of Alg. 1
 
-def discriminative_environments(c_u, c_i, c_j, envs, alpha, shared_mixing=False,
-                                no_mixing=False, rng=None):
+def discriminative_environments(c_u, c_i, c_j, envs, alpha, mixing='per-entity', rng=None):
     """The environments of one BPR batch (Eq. 8-10): the mixed profiles of users, positives
-    and negatives. c_u, c_i, c_j: [K, B, d] -> 3 x [E, B, d].
-    Paper: one Dirichlet draw per row per environment. shared_mixing (released code): one
-    draw per environment for the whole batch. no_mixing (Fig. 6 'w/o mixing'): one
-    environment, the mean of the K profiles."""
-    K, B = c_u.shape[0], c_u.shape[1]
-    if no_mixing:
-        return tuple(mean_profile(c)[None] for c in (c_u, c_i, c_j))  # 3 x [1, B, d]
-    if shared_mixing:
-        theta = dirichlet_weights(envs, K, alpha, None, rng, c_u.device)  # Eq. 10, [E, K]
-        return tuple(mix(c, theta) for c in (c_u, c_i, c_j))  # Eq. 8, 3 x [E, B, d]
-    theta = dirichlet_weights(envs, K, alpha, 3 * B, rng, c_u.device)  # Eq. 10, [E, 3B, K]
-    return tuple(mix(c, t) for c, t in zip((c_u, c_i, c_j), theta.split(B, dim=1)))  # Eq. 8
+    and negatives, each row its own draw. c_u, c_i, c_j: [K, B, d] -> 3 x [E, B, d]."""
+    B = c_u.shape[1]
+    rows = torch.cat([c_u, c_i, c_j], dim=1)  # [K, 3B, d]: the 3B rows of the batch
+    (mixed,) = choose('mixing', mixing, MIXING)([rows], envs, alpha, rng)  # [E, 3B, d]
+    return tuple(mixed.split(B, dim=1))  # Eq. 8, 3 x [E, B, d]
 
 
-def discriminative_reg(c_u, c_i, tau=0.2, infonce_reg=False, uniformity=False, users=None,
-                       pos_items=None):
-    """L_reg over the K profiles of the batch's users and positive items (Eq. 7), or with
-    uniformity=True the released code's uniformity loss over the distinct ones. -> scalar."""
-    if not uniformity:
-        return contrastive_reg(c_u, tau, infonce_reg) + contrastive_reg(c_i, tau, infonce_reg)  # Eq. 7
-    u_rows = first_occurrences(users) if users is not None else slice(None)
-    i_rows = first_occurrences(pos_items) if pos_items is not None else slice(None)
-    return uniformity_reg(c_u[:, u_rows], tau) + uniformity_reg(c_i[:, i_rows], tau)
+def discriminative_reg(c_u, c_i, tau=0.2, reg='printed', users=None, pos_items=None):
+    """L_reg over the K profiles of the batch's users and positive items (Eq. 7); the
+    released uniformity loss over the distinct ones. -> scalar."""
+    form = choose('reg', reg, REG)
+    if reg == 'uniformity':  # released: over the distinct users and positives of the batch
+        c_u = c_u[:, first_occurrences(users)] if users is not None else c_u
+        c_i = c_i[:, first_occurrences(pos_items)] if pos_items is not None else c_i
+    return form(c_u, tau) + form(c_i, tau)
 
 
 def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs=2, alpha=0.3, lambda1=0.0,
-                             lambda2=0.0, lambda3=1.0, tau=0.2, shared_mixing=False,
-                             uniformity=False, infonce_reg=False, unbiased_var=False,
-                             var_of_means=False, no_mixing=False, rng=None, users=None,
+                             lambda2=0.0, lambda3=1.0, tau=0.2, mixing='per-entity',
+                             reg='printed', var_e='paper', rng=None, users=None,
                              pos_items=None, neg_items=None, rec_rows=bpr_rows):
     """Alg. 1 for one BPR batch of a discriminative model (LightGCN, GCCF, SimGCL).
     z_u, z_i, z_j: [B, d] collaborative vectors of users, positive and negative items.
     c_u, c_i, c_j: [K, B, d] their K profiles, already mapped (ProfileEncoder, Eq. 6).
-    users, pos_items, neg_items: [B] ids; the alignment (lambda1 > 0) runs over the distinct
-      ones of each (users and positives only: uniformity=True).
+    users, pos_items, neg_items: [B] ids, needed for the alignment (lambda1 > 0), which runs
+      over the distinct ones of each; reg='uniformity' uses users and pos_items.
     Weights (defaults: LightGCN's on ml100k, chosen on validation): envs E, alpha (Eq. 10),
       lambda1 the weight of the InfoNCE alignment (Eq. 13), lambda2 of L_reg (Eq. 7),
       lambda3 of Var_e (Eq. 14), tau the temperature of both.
+    Variants: mixing (MIXING), reg (REG), var_e (VAR_E); the paper's by default.
     rec_rows: L_rec of one triple, (z_u, z_i, z_j) [..., B, d] -> [..., B]; BPR by default.
-    Released / ablation switches: shared_mixing, no_mixing (discriminative_environments),
-      uniformity, infonce_reg (discriminative_reg), unbiased_var, var_of_means (env_variance).
     rng: a numpy Generator for the Dirichlet draws (None: seeded from torch's RNG).
-    Calls: discriminative_environments (dirichlet_weights, mix, mean_profile), fuse_vectors,
-      bpr_rows, entity_alignment (distinct_rows, info_nce_rows), discriminative_reg
-      (contrastive_reg; uniformity_reg, info_nce, first_occurrences), env_variance,
-      proex_objective, loss_parts, check_shape, as_ids.
     Returns (total, parts): parts = detached scalar tensors {'rec', 'align', 'reg', 'var'}
     (unweighted; 'rec' and 'align' summed over environments), kept on the device so that
     reading them is the caller's choice (float() waits for the device)."""
@@ -615,6 +634,8 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs=2, alpha=0.3,
     K = check_profiles('c_u', c_u, B, d)  # B, d: z_u's rows and columns
     check_profiles('c_i', c_i, B, d, K)
     check_profiles('c_j', c_j, B, d, K)
+    for family, name, table in (('mixing', mixing, MIXING), ('reg', reg, REG), ('var_e', var_e, VAR_E)):
+        choose(family, name, table)
     if lambda1 != 0 and (users is None or pos_items is None or neg_items is None):
         raise ValueError('discriminative_objective: lambda1 > 0 needs users=, pos_items= and '
                          'neg_items= ([B] ids), as Eq. 13 contrasts the distinct entities of the batch')
@@ -625,12 +646,11 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs=2, alpha=0.3,
         if ids is not None:
             check_shape(name, ids, (B,), '[B]', f"B = {B} (z_u's rows)")
     # 1) environments: the mixed profiles of users, positives and negatives (Eq. 8-10)
-    cu_e, ci_e, cj_e = discriminative_environments(c_u, c_i, c_j, envs, alpha, shared_mixing,
-                                                   no_mixing, rng)  # 3 x [E, B, d]
+    cu_e, ci_e, cj_e = discriminative_environments(c_u, c_i, c_j, envs, alpha, mixing, rng)  # 3 x [E, B, d]
     # 2) fusion by addition (Eq. 12) and the recommendation loss per environment and triple
     rec = rec_rows(fuse_vectors(z_u, cu_e), fuse_vectors(z_i, ci_e), fuse_vectors(z_j, cj_e))  # [E, B]
-    # 3) alignment per environment and row (L_align of Eq. 13), over the distinct entities
-    #    users, positives and negatives, as the released code's (commented-out) alignment
+    # 3) alignment per environment and row (L_align of Eq. 13) over the distinct users,
+    #    positives and negatives, as the released code's (switched-off) alignment
     if lambda1 != 0:
         align = (entity_alignment(z_u, cu_e, users, tau) + entity_alignment(z_i, ci_e, pos_items, tau)
                  + entity_alignment(z_j, cj_e, neg_items, tau))  # [E, B]
@@ -638,30 +658,27 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs=2, alpha=0.3,
         align = torch.zeros_like(rec)  # [E, B]
     env_losses = rec + lambda1 * align  # Eq. 13, L^e per row, [E, B]
     # 4) regularisation over each entity's K profiles (Eq. 7)
-    l_reg = discriminative_reg(c_u, c_i, tau, infonce_reg, uniformity, users, pos_items)
+    l_reg = discriminative_reg(c_u, c_i, tau, reg, users, pos_items)
     # 5) total (Eq. 14)
-    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
-    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)
-    return total, loss_parts(rec, align, l_reg, var_e)
+    variance = env_variance(env_losses, var_e)  # once, for Eq. 14 and parts
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, variance=variance)
+    return total, loss_parts(rec, align, l_reg, variance)
 
 
-def generative_environments(mu_k, var_k, envs, alpha, shared_mixing=False, no_mixing=False,
-                            rng=None):
+FUSION = {'gaussians': 'the fused Gaussian of Eq. 12, sampled once', 'sum-of-samples': 'for study'}
+ALIGN = {'posterior': 'Eq. 11 on q of Eq. 2 (Sec. 2.4)', 'fused': "Eq. 11 on the fused Gaussian (DMRec's code)"}
+
+
+def generative_environments(mu_k, var_k, envs, alpha, mixing='per-entity', rng=None):
     """The environments' Gaussians (Eq. 9-10): means and variances mixed separately with the
-    same weights. mu_k, var_k: [K, B, d] -> mu_env, var_env: [E, B, d].
-    Paper: one Dirichlet draw per user per environment; shared_mixing (released): one per
-    environment for the batch; no_mixing (Fig. 6): one environment, the mean of the K."""
-    if no_mixing:
-        return mean_profile(mu_k)[None], mean_profile(var_k)[None]  # [1, B, d] each
-    n = None if shared_mixing else mu_k.shape[1]
-    theta = dirichlet_weights(envs, mu_k.shape[0], alpha, n, rng, mu_k.device)  # Eq. 10
-    return mix(mu_k, theta), mix(var_k, theta)  # Eq. 9, [E, B, d] each
+    same weights. mu_k, var_k: [K, B, d] -> mu_env, var_env: [E, B, d]."""
+    mu_env, var_env = choose('mixing', mixing, MIXING)([mu_k, var_k], envs, alpha, rng)
+    return mu_env, var_env  # Eq. 9, [E, B, d] each
 
 
 def generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, *, envs=3, alpha=0.1, beta=0.5,
-                         lambda1=1.0, lambda2=0.01, lambda3=1.0, tau=0.2, shared_mixing=False,
-                         unbiased_var=False, var_of_means=False, no_mixing=False,
-                         sum_of_samples=False, align_fused=False, uniformity=False,
+                         lambda1=1.0, lambda2=0.01, lambda3=1.0, tau=0.2, mixing='per-entity',
+                         reg='printed', var_e='paper', fusion='gaussians', align='posterior',
                          generator=None, rng=None):
     """Alg. 1 for one batch of a generative model (Mult-VAE, L-DiffRec, CVGA).
     nll_fn: z [B, d] -> [B] reconstruction loss of each user under the base model (no KL
@@ -673,43 +690,39 @@ def generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, *, envs=3, alpha=0.
       objective): lambda1 * beta is the base VAE's KL weight, so beta = 1 is the base VAE's
       loss per environment; lambda2 weighs L_reg (Eq. 7 over the K profile means), lambda3
       Var_e (Eq. 14), tau is Eq. 7's temperature.
-    Eq. 12 (default): per environment the fused Gaussian N(mu + mu~e, var * var~e)
-      (fuse_gaussians, as DMRec) and one sample of it feed L_rec; Eq. 11 aligns the base
-      posterior q = N(mu, var) of Eq. 2 with the environment's Gaussian, as Sec. 2.4 says.
-    align_fused=True (DMRec's code): Eq. 11 aligns the FUSED Gaussian instead. Then the
-      environment's mean cancels from the mean term ((mu + mu~e) - mu~e = mu): the term
-      shrinks mu and gives the profile means no gradient.
-    sum_of_samples=True (for study): z ~ q plus a sample of the environment's Gaussian;
-      on a batch of ml100k or synthetic users this holds L-DiffRec on a plateau
-      (bench/RESULTS.md).
-    uniformity=True (released code): L_reg is uniformity_reg over the K profile means
-      instead of Eq. 7 (the users of a batch are distinct).
-    shared_mixing, no_mixing: generative_environments; unbiased_var, var_of_means: env_variance.
+    fusion='gaussians' (Eq. 12, as DMRec's code): per environment the fused Gaussian
+      N(mu + mu~e, var * var~e) and one sample of it feed L_rec; 'sum-of-samples' (for study):
+      a sample of q plus a sample of the environment's Gaussian.
+    align='posterior' (Sec. 2.4): Eq. 11 aligns the base posterior q = N(mu, var) of Eq. 2
+      with the environment's Gaussian; 'fused' (DMRec's code): the fused Gaussian, from which
+      the environment's mean cancels ((mu + mu~e) - mu~e = mu), so the profile means get no
+      gradient from it.
+    mixing, reg, var_e: as discriminative_objective (the users of a batch are distinct).
     generator, rng (tests): a torch Generator on mu's device for the Gaussian samples and a
-    numpy Generator for the Dirichlet draws; the model files use the global RNGs.
-    Calls: generative_environments (dirichlet_weights, mix, mean_profile), fuse_gaussians,
-      sample_gaussian, distribution_alignment (kl_diag_gaussians), contrastive_reg
-      (uniformity_reg, info_nce, info_nce_rows), env_variance, proex_objective, loss_parts,
-      check_shape.
+      numpy Generator for the Dirichlet draws; the model files use the global RNGs.
     Returns (total, parts) as discriminative_objective."""
     B, d = mu.shape[0], mu.shape[-1]
     check_shape('mu', mu, (B, d), '[B, d]')
     check_shape('logvar', logvar, (B, d), '[B, d]', f"B, d = {B}, {d} (mu's shape)")
     K = check_profiles('mu_k', mu_k, B, d)  # B, d: mu's rows and columns
     check_profiles('logvar_k', logvar_k, B, d, K)
+    for family, name, table in (('mixing', mixing, MIXING), ('reg', reg, REG), ('var_e', var_e, VAR_E),
+                                ('fusion', fusion, FUSION), ('align', align, ALIGN)):
+        choose(family, name, table)
+    if fusion == 'sum-of-samples' and align == 'fused':
+        raise ValueError("align='fused' needs fusion='gaussians': sum-of-samples has no fused Gaussian")
     var, var_k = logvar.exp(), logvar_k.exp()  # the one conversion: variances from here on
     # 1) environments: mix means and variances separately (Eq. 9, 10)
-    mu_env, var_env = generative_environments(mu_k, var_k, envs, alpha, shared_mixing,
-                                              no_mixing, rng)  # [E, B, d] each
+    mu_env, var_env = generative_environments(mu_k, var_k, envs, alpha, mixing, rng)  # [E, B, d] each
     # 2) one noise draw shared by all environments, so that Var_e only sees what the
     #    environments change
-    if sum_of_samples:
+    if fusion == 'sum-of-samples':
         z = sample_gaussian(mu, var, generator)  # z ~ q(z_u | x_u), [B, d]
     else:
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)  # [B, d]
-    rec, align = [], []
+    rec, aligned = [], []
     for m_e, v_e in zip(mu_env, var_env):
-        if sum_of_samples:  # for study: a sample of q plus a sample of the environment
+        if fusion == 'sum-of-samples':  # a sample of q plus a sample of the environment
             mu_f, var_f, z_e = mu, var, z + sample_gaussian(m_e, v_e, generator)  # [B, d]
         else:
             mu_f, var_f = fuse_gaussians(mu, var, m_e, v_e)  # Eq. 12, [B, d] each
@@ -718,13 +731,14 @@ def generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, *, envs=3, alpha=0.
         if rec[-1].shape != (B,):
             raise ValueError(f'nll_fn: expected one loss per row, shape [{B}], got '
                              f'{list(rec[-1].shape)}; return the per-user loss, not its mean')
-        mu_q, var_q = (mu_f, var_f) if align_fused else (mu, var)  # the Gaussian Eq. 11 aligns
-        align.append(distribution_alignment(mu_q, var_q, m_e, v_e, beta)
-                     if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]
-    rec, align = torch.stack(rec), torch.stack(align)  # [E, B] each
-    env_losses = rec + lambda1 * align  # Eq. 13, L^e per user, [E, B]
+        mu_q, var_q = (mu_f, var_f) if align == 'fused' else (mu, var)  # the Gaussian Eq. 11 aligns
+        aligned.append(distribution_alignment(mu_q, var_q, m_e, v_e, beta)
+                       if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]
+    rec, aligned = torch.stack(rec), torch.stack(aligned)  # [E, B] each
+    env_losses = rec + lambda1 * aligned  # Eq. 13, L^e per user, [E, B]
     # 3) L_reg over the K profile means (deterministic: no sampling noise in it)
-    l_reg = uniformity_reg(mu_k, tau) if uniformity else contrastive_reg(mu_k, tau)  # Eq. 7
-    var_e = env_variance(env_losses, unbiased_var, var_of_means)  # once, for Eq. 14 and parts
-    total = proex_objective(env_losses, l_reg, lambda2, lambda3, var_e=var_e)  # Eq. 14
-    return total, loss_parts(rec, align, l_reg, var_e)
+    l_reg = REG[reg](mu_k, tau)  # Eq. 7
+    variance = env_variance(env_losses, var_e)  # once, for Eq. 14 and parts
+    total = proex_objective(env_losses, l_reg, lambda2, lambda3, variance=variance)  # Eq. 14
+    return total, loss_parts(rec, aligned, l_reg, variance)
+

@@ -346,26 +346,26 @@ def test_proex_objective_variance_term():
     assert pc.proex_objective(equal, torch.tensor(2.0), 0.5, 10.0).item() == pytest.approx(2.1 + 1.0)
     losses = torch.tensor([1.0, 2.0, 4.0])  # mean 7/3; squared deviations sum 14/3
     pop = pc.proex_objective(losses, torch.tensor(0.0), 0.0, 1.0)
-    unb = pc.proex_objective(losses, torch.tensor(0.0), 0.0, 1.0, unbiased_var=True)
+    unb = pc.proex_objective(losses, torch.tensor(0.0), 0.0, 1.0, var_e='unbiased')
     assert pop.item() == pytest.approx(7.0 + 14 / 9, rel=1e-6)
     assert unb.item() == pytest.approx(7.0 + 14 / 6, rel=1e-6)
     one = torch.tensor([1.5])
-    assert pc.proex_objective(one, torch.tensor(1.0), 1.0, 5.0, unbiased_var=True).item() == pytest.approx(2.5)
+    assert pc.proex_objective(one, torch.tensor(1.0), 1.0, 5.0, var_e='unbiased').item() == pytest.approx(2.5)
 
 
 def test_variance_per_row_by_hand():
     # E = 2 environments, B = 2 rows. Row 0: losses 1, 3 (variance 1); row 1: 2, 2 (variance 0).
     L = torch.tensor([[1.0, 2.0], [3.0, 2.0]])  # [E, B]
     assert pc.env_variance(L).item() == pytest.approx(0.5)  # mean over rows of (1, 0)
-    assert pc.env_variance(L, unbiased_var=True).item() == pytest.approx(1.0)  # (2, 0) / 2
+    assert pc.env_variance(L, var_e='unbiased').item() == pytest.approx(1.0)  # (2, 0) / 2
     # batch means are 1.5 and 2.5: their variance is 0.25 (released code)
-    assert pc.env_variance(L, var_of_means=True).item() == pytest.approx(0.25)
+    assert pc.env_variance(L, var_e='of-means').item() == pytest.approx(0.25)
     # Eq. 14: sum_e of the batch means (1.5 + 2.5) + lambda2 L_reg + lambda3 Var
     total = pc.proex_objective(L, torch.tensor(1.0), 0.1, 2.0)
     assert total.item() == pytest.approx(4.0 + 0.1 + 2.0 * 0.5)
     # opposite per-row differences cancel in the batch means but not per row
     L2 = torch.tensor([[0.0, 2.0], [2.0, 0.0]])
-    assert pc.env_variance(L2, var_of_means=True).item() == 0.0
+    assert pc.env_variance(L2, var_e='of-means').item() == 0.0
     assert pc.env_variance(L2).item() == pytest.approx(1.0)
     assert pc.env_variance(L2[:1]).item() == 0.0  # one environment
 
@@ -385,7 +385,7 @@ def test_variance_term_is_of_the_order_of_the_loss():
     kw = dict(envs=3, alpha=0.1, lambda1=0.0, lambda2=0.0, lambda3=1.0, rng=np.random.default_rng(0))
     _, per_row = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, **kw)
     kw['rng'] = np.random.default_rng(0)
-    _, of_means = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, var_of_means=True, **kw)
+    _, of_means = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, var_e='of-means', **kw)
     rec_per_env = float(per_row['rec']) / 3
     assert float(per_row['var']) > 0.05 * rec_per_env  # same order as the loss
     assert float(of_means['var']) < 0.01 * float(per_row['var'])  # the batch mean averages it away
@@ -433,7 +433,7 @@ def test_discriminative_objective_by_hand(shared):
     E, B, kw = 3, 5, dict(alpha=0.2, lambda1=0.3, lambda2=0.4, lambda3=2.0)
     torch.manual_seed(99)
     total, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=E,
-                                               shared_mixing=shared, users=torch.arange(B),
+                                               mixing='shared' if shared else 'per-entity', users=torch.arange(B),
                                                pos_items=torch.arange(B) + 10,
                                                neg_items=torch.arange(B) + 20, **kw)
     torch.manual_seed(99)
@@ -466,7 +466,7 @@ def test_discriminative_objective_gradients(uniformity):
     users, items = torch.tensor([0, 1, 1, 2, 3]), torch.tensor([4, 4, 5, 6, 7])
     total, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=3, alpha=0.1,
                                                lambda1=0.5, lambda2=0.4, lambda3=1.0,
-                                               uniformity=uniformity, users=users, pos_items=items,
+                                               reg='uniformity' if uniformity else 'printed', users=users, pos_items=items,
                                                neg_items=items + 4)
     total.backward()
     for p in list(f.parameters()) + [z_u, z_i, z_j]:
@@ -480,7 +480,7 @@ def test_uniformity_uses_unique_rows():
     c_u, c_i, c_j = (f(t) for t in texts)
     users, items = torch.tensor([0, 1, 1, 2, 0]), torch.tensor([4, 5, 6, 7, 8])
     c_u = c_u[:, [0, 1, 1, 3, 0]]  # duplicated ids carry duplicated profiles
-    kw = dict(envs=1, alpha=0.1, lambda1=0.0, lambda2=1.0, lambda3=0.0, uniformity=True)
+    kw = dict(envs=1, alpha=0.1, lambda1=0.0, lambda2=1.0, lambda3=0.0, reg='uniformity')
     _, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, users=users, pos_items=items, **kw)
     want = pc.uniformity_reg(c_u[:, [0, 1, 3]]) + pc.uniformity_reg(c_i)
     assert float(parts['reg']) == pytest.approx(want.item(), rel=1e-6)
@@ -491,7 +491,7 @@ def test_discriminative_no_mixing_is_one_environment_with_the_mean():
     f, (z_u, z_i, z_j), texts = disc_inputs()
     c_u, c_i, c_j = (f(t) for t in texts)
     total, parts = pc.discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, envs=4, alpha=0.1,
-                                               lambda1=0.2, lambda2=0.4, lambda3=5.0, no_mixing=True,
+                                               lambda1=0.2, lambda2=0.4, lambda3=5.0, mixing='mean',
                                                users=torch.arange(5), pos_items=torch.arange(5),
                                                neg_items=torch.arange(5))
     mu, mi, mj = c_u.mean(0), c_i.mean(0), c_j.mean(0)
@@ -548,7 +548,7 @@ def test_generative_objective_by_hand(sum_of_samples, align_fused):
     E, B, kw = 2, 4, dict(alpha=0.2, beta=0.3, lambda1=0.7, lambda2=0.4, lambda3=3.0)
     torch.manual_seed(5)
     total, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, envs=E,
-                                           sum_of_samples=sum_of_samples, align_fused=align_fused,
+                                           fusion='sum-of-samples' if sum_of_samples else 'gaussians', align='fused' if align_fused else 'posterior',
                                            **kw)
     torch.manual_seed(5)  # same draws in the same order: theta, base noise, (one per environment)
     theta = pc.dirichlet_weights(E, 3, 0.2, n=B)  # [E, B, K]
@@ -596,7 +596,7 @@ def test_eq11_on_the_fused_gaussian_at_beta_0_and_1(beta):
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     total, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, envs=1, alpha=0.1,
                                            beta=beta, lambda1=1.0, lambda2=0.0, lambda3=0.0,
-                                           no_mixing=True, align_fused=True, generator=g1)
+                                           mixing='mean', align='fused', generator=g1)
     m, v = mu_k.mean(0), var_k.mean(0)
     mu_f, var_f = mu + m, var * v
     target = (torch.zeros_like(m), torch.ones_like(v)) if beta == 1.0 else (m, v)
@@ -618,7 +618,7 @@ def test_eq11_gradient_reaches_the_profile_means_only_in_the_printed_form(align_
     mu_k.retain_grad()
     total, _ = pc.generative_objective(lambda z: z.sum(-1) * 0.0, mu, logvar, mu_k, logvar_k,
                                        envs=3, alpha=0.3, beta=0.0, lambda1=1.0, lambda2=0.0,
-                                       lambda3=0.0, align_fused=align_fused,
+                                       lambda3=0.0, align='fused' if align_fused else 'posterior',
                                        rng=np.random.default_rng(0))
     total.backward()
     if align_fused:
@@ -637,7 +637,7 @@ def test_eq11_as_printed_by_hand_at_beta_0():
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     total, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, envs=1, alpha=0.1,
                                            beta=0.0, lambda1=1.0, lambda2=0.0, lambda3=0.0,
-                                           no_mixing=True, generator=g1)
+                                           mixing='mean', generator=g1)
     m, v = mu_k.mean(0), var_k.mean(0)
     kl = torch.tensor([kl_by_hand(mu[b], var[b], m[b], v[b]) for b in range(len(mu))])
     assert float(parts['align']) == pytest.approx(kl.mean().item(), rel=1e-5)
@@ -650,7 +650,7 @@ def test_generative_uniformity_replaces_eq7():
     mu_k, logvar_k = agg(c)
     var_k = logvar_k.exp()
     kw = dict(envs=1, alpha=0.1, beta=0.5, lambda1=0.0, lambda2=1.0, lambda3=0.0)
-    _, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, uniformity=True, **kw)
+    _, parts = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, reg='uniformity', **kw)
     assert float(parts['reg']) == pytest.approx(pc.uniformity_reg(mu_k).item(), rel=1e-6)
     _, plain = pc.generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, **kw)
     assert float(plain['reg']) == pytest.approx(pc.contrastive_reg(mu_k).item(), rel=1e-6)
@@ -708,7 +708,7 @@ def test_generative_shared_mixing_draws_one_weight_per_environment(shared):
     pc.generative_objective(record, mu[:1].expand(B, -1), torch.full((B, 2), -27.6),
                             mu_k[:, :1].expand(-1, B, -1), logvar_k[:, :1].expand(-1, B, -1),
                             envs=2, alpha=0.1, beta=0.5, lambda1=0.0, lambda2=0.0, lambda3=0.0,
-                            shared_mixing=shared, rng=np.random.default_rng(0))
+                            mixing='shared' if shared else 'per-entity', rng=np.random.default_rng(0))
     spread = max((z - z[:1]).abs().max().item() for z in seen)  # across the B rows
     assert len(seen) == 2
     assert (spread < 1e-5) if shared else (spread > 1e-3)

@@ -183,7 +183,7 @@ def test_shared_mixing_reaches_the_objective_and_its_draw(name):
     seen = []
 
     def spy_obj(*a, **k):
-        seen.append(('objective', k.get('shared_mixing')))
+        seen.append(('objective', k.get('mixing') == 'shared'))
         return real_obj(*a, **k)
 
     def spy_draw(E, K, alpha, n=None, rng=None, device=None):
