@@ -2,8 +2,8 @@
 
 Paper: "ProEx: A Unified Framework Leveraging Large Language Model with Profile
 Extrapolation for Recommendation" (Zhang et al., KDD'26), Sec. 2.3.1, Eq. 4-5,
-Appendix A.2, Fig. 3/10. For every user and every item, four chained calls to
-a chat model, each with its own system prompt pi_1..pi_4 (below):
+Appendix A.2, Fig. 3/10. For every user and every item, chained calls to a chat
+model, each with its own system prompt pi_1..pi_4:
   F1  side information            -> original profile (OP)  (skipped when an OP is given)
   F2  OP                          -> positive and negative aspects
   F3  OP + aspects                -> latent preferences
@@ -11,22 +11,14 @@ a chat model, each with its own system prompt pi_1..pi_4 (below):
 then one embedding model embeds all K profiles, the OP too, so that every
 view lives in one space: c_k = f_text(s_k)                            (Eq. 5).
 
-File map, top to bottom (one header comment per section):
-  prompts       pi_1..pi_4 and the words filled in per side
-  formats       each step's reply as a JSON Schema (shown, checked, sent), each step's messages
-  replies       reading a reply: parse, check, re-ask; the fallback texts
-  chain         F1 -> F2 -> F3 -> F4 for one entity, then its embeddings (online mode)  Eq. 4
-  embeddings    c_k = f_text(s_k) for its K profiles                                  Eq. 5
-  inputs        OPs or side information, per side
-  files         journal, vector store, output files
-  one side      open (or refuse), start the journal, finish: files and report
-  command line  defaults, parse_args, main
-then how the calls are made:
-  HTTP          timeouts, retries, backoff, fail fast; chat and embedding requests, probes
-  --batch-api   each step for all entities as OpenAI Batch jobs
-  online mode   --concurrency entities in flight
-  --dry-run     prompts of one entity, estimates of calls, tokens, cost and time
-  utilities     progress lines, peak memory, atomic writes
+Layout: the paper first, then the machinery that runs it (one header comment per section).
+  the paper     PI_1..PI_4 and the words they are filled with per side;
+                make_profiles: the chain of one entity, F1..F4 as four calls (Fig. 10),
+                then its K profiles embedded by `embed` (Eq. 5)
+  machinery     prompts filled in and each step's reply format; replies: parse, check,
+                re-ask, fallbacks; inputs; journal, vector store, output files; one side;
+                command line; HTTP: timeouts, retries, fail fast; --batch-api; online mode
+                (--concurrency); --dry-run; utilities
 
 Run (any OpenAI-compatible server; --base-url includes the /v1 part, the script
 appends /chat/completions and /embeddings):
@@ -45,8 +37,9 @@ Dataset folder: --data-dir, else $PROEX_DATA, else ./data; plus the dataset name
 Input per side (usr = users, itm = items): --user-input / --item-input, else the
 first of these found in the dataset folder:
   usr_prf.json    JSON list of OP strings, one per id (as in ml100k/)
-  usr_prf.pkl     RLMRec archive: list or {id: {'profile', 'reasoning'}};
-                  read with an unpickler that only builds plain containers
+  usr_prf.pkl     RLMRec's OP texts (book, yelp, steam: the release archive that holds
+                  the OP embeddings usr_emb_np.pkl): a pickled list, or dict {id: ...},
+                  of {'profile': str, 'reasoning': str}; read with data.safe_load
   usr_side.jsonl  raw side information: one JSON object per line with "id"
                   (0..n-1) and any fields (e.g. titles, genres, reviews); F1 writes
                   the OP from it, its prompt naming the fields the record fills
@@ -77,18 +70,18 @@ with the URL, the step and the server's message.
 every id); rerun without --limit to finish the side.
 Exit status: 0 all done; 1 stopped (fail fast, or the side is unfinished);
 2 refused (inputs, overwrite, changed configuration); 3 files written, but some
-entities used a fallback.
+entities used a fallback. A bad flag or value is one `error:` line naming what
+is valid (eval.ArgumentParser), before anything starts.
 Overwrite policy: a fresh run (no journal yet) refuses to start when any output
-file exists, unless --overwrite (so the released ml100k/ embeddings are never
-replaced by accident: use --out-dir). A run with a journal owns its outputs:
-the same command resumes it, and once all are finished rewrites only files
-whose bytes differ (a finished run rerun is a no-op). A journal written under
-another configuration (models, K, prompts, inputs) is refused: delete it (and
+file exists, unless --overwrite (so released embeddings, e.g. ml100k/ or RLMRec's
+OP embeddings, are never replaced by accident: use --out-dir). A run with a journal
+owns its outputs: the same command resumes it, and once all are finished rewrites
+only files whose bytes differ (a finished run rerun is a no-op). A journal written
+under another configuration (models, K, prompts, inputs) is refused: delete it (and
 the store) or choose another --out-dir.
 The API key is read from the environment variable named by --api-key-env and
 never printed, journaled or written.
 """
-import argparse
 import email.utils
 import hashlib
 import json
@@ -107,12 +100,18 @@ from dataclasses import dataclass
 import numpy as np
 import requests
 
-# ----------------------------------------------------------------------------
-# The four system prompts pi_1..pi_4 (Appendix A.2, Fig. 10), our own wording.
-# fill() joins wrapped lines into one and keeps blank lines as line breaks;
-# the fields in braces are filled per side (SIDE_WORDS), per step ({format}: the
-# step's JSON Schema shown as an example, see step_schema) and, in pi_1, per record
-# ({side_info}: the fields that record fills, see side_info_words).
+import data as D  # D.safe_load: the project's one unpickler that runs no code
+from eval import ArgumentParser, float_range, int_range  # one-line command-line errors
+
+# ============================================================================
+# The paper: pi_1..pi_4, the chain of one entity (Fig. 10), its embeddings (Eq. 5)
+# ============================================================================
+
+# The four system prompts pi_1..pi_4 (Sec. 2.3.1, Appendix A.2, Fig. 10), our own wording.
+# fill() joins wrapped lines into one and keeps blank lines as line breaks; the fields in
+# braces are filled per side (SIDE_WORDS), per step ({format}: the step's JSON Schema shown
+# as an example, see step_schema) and, in pi_1, per record ({side_info}: the fields that
+# record fills, see side_info_words).
 
 PI_1 = """You write profiles for a recommender system. You receive side information
 about one {entity} as JSON: {side_info}.
@@ -159,10 +158,6 @@ Answer with one JSON object and nothing else, holding exactly {n} strings:
 {format}"""
 
 PROMPTS = {'F1': PI_1, 'F2': PI_2, 'F3': PI_3, 'F4': PI_4}
-STATE_KEY = {'F1': 'op', 'F2': 'aspects', 'F3': 'latent', 'F4': 'nps'}  # where a step's result is kept
-
-REASK = ('Your reply above cannot be used: {reason}. Answer again with only the JSON object '
-         'in the format the system message asks for.')
 
 SIDE_WORDS = {  # the side-specific words filled into the prompts
     'user': dict(entity='user', words=100,  # OP length as in RLMRec: 100 words for users
@@ -175,34 +170,85 @@ SIDE_WORDS = {  # the side-specific words filled into the prompts
                  latent_of='of the users this item suits'),
 }
 
+
+def make_profiles(ep, args, job, i, s):
+    """Entity i, online: the chain of Fig. 10, one chat call per step, each with its own system
+    prompt pi_n and the replies of the steps before it (step_messages), then its K profiles
+    embedded (Eq. 5). s: what is known of i (the OP when given; the steps an earlier run finished),
+    filled in here; a step s already holds is not asked again.
+    -> (journal record, float32 [K, d]). A step or the embeddings failing for good give a fallback
+    (fallback_texts), never an exception (except Fatal, which stops the run)."""
+    side, k, source = job['side'], args.n_profiles, job['sources'][i]
+    usage, reasons, emb_fallback = new_usage(), [], False
+    with requests.Session() as session:
+        def ask(step):  # one step: ask, check the reply, re-ask while it cannot be used
+            return ask_step(session, ep, args, new_turn(side, k, source, s, step), s, usage)
+        try:
+            if 'op' not in s:       # F1, pi_1: side information -> OP (skipped when the OP is given)
+                s['op'] = ask('F1')
+            if 'aspects' not in s:  # F2, pi_2: OP -> positive and negative aspects
+                s['aspects'] = ask('F2')
+            if 'latent' not in s:   # F3, pi_3: OP + aspects -> latent preferences
+                s['latent'] = ask('F3')
+            if 'nps' not in s:      # F4, pi_4: OP + aspects + latent preferences -> K-1 NPs (Eq. 4)
+                s['nps'] = ask('F4')
+        except EntityFailed as e:
+            reasons.append(f'{e}; new profiles fall back to the OP')
+        texts = fallback_texts(s, source, job['has_op'], k, args.max_input_chars)  # s_0 = OP, s_1..s_{K-1}
+        try:
+            c, note = embed(session, ep.embed, args, texts, job['dim'], usage)  # Eq. 5: c_k = f_text(s_k), [K, d]
+            reasons += [note] if note else []
+        except EntityFailed as e:
+            c, emb_fallback = np.zeros((k, job['dim']), np.float32), True
+            reasons.append(f'{e}; rows fall back to the mean embedding of the side')
+    return entity_record(i, texts, reasons, emb_fallback, s, usage, ep), c
+
+
+def embed(session, ep, args, texts, dim, usage):
+    """f_text of Eq. 5 with --embed-model: c_k = f_text(s_k) for the texts, in one /embeddings
+    request -> (float32 [len(texts), d], note). A wrong count, or a dimension other than dim (when
+    dim > 0), is an error. After an HTTP 400 the inputs are cut to --max-input-chars and sent once
+    more; the note says so (None otherwise)."""
+    note = None
+    while True:
+        try:
+            c, body_usage = request(session, ep, 'POST', 'embeddings',
+                                    lambda r: pooled_warning(ep, embedding_rows(r.json(), len(texts), dim)),
+                                    'embeddings', json={'model': args.embed_model, 'input': list(texts)})
+            count_usage(ep, usage, body_usage, 'embeddings')
+            return c, note
+        except Rejected as e:
+            cut = [t[:args.max_input_chars] for t in texts]
+            if cut == texts:
+                raise
+            texts, note = cut, f'embedding inputs cut to {args.max_input_chars} characters after: {e}'
+
+
+# ============================================================================
+# The machinery: what makes the chain run for every entity of a side, survive faults and
+# kills, and write the official files
+# ============================================================================
+
+# ----------------------------------------------------------------------------
+# Prompts filled in: the words per side-information field (pi_1), each step's reply format as one
+# JSON Schema (shown in its prompt, checked in its reply, sent with --json-schema), each step's
+# messages
+
 FIELD_WORDS = {  # how pi_1 names a side-information field; any other: its name, '_' -> ' '
     'liked_movies': 'the titles and genres of the movies they liked',
     'year': 'release year',
 }
 
 
-def is_empty(value):
-    """None, an empty or blank string, an empty list or object: the record lacks this field."""
-    if isinstance(value, str):
-        return not value.strip()
-    return value is None or (isinstance(value, (list, dict)) and not value)
-
-
 def present_fields(source):
-    """The fields of a side-information record that hold something, in the record's order."""
-    return [name for name, value in source.items() if not is_empty(value)]
-
-
-def side_fields(sources):
-    """Every field name of a side's records, in order of first appearance."""
-    return list(dict.fromkeys(name for source in sources if isinstance(source, dict) for name in source))
-
-
-def join_words(words):
-    """['a', 'b', 'c'] -> 'a, b and c'."""
-    if len(words) < 2:
-        return ''.join(words)
-    return ', '.join(words[:-1]) + ' and ' + words[-1]
+    """The fields of a side-information record that hold something, in the record's order (None,
+    a blank string, an empty list or object: the record lacks that field)."""
+    present = []
+    for name, value in source.items():
+        blank = not value.strip() if isinstance(value, str) else value is None or value in ([], {})
+        if not blank:
+            present.append(name)
+    return present
 
 
 def side_info_words(entity, source=None):
@@ -210,15 +256,11 @@ def side_info_words(entity, source=None):
     F1), so the model is never told of a field the record lacks."""
     if not isinstance(source, dict):
         return f"the fields of this {entity}'s record"
-    names = present_fields(source)
-    if not names:
+    words = [FIELD_WORDS.get(n, n.replace('_', ' ')) for n in present_fields(source)]
+    if not words:
         return 'no filled field (every field of this record is empty)'
-    return f"the {entity}'s " + join_words([FIELD_WORDS.get(n, n.replace('_', ' ')) for n in names])
+    return f"the {entity}'s " + (', '.join(words[:-1]) + ' and ' + words[-1] if len(words) > 1 else words[0])
 
-
-# ----------------------------------------------------------------------------
-# Each step's reply format, one JSON Schema: shown in its prompt, checked in its reply; and the
-# messages of each step
 
 def fill(prompt, **fields):
     """Unwrap the prompt's lines (blank line -> line break) and fill its {name} fields, in the
@@ -282,21 +324,9 @@ def step_messages(side, k, source, op='<OP written by F1>', aspects='<F2 reply>'
     return {step: (system_prompt(side, step, k, source), users[step]) for step in PROMPTS}
 
 
-def steps_of(has_op):
-    return ['F2', 'F3', 'F4'] if has_op else ['F1', 'F2', 'F3', 'F4']
-
-
-def replies_so_far(state):
-    """The earlier steps' results, as the later steps' user messages show them."""
-    shown = {'op': state.get('op')}
-    for key in ('aspects', 'latent'):
-        if key in state:
-            shown[key] = json.dumps(state[key], ensure_ascii=False)
-    return {key: value for key, value in shown.items() if value is not None}
-
-
 # ----------------------------------------------------------------------------
-# Reading the replies: the JSON object, then each step's fields (lenient where a model can be)
+# Replies: the JSON object, then each step's fields (lenient where a model can be); a reply that
+# cannot be used is asked again; what a step that failed for good leaves out falls back to the OP
 
 class BadReply(ValueError):
     """The model's text is not the requested JSON: ask again."""
@@ -395,6 +425,14 @@ def check_reply(step, obj, schema, state):
     return profiles
 
 
+REASK = ('Your reply above cannot be used: {reason}. Answer again with only the JSON object '
+         'in the format the system message asks for.')
+
+# Where an entity's state keeps each step's result (make_profiles writes the same keys); the
+# journal's step lines (--batch-api) name the step.
+STATE_KEY = {'F1': 'op', 'F2': 'aspects', 'F3': 'latent', 'F4': 'nps'}
+
+
 @dataclass
 class Turn:
     """The request of one chain step of one entity, and what it has used of its re-asks."""
@@ -406,22 +444,23 @@ class Turn:
     raised: bool = False  # max_tokens already doubled after finish_reason "length"
 
 
-NOT_YET = object()  # next_turn: ask again
-
-
 def new_turn(side, k, source, state, step):
-    system, user = step_messages(side, k, source, **replies_so_far(state))[step]
+    """The first request of a step, its user message showing the earlier steps' results in `state`."""
+    shown = {key: json.dumps(state[key], ensure_ascii=False) for key in ('aspects', 'latent') if key in state}
+    if 'op' in state:
+        shown['op'] = state['op']
+    system, user = step_messages(side, k, source, **shown)[step]
     return Turn(step, step_schema(side, step, k),
                 [{'role': 'system', 'content': system}, {'role': 'user', 'content': user}], max_tokens(side, step, k))
 
 
 def next_turn(turn, text, finish_reason, state, max_reasks):
-    """The step's result from a reply, or NOT_YET after preparing the next request in `turn`:
+    """The step's result from a reply, or None after preparing the next request in `turn`:
     a reply cut by max_tokens is asked again once with twice the limit (same messages); an unusable
     one is answered with a correction, at most max_reasks times, then the step fails."""
     if finish_reason == 'length' and not turn.raised:
         turn.raised, turn.max_tokens = True, 2 * turn.max_tokens
-        return NOT_YET
+        return None
     try:
         return check_reply(turn.step, parse_reply(text), turn.schema, state)
     except BadReply as e:
@@ -431,7 +470,16 @@ def next_turn(turn, text, finish_reason, state, max_reasks):
     turn.reasks += 1
     turn.messages = turn.messages[:2] + [{'role': 'assistant', 'content': text},
                                          {'role': 'user', 'content': fill(REASK, reason=reason)}]
-    return NOT_YET
+    return None
+
+
+def ask_step(session, ep, args, turn, state, usage):
+    """One chain step online: ask, check the reply, re-ask (next_turn) until it has the result or gives up."""
+    while True:
+        text, finish_reason = chat(session, ep, args.model, turn, usage)
+        value = next_turn(turn, text, finish_reason, state, args.max_reasks)
+        if value is not None:
+            return value
 
 
 def fallback_texts(state, source, has_op, k, max_chars):
@@ -439,43 +487,6 @@ def fallback_texts(state, source, has_op, k, max_chars):
     (and the OP to its side information as text when F1 failed)."""
     op = state.get('op') or (source if has_op else json.dumps(source, ensure_ascii=False)[:max_chars])
     return [op] + (state.get('nps') or [op] * (k - 1))
-
-
-# ----------------------------------------------------------------------------
-# The chain F1 -> F2 -> F3 -> F4 for one entity, then its embeddings (online mode)
-
-def ask(session, ep, args, step, turn, state, usage):
-    """One chain step: call the model until next_turn has the result (or gives up)."""
-    while True:
-        text, finish_reason = chat(session, ep, args.model, turn, step, usage)
-        value = next_turn(turn, text, finish_reason, state, args.max_reasks)
-        if value is not NOT_YET:
-            return value
-
-
-def make_profiles(ep, args, job, i, state):
-    """F1 -> F2 -> F3 -> F4 -> f_text for entity i, from the steps `state` already holds.
-    Returns (journal record, float32 [K, d]); a failure gives a fallback, never an exception
-    (except Fatal, which stops the run)."""
-    side, k, source, has_op = job['side'], args.n_profiles, job['sources'][i], job['has_op']
-    usage = new_usage()
-    reasons, emb_fallback = [], False
-    with requests.Session() as session:
-        try:
-            for step in steps_of(has_op):
-                if STATE_KEY[step] not in state:
-                    turn = new_turn(side, k, source, state, step)
-                    state[STATE_KEY[step]] = ask(session, ep, args, step, turn, state, usage)
-        except EntityFailed as e:
-            reasons.append(f'{e}; new profiles fall back to the OP')
-        texts = fallback_texts(state, source, has_op, k, args.max_input_chars)
-        try:
-            c, note = embed_entity(session, ep.embed, args, texts, job['dim'], usage)  # [K, d]
-            reasons += [note] if note else []
-        except EntityFailed as e:
-            c, emb_fallback = np.zeros((k, job['dim']), np.float32), True
-            reasons.append(f'{e}; rows fall back to the mean embedding of the side')
-    return entity_record(i, texts, reasons, emb_fallback, state, usage, ep), c
 
 
 def entity_record(i, texts, reasons, emb_fallback, state, usage, ep):
@@ -492,45 +503,26 @@ def new_usage():
 
 
 # ----------------------------------------------------------------------------
-# The embeddings of the K profiles: c_k = f_text(s_k) (Eq. 5)
-
-def embed_entity(session, ep, args, texts, dim, usage):
-    """c_k = f_text(s_k) for the K profiles (Eq. 5) -> ([K, d], note); after an HTTP 400 the inputs
-    are cut to --max-input-chars and sent once more (the note says so)."""
-    try:
-        return embed(session, ep, args.embed_model, texts, dim, usage), None
-    except Rejected as e:
-        cut = [t[:args.max_input_chars] for t in texts]
-        if cut == texts:
-            raise
-        note = f'embedding inputs cut to {args.max_input_chars} characters after: {e}'
-        return embed(session, ep, args.embed_model, cut, dim, usage), note
-
-
-# ----------------------------------------------------------------------------
-# Inputs
+# Inputs: per side, OP texts (F1 skipped) or side information (F1 writes the OP)
 
 PREFIX = {'user': 'usr', 'item': 'itm'}  # file-name prefix per side
-
-
-class PlainUnpickler(pickle.Unpickler):
-    """Builds only plain containers, strings and numbers: pickle runs code otherwise."""
-    ALLOWED = {('builtins', 'set'), ('builtins', 'frozenset'), ('collections', 'OrderedDict')}
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f'{module}.{name} is not allowed in a profile pickle')
+INPUT_NAMES = ('prf.json', 'prf.pkl', 'side.jsonl')  # per side, the first found is read
+PROREC_README = 'https://github.com/BlueGhostYi/ProRec'  # links the ProEx and RLMRec data releases
+RLMREC_README = 'https://github.com/HKUDS/RLMRec'
 
 
 def load_profile_pickle(path):
-    """RLMRec usr_prf.pkl / itm_prf.pkl: list or {id: {'profile', 'reasoning'}} -> list of OP strings."""
-    with open(path, 'rb') as f:
-        data = PlainUnpickler(f).load()
+    """RLMRec's usr_prf.pkl / itm_prf.pkl: a list, or a dict {id: ...}, of {'profile': str,
+    'reasoning': str} (a plain string counts as the profile) -> list of OP strings in id order.
+    data.safe_load builds only containers, strings, numbers and arrays (pickle runs code otherwise)."""
+    data = D.safe_load(path)
     if isinstance(data, dict):
         if sorted(data) != list(range(len(data))):
             raise ValueError(f'{path}: keys must be the ids 0..{len(data) - 1}')
         data = [data[i] for i in range(len(data))]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list or a dict {{id: {{'profile', 'reasoning'}}}}, "
+                         f'got {type(data).__name__}')
     return [entry['profile'] if isinstance(entry, dict) else entry for entry in data]
 
 
@@ -547,17 +539,37 @@ def load_side_info(path):
     return [rows[i] for i in range(len(rows))]
 
 
-def find_input(args, side, folder):
-    """Path of the side's input: the explicit flag, else the first known file in the dataset folder."""
+def find_input(args, side):
+    """Path of the side's input: the explicit flag, else the first of INPUT_NAMES in the dataset
+    folder; None when there is none."""
     given = args.user_input if side == 'user' else args.item_input
     if given:
         return given
-    for name in ('_prf.json', '_prf.pkl', '_side.jsonl'):
-        path = os.path.join(folder, PREFIX[side] + name)
+    for name in INPUT_NAMES:
+        path = os.path.join(args.folder, f'{PREFIX[side]}_{name}')
         if os.path.exists(path):
             return path
-    raise SystemExit(f'no input for {side}s: none of {PREFIX[side]}_prf.json, _prf.pkl, _side.jsonl '
-                     f'in {folder}, and no --{side}-input')
+    return None
+
+
+def no_input(args, sides):
+    """The error for sides without input: each file looked for, where it comes from, what to run."""
+    def names(name):
+        return ' / '.join(f'{PREFIX[side]}_{name}' for side in sides)
+    root = os.path.dirname(args.folder)
+    flags = ' / '.join(f'--{side}-input' for side in sides)
+    return (f'no input for the {" and the ".join(side + "s" for side in sides)} of {args.dataset} in '
+            f'{args.folder} (and no {flags}); profiles.py reads, per side, the first of these it finds:\n'
+            f'  {names("prf.json")}: OP texts, a JSON list of one string per id (as in ml100k/)\n'
+            f'  {names("prf.pkl")}: RLMRec\'s OP texts (a pickled list or dict of {{"profile", '
+            f'"reasoning"}} per id), from the same release archive as the OP embeddings '
+            f'{names("emb_np.pkl")}, linked from the ProRec README ({PROREC_README}) and RLMRec\'s '
+            f'README ({RLMREC_README})\n'
+            f'  {names("side.jsonl")}: side information for F1 to write the OP from, one JSON object '
+            f'per line with "id" (0..n-1) and any fields (the docstring of profiles.py has the format)\n'
+            f'Put one of them per side into {args.folder}, then estimate the cost and run:\n'
+            f'  python profiles.py --dataset {args.dataset} --data-dir {root} --dry-run\n'
+            f'  python profiles.py --dataset {args.dataset} --data-dir {root}')
 
 
 def load_inputs(path):
@@ -570,7 +582,9 @@ def load_inputs(path):
         else:
             with open(path, encoding='utf-8') as f:
                 sources = json.load(f)
-    except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as e:
+    except D.DataError as e:  # its message names the file
+        raise SystemExit(str(e)) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(f'{path}: {type(e).__name__}: {e}') from None
     if not isinstance(sources, list) or not all(isinstance(s, str) and s.strip() for s in sources):
         raise SystemExit(f'{path}: expected one non-empty profile string per id')
@@ -715,10 +729,9 @@ def write_outputs(args, job):
 # ----------------------------------------------------------------------------
 # One side: open it (or refuse), start its journal, journal each entity, write its files and report
 
-def open_side(args, side):
-    """Load the side's input and its journal if any; refuse a fresh run that would overwrite files."""
+def open_side(args, side, path):
+    """Load the side's input (path) and its journal if any; refuse a fresh run that would overwrite files."""
     p, k = PREFIX[side], args.n_profiles
-    path = find_input(args, side, args.folder)
     sources, has_op = load_inputs(path)
     job = dict(side=side, sources=sources, has_op=has_op, index={}, steps={}, batches={}, header=None,
                journal=os.path.join(args.out_dir, f'{p}_prf_journal.jsonl'),
@@ -815,24 +828,18 @@ def report_side(args, job, fallbacks, complete):
     write_atomic(path, lambda f: f.write(blob))
 
 
-def cosine_sums(c):
-    """Per-chunk sums for cosine_report. c: [n, K, d] -> (n, sum over n of cos(OP, NP k) [K-1],
-    sum of cos(NP j, NP k) over n and pairs j < k, pairs per entity)."""
-    k = c.shape[1]
-    x = np.asarray(c, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
-    s = np.einsum('nkd,njd->nkj', x, x)  # [n, K, K] cosine between the K views of each entity
-    a, b = np.triu_indices(k - 1, 1)
-    return len(x), s[:, 0, 1:].sum(0), s[:, 1:, 1:][:, a, b].sum(), len(a)
-
-
 def cosine_report(chunks):
     """Mean cosine OP-vs-NP and NP-vs-NP over entities (the paper's Fig. 4(a) claim), from
     arrays [n, K, d] (one, or chunks of the store)."""
     n, op_np, np_np, pairs = 0, 0.0, 0.0, 0
     for c in [chunks] if isinstance(chunks, np.ndarray) else chunks:
-        m, op, nn, pairs = cosine_sums(c)
-        n, op_np, np_np = n + m, op_np + op, np_np + nn
+        k = c.shape[1]
+        x = np.asarray(c, dtype=np.float64)
+        x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
+        s = np.einsum('nkd,njd->nkj', x, x)  # [n, K, K] cosine between the K views of each entity
+        a, b = np.triu_indices(k - 1, 1)     # the pairs j < k of NPs
+        n, op_np, pairs = n + len(x), op_np + s[:, 0, 1:].sum(0), len(a)
+        np_np += s[:, 1:, 1:][:, a, b].sum()
     op_np = np.atleast_1d(op_np)
     return {'n': int(n), 'op_vs_np': float(op_np.sum() / max(n * len(op_np), 1)),
             'op_vs_np_per_k': [float(x / max(n, 1)) for x in op_np],
@@ -862,9 +869,10 @@ DATASET_FOLDERS = {'book': 'amazon'}    # dataset name -> folder, where they dif
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description='ProEx profile construction: F1-F4 LLM chain and embeddings '
-                                 '(paper Sec. 2.3.1, Eq. 4-5). See the module docstring for files and policies.',
-                                 allow_abbrev=False)  # a mistyped flag fails, it is not guessed
+    # eval.ArgumentParser: a bad value or an unknown flag is one `error:` line naming what is valid;
+    # a mistyped or abbreviated flag fails, it is not guessed. Every range is checked by its type.
+    ap = ArgumentParser(description='ProEx profile construction: F1-F4 LLM chain and embeddings '
+                        '(paper Sec. 2.3.1, Eq. 4-5). See the module docstring for files and policies.')
     ap.add_argument('--dataset', required=True,
                     help='dataset name, i.e. a folder under --data-dir; "book" reads the folder "amazon"')
     ap.add_argument('--data-dir', default=None, help='folder holding the datasets (default: $PROEX_DATA, else ./data)')
@@ -887,27 +895,27 @@ def parse_args(argv=None):
     ap.add_argument('--embed-base-url', default=None, help='another server for /embeddings (default: --base-url)')
     ap.add_argument('--embed-api-key-env', default=None, help='environment variable holding its key '
                     '(default: --api-key-env)')
-    ap.add_argument('--embed-dim', type=int, default=0,
+    ap.add_argument('--embed-dim', type=int_range(0), default=0,
                     help='expected embedding dimension (default 0: ask the server once)')
     ap.add_argument('--api-key-env', default=API_KEY_ENV, help='environment variable holding the API key '
                     '(may be unset for local servers; default %(default)s)')
-    ap.add_argument('--n-profiles', type=int, default=K, metavar='K',
+    ap.add_argument('--n-profiles', type=int_range(2), default=K, metavar='K',
                     help='K, profiles per entity: the OP and K-1 new ones (default %(default)s)')
-    ap.add_argument('--concurrency', type=int, default=CONCURRENCY,
+    ap.add_argument('--concurrency', type=int_range(1), default=CONCURRENCY,
                     help='entities processed in parallel (default %(default)s)')
-    ap.add_argument('--limit', type=int, default=0, help='only ids 0..N-1 (default 0: all); writes no output file '
-                    '(the files need every id)')
-    ap.add_argument('--connect-timeout', type=float, default=CONNECT_TIMEOUT,
+    ap.add_argument('--limit', type=int_range(0), default=0,
+                    help='only ids 0..N-1 (default 0: all); writes no output file (the files need every id)')
+    ap.add_argument('--connect-timeout', type=float_range(0, lo_open=True), default=CONNECT_TIMEOUT,
                     help='seconds to open a connection (default %(default)s)')
-    ap.add_argument('--timeout', type=float, default=READ_TIMEOUT, help='seconds the server may stay silent '
-                    'while answering (read timeout; default %(default)s)')
-    ap.add_argument('--max-attempts', type=int, default=MAX_ATTEMPTS, help='attempts per request on 429, 5xx, '
+    ap.add_argument('--timeout', type=float_range(0, lo_open=True), default=READ_TIMEOUT,
+                    help='seconds the server may stay silent while answering (read timeout; default %(default)s)')
+    ap.add_argument('--max-attempts', type=int_range(1), default=MAX_ATTEMPTS, help='attempts per request on 429, 5xx, '
                     'network errors or malformed bodies, then the entity falls back (default %(default)s)')
-    ap.add_argument('--backoff', type=float, default=BACKOFF,
+    ap.add_argument('--backoff', type=float_range(0), default=BACKOFF,
                     help='first retry delay in seconds (doubles, jittered; default %(default)s)')
-    ap.add_argument('--max-reasks', type=int, default=MAX_REASKS, help='re-asks when a reply is not the requested '
-                    'JSON, then the entity falls back (default %(default)s)')
-    ap.add_argument('--max-input-chars', type=int, default=MAX_INPUT_CHARS, help='embedding inputs are cut to '
+    ap.add_argument('--max-reasks', type=int_range(0), default=MAX_REASKS,
+                    help='re-asks when a reply is not the requested JSON, then the entity falls back (default %(default)s)')
+    ap.add_argument('--max-input-chars', type=int_range(1), default=MAX_INPUT_CHARS, help='embedding inputs are cut to '
                     'this many characters after an HTTP 400, and sent once more (default %(default)s)')
     ap.add_argument('--retry-fallbacks', action='store_true', help='redo the entities that used a fallback, '
                     'from the step that failed')
@@ -916,26 +924,22 @@ def parse_args(argv=None):
                     'schema (structured outputs: OpenAI, vLLM, Ollama, llama.cpp); dropped if the server answers 400')
     ap.add_argument('--batch-api', action='store_true', help='send each step as OpenAI Batch jobs '
                     '(/v1/files, /v1/batches): half the price, results within 24 h; resumable')
-    ap.add_argument('--batch-size', type=int, default=BATCH_MAX,
+    ap.add_argument('--batch-size', type=int_range(1), default=BATCH_MAX,
                     help='requests per Batch job (default %(default)s, the OpenAI limit)')
-    ap.add_argument('--poll-every', type=float, default=POLL_EVERY,
+    ap.add_argument('--poll-every', type=float_range(0), default=POLL_EVERY,
                     help='seconds between Batch status checks (default %(default)s)')
     ap.add_argument('--overwrite', action='store_true', help='let a fresh run replace existing output files')
     ap.add_argument('--report', action='store_true', help='print and write <side>_prf_report.json: '
                     'mean cosine OP-vs-NP and NP-vs-NP, fallbacks')
     ap.add_argument('--dry-run', action='store_true', help='print the four prompts for one entity and estimate '
                     'calls, tokens, cost and time; no request is sent')
-    ap.add_argument('--price-in', type=float, default=0.0,
+    ap.add_argument('--price-in', type=float_range(0), default=0.0,
                     help='dry run: $ per million prompt tokens (default %(default)s)')
-    ap.add_argument('--price-out', type=float, default=0.0,
+    ap.add_argument('--price-out', type=float_range(0), default=0.0,
                     help='dry run: $ per million completion tokens (default %(default)s)')
-    ap.add_argument('--price-embed', type=float, default=0.0,
+    ap.add_argument('--price-embed', type=float_range(0), default=0.0,
                     help='dry run: $ per million embedding tokens (default %(default)s)')
     args = ap.parse_args(argv)
-    if args.n_profiles < 2 or args.concurrency < 1 or args.max_attempts < 1 or args.max_reasks < 0 \
-            or args.batch_size < 1 or args.max_input_chars < 1:
-        ap.error('need --n-profiles >= 2, --concurrency, --max-attempts, --batch-size, --max-input-chars >= 1, '
-                 '--max-reasks >= 0')
     data_dir = args.data_dir or os.environ.get('PROEX_DATA') or './data'
     args.folder = os.path.join(data_dir, DATASET_FOLDERS.get(args.dataset, args.dataset))
     args.out_dir = args.out_dir or args.folder
@@ -953,7 +957,12 @@ def main(argv=None):
         ep.embed = Endpoint(args.embed_base_url or args.base_url, os.environ.get(embed_env, ''), args, embed_env)
     status, jobs = 0, []
     try:
-        jobs = [open_side(args, side) for side in (['user', 'item'] if args.side == 'both' else [args.side])]
+        sides = ['user', 'item'] if args.side == 'both' else [args.side]
+        inputs = {side: find_input(args, side) for side in sides}
+        missing = [side for side in sides if inputs[side] is None]
+        if missing:
+            raise SystemExit(no_input(args, missing))
+        jobs = [open_side(args, side, inputs[side]) for side in sides]
         for job in jobs if not args.dry_run else []:  # every side checked before any starts
             start_journal(args, job, ep)
         for job in jobs:
@@ -979,7 +988,8 @@ def main(argv=None):
 
 # ----------------------------------------------------------------------------
 # HTTP: requests with connect and read timeouts, bounded retries, backoff + jitter, fail fast;
-# the chat and embedding requests, the response_format and dimension probes
+# the chat request, the embedding rows (the request is `embed`, Eq. 5, up front), the
+# response_format fallback and the dimension probe
 
 BACKOFF_MAX = 120.0                     # cap of our own retry delay (s)
 RETRY_AFTER_MAX = 600.0                 # cap of a server's Retry-After (s)
@@ -1168,11 +1178,6 @@ def refuses_format(status, message):
     return (status in (400, 422) or status >= 500) and re.search(r'response_format|schema', message) is not None
 
 
-def weaker_format(ep):
-    """The response_format to try after the server refused ep.response_format."""
-    return 'json_object_schema' if ep.response_format == 'json_schema' else 'json_object' if ep.json_mode else None
-
-
 def chat_fields(body):
     """A chat completion body -> (reply text, finish_reason, usage)."""
     choice = body['choices'][0]
@@ -1182,25 +1187,26 @@ def chat_fields(body):
     return text, choice.get('finish_reason'), body.get('usage')
 
 
-def chat(session, ep, model, turn, step, usage):
+def chat(session, ep, model, turn, usage):
     """One chat completion -> (reply text, finish_reason) (OpenAI wire format). A server that refuses
     the schema's response_format (refuses_format) is asked in the next weaker form from then on."""
     response_format = ep.response_format
     schema_sent = response_format in ('json_schema', 'json_object_schema')
     try:
         text, finish_reason, body_usage = request(session, ep, 'POST', 'chat/completions',
-                                                  lambda r: chat_fields(r.json()), step,
+                                                  lambda r: chat_fields(r.json()), turn.step,
                                                   refused=refuses_format if schema_sent else None,
                                                   json=chat_payload(model, turn, response_format))
     except Rejected as e:
         if not schema_sent or not re.search(r'response_format|schema', str(e)):
             raise  # refused for another reason (a too long input, ...)
         with ep.lock:
-            if ep.response_format == response_format:
-                ep.response_format = weaker_format(ep)
+            if ep.response_format == response_format:  # the next weaker form
+                ep.response_format = 'json_object_schema' if response_format == 'json_schema' \
+                    else 'json_object' if ep.json_mode else None
         ep.warn_once(response_format, f'{ep.base_url} refused response_format {response_format} ({e}); '
                                       f'asking with {ep.response_format} from now on')
-        return chat(session, ep, model, turn, step, usage)
+        return chat(session, ep, model, turn, usage)
     count_usage(ep, usage, body_usage, 'chat')
     return text, finish_reason
 
@@ -1231,20 +1237,11 @@ def pooled_warning(ep, rows):
     return c, usage
 
 
-def embed(session, ep, model, texts, dim, usage):
-    """f_text (Eq. 5): texts -> float32 [len(texts), dim]; wrong count or dimension is an error."""
-    c, body_usage = request(session, ep, 'POST', 'embeddings',
-                            lambda r: pooled_warning(ep, embedding_rows(r.json(), len(texts), dim)),
-                            'embeddings', json={'model': model, 'input': list(texts)})
-    count_usage(ep, usage, body_usage, 'embeddings')
-    return c
-
-
 def probe_dim(ep, args):
     """The embedding model's dimension, from one request (when --embed-dim is not given)."""
     try:
         with requests.Session() as session:
-            return int(embed(session, ep, args.embed_model, ['dimension probe'], 0, new_usage()).shape[1])
+            return int(embed(session, ep, args, ['dimension probe'], 0, new_usage())[0].shape[1])
     except EntityFailed as e:
         raise Fatal(f'error: cannot get the embedding dimension from {ep.base_url}/embeddings: {e}') from None
 
@@ -1263,7 +1260,7 @@ def run_side_batch(args, job, ep):
         if args.retry_fallbacks and any(i in job['index'] for i in todo):
             append_lines(journal, [{'retry': True}])  # earlier batches belong to earlier tries
             job['batches'] = {}
-        for step in steps_of(job['has_op']):
+        for step in PROMPTS:  # F1..F4; a step every entity's state holds (F1 with the OP given) sends nothing
             batch_step(session, ep, args, job, journal, step, states, stats['usage'])
         texts = {i: fallback_texts(states[i], job['sources'][i], job['has_op'], k, args.max_input_chars)
                  for i in todo}
@@ -1300,7 +1297,7 @@ def batch_step(session, ep, args, job, journal, step, states, usage):
                 states[i]['failed'] = redact(str(e), ep.api_key)
                 lines.append({'id': i, 'step': step, 'failed': states[i]['failed']})
                 continue
-            if value is NOT_YET:
+            if value is None:
                 still.append(i)
             else:
                 states[i][key] = value
@@ -1327,7 +1324,7 @@ def batch_reply(result, turn, step, state, args, ep, usage):
     if turn.reasks >= args.max_reasks:
         raise EntityFailed(f'{step}: no result in {turn.reasks + 1} batch rounds, last: HTTP {status}')
     turn.reasks += 1
-    return NOT_YET
+    return None
 
 
 def batch_embeddings(session, ep, args, job, journal, texts, usage):
@@ -1384,8 +1381,11 @@ def run_batch(session, ep, args, job, journal, name, route, bodies):
     if batch_id is None:
         lines = ''.join(json.dumps({'custom_id': f'{side}-{i}', 'method': 'POST', 'url': f'/v1/{route}',
                                     'body': body}, ensure_ascii=False) + '\n' for i, body in bodies.items())
-        file_id = upload_file(session, ep, f'{side}-{name}.jsonl', lines.encode('utf-8'), step)
-        batch_id = create_batch(session, ep, file_id, route, step)
+        file_id = request(session, ep, 'POST', 'files', lambda r: str(r.json()['id']), step,
+                          files={'file': (f'{side}-{name}.jsonl', lines.encode('utf-8'), 'application/jsonl')},
+                          data={'purpose': 'batch'})
+        batch_id = request(session, ep, 'POST', 'batches', lambda r: str(r.json()['id']), step,
+                           json={'input_file_id': file_id, 'endpoint': f'/v1/{route}', 'completion_window': '24h'})
         append_lines(journal, [{'batch': {'name': name, 'id': batch_id}}])
         job['batches'][name] = batch_id
     print(f'{side}: batch {name} ({len(bodies)} requests) is {batch_id}', flush=True)
@@ -1393,25 +1393,15 @@ def run_batch(session, ep, args, job, journal, name, route, bodies):
     results = {}
     for key in ('output_file_id', 'error_file_id'):
         if batch.get(key):
-            for line in file_content(session, ep, batch[key], step).splitlines():
+            content = request(session, ep, 'GET', f'files/{batch[key]}/content', lambda r: r.content.decode('utf-8'),
+                              step)
+            for line in content.splitlines():
                 if line.strip():
                     row = json.loads(line)
                     response = row.get('response') or {}
                     i = int(row['custom_id'].rsplit('-', 1)[1])
                     results[i] = (response.get('status_code'), response.get('body') or row.get('error'))
     return results
-
-
-def upload_file(session, ep, name, data, step):
-    """POST /files (purpose batch) -> file id."""
-    return request(session, ep, 'POST', 'files', lambda r: str(r.json()['id']), step,
-                   files={'file': (name, data, 'application/jsonl')}, data={'purpose': 'batch'})
-
-
-def create_batch(session, ep, file_id, route, step):
-    """POST /batches -> batch id."""
-    return request(session, ep, 'POST', 'batches', lambda r: str(r.json()['id']), step,
-                   json={'input_file_id': file_id, 'endpoint': f'/v1/{route}', 'completion_window': '24h'})
 
 
 def wait_for_batch(session, ep, args, batch_id, step):
@@ -1425,10 +1415,6 @@ def wait_for_batch(session, ep, args, batch_id, step):
             raise Fatal(f'error: batch {batch_id} (step {step}) at {ep.base_url} is {status}: '
                         f'{json.dumps(batch.get("errors"))[:300]}')
         time.sleep(args.poll_every)
-
-
-def file_content(session, ep, file_id, step):
-    return request(session, ep, 'GET', f'files/{file_id}/content', lambda r: r.content.decode('utf-8'), step)
 
 
 # ----------------------------------------------------------------------------
@@ -1485,12 +1471,12 @@ def dry_run(args, job):
     out = {'F1': cap + 40, 'F2': side_tok, 'F3': side_tok, 'F4': (k - 1) * cap}
     inp = {'F1': sys_tok['F1'] + src_tok, 'F2': sys_tok['F2'] + op_tok, 'F3': sys_tok['F3'] + op_tok + side_tok,
            'F4': sys_tok['F4'] + op_tok + 2 * side_tok}
-    steps = steps_of(has_op)
+    steps = [step for step in PROMPTS if step != 'F1' or not has_op]  # F1 only without the OP
     prompt, completion = sum(inp[s] for s in steps) * n, sum(out[s] for s in steps) * n
     embed_tok = (op_tok + (k - 1) * cap) * n
     cost = (prompt * args.price_in + completion * args.price_out + embed_tok * args.price_embed) / 1e6
     seconds = sum(EST_CALL_S + out[s] / EST_TOKENS_PER_S for s in steps) + EST_CALL_S  # one entity, in turn
-    print(f'{side}: {n} entities to do -> {len(steps) * n} chat calls, {n} embedding calls, '
+    print(f'{side}: {n} entities to do -> {len(steps) * n} chat calls, {n} embedding calls of {k} texts each, '
           f'~{prompt:,.0f} prompt + ~{completion:,.0f} completion tokens, ~{embed_tok:,.0f} embedding tokens '
           f'(estimate; first tries only, new profiles at the {words}-word cap)')
     print(f'{side}: cost ~${cost:,.2f} online, ~${cost / 2:,.2f} with --batch-api (at --price-in {args.price_in}, '
@@ -1503,7 +1489,8 @@ def print_fields(side, i, sources):
     """Which side-information fields entity i fills and which it leaves empty (or lacks) of
     those its side's records have: F1's prompt names only the filled ones."""
     present = present_fields(sources[i])
-    empty = [name for name in side_fields(sources) if name not in present]
+    names = dict.fromkeys(name for source in sources if isinstance(source, dict) for name in source)  # in order
+    empty = [name for name in names if name not in present]
     print(f'--- {side} {i}: side information fields present: {", ".join(present) or "none"}; '
           f'empty: {", ".join(empty) or "none"}')
 

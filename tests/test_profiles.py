@@ -16,6 +16,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, HERE]
+import data  # noqa: E402
 import profiles  # noqa: E402
 from openai_server import API_KEY, FakeOpenAI, text_vector  # noqa: E402
 
@@ -279,7 +280,7 @@ def test_rlmrec_pickle_and_restricted_unpickler(server, tmp_path):
             return (os.system, ('echo pwned > ' + str(tmp_path / 'pwned'),))
     evil = tmp_path / 'evil.pkl'
     evil.write_bytes(pickle.dumps([Evil()]))
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(data.DataError, match='refused to load'):  # data.safe_load, the project's one unpickler
         profiles.load_profile_pickle(str(evil))
     assert not (tmp_path / 'pwned').exists()
 
@@ -360,6 +361,21 @@ def test_command_line(monkeypatch):
     for flag in ('--data-dir', '--out-dir', '--overwrite', '--report', '--dry-run', '--api-key-env', '--limit',
                  '--n-profiles'):
         assert flag in parser_help
+
+
+@pytest.mark.parametrize('bad,names', [
+    (['--concurrency', '0'], 'argument --concurrency: must be an integer >= 1'),
+    (['--n-profiles', '1'], 'argument --n-profiles: must be an integer >= 2'),
+    (['--timeout', '0'], 'argument --timeout: must be a finite number > 0'),
+    (['--no-such-flag'], 'unrecognized arguments: --no-such-flag'),
+    (['--over'], 'did you mean --overwrite?'),
+])
+def test_bad_command_line_is_one_error_line(bad, names):
+    run = subprocess.run([sys.executable, os.path.join(ROOT, 'profiles.py'), '--dataset', 'book', *bad],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and run.stdout == ''  # refused before anything starts
+    assert len(run.stderr.splitlines()) == 1, run.stderr  # no usage block, no traceback
+    assert run.stderr.startswith('error: ') and names in run.stderr and '--help' in run.stderr
 
 
 # ----------------------------------------------------------------------------
