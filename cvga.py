@@ -55,7 +55,7 @@ def inv_sqrt(deg):
 
 class CVGA(nn.Module):
     # nn.Linear's default init, as the ID-GRec code: the paper (Sec. 3.1.4) says Xavier for all
-    # models, but this init reproduces the paper's CVGA base row on book (bench/RESULTS.md)
+    # models; the book row with this init is in bench/RESULTS.md
     def __init__(self, n_items, d=32, dropout=0.3):
         super().__init__()
         self.d = d

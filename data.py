@@ -432,7 +432,7 @@ def with_values(A, values):
 
 class SpMM(torch.autograd.Function):
     """y = A @ X with backward dX = A^T @ dy computed from a given A^T. torch's own
-    backward of a sparse product is the slow part of a CPU epoch (measured on a 2-core CPU);
+    backward of a sparse product is the slow part of a CPU epoch;
     for the symmetric A_hat, A^T is A itself."""
 
     @staticmethod

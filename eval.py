@@ -1,18 +1,20 @@
-"""Full-ranking evaluation and the training protocol shared by the six models
-(ProEx, KDD'26; metrics as in RLMRec, which produced the paper's numbers).
+"""Full-ranking evaluation, the training protocol and the flags shared by the six models
+(ProEx, KDD'26; metrics as in RLMRec, which produced the paper's numbers). Three parts:
 
-  recall_ndcg   Recall@K and NDCG@K of one batch of ranked lists (pure function)
-  evaluate      all users of a split, batched so memory stays bounded, CPU or CUDA
-  EarlyStopping validation Recall@20, strict improvement, keeps the best parameters
-  TrainLog      around each model file's epoch loop: progress line, validation, early
-                stopping, why it stopped, the test split once, the result file
-  add_train_args / start_run / write_result   the CLI, device/seed and output pieces they share
-  interruptible / on_interrupt   Ctrl-C in the epoch loop: the epochs so far to --out, one line
-  int_range / float_range / out_file / device_name   argparse types that refuse bad values
-                with one `error:` line naming the flag (used by every model's parse_args)
-  add_proex_args / resolve_proex_args / switches   ProEx's shared flags: --proex and its
-                weights, the per-dataset defaults (PAPER_DATASETS), --released (RELEASED)
-                and the Fig. 6 ablations, turned into proex_core's keyword arguments
+1. metrics            recall_ndcg (one batch of ranked lists, a pure function), evaluate (all
+                      users of a split, batched, CPU or CUDA), by_activity (Fig. 12's groups)
+2. training protocol  EarlyStopping (validation Recall@20, strict improvement, the best
+                      parameters kept); TrainLog around each model file's epoch loop (progress
+                      line, validation, why it stopped, the test split once, the result file);
+                      start_run, interruptible / on_interrupt (Ctrl-C: the epochs so far to
+                      --out, one line), git_state, write_result
+3. shared flags       ArgumentParser / fail (every bad value is one `error:` line naming the
+                      flag and --help), int_range / float_range / out_file / device_name,
+                      add_train_args; ProEx's flags: add_proex_args / resolve_proex_args
+                      (per-dataset defaults PAPER_DATASETS, --released, the Fig. 6 ablations,
+                      the single-profile baselines --rlmrec-con and --dmrec) and switches,
+                      which maps them onto proex_core's named variants
+A hand-worked self-check runs under `python eval.py`.
 
 Protocol (RLMRec's metrics, which the ProEx paper's numbers use):
   * ranking is over all items; only the user's TRAIN items are masked (also at test time);
@@ -41,6 +43,8 @@ import torch
 
 import data as D
 
+
+# ================================================================ 1. metrics
 
 def recall_ndcg(topk, heldout, n_heldout, ks=(10, 20)):
     """topk: [B, max(ks)] ranked item ids; heldout: [B, n_items] bool; n_heldout: [B] (> 0).
@@ -118,6 +122,8 @@ def check_item_count(n_items, ks):
                           f'use a larger dataset')
 
 
+# ================================================================ 2. the training protocol
+
 class EarlyStopping:
     """Stop after `patience` VALIDATIONS (not epochs) without a strict improvement of the
     validation metric, as the official RLMRec/DMRec trainers count it; keeps a copy of the
@@ -142,142 +148,9 @@ class Diverged(D.DataError):
     """Training produced a non-finite loss; the result file says so and the run fails."""
 
 
-# ---------------------------------------------------------------- argparse types
-# Every entry point builds its parser with ArgumentParser below, so a bad value is one line,
-# "error: argument --flag: msg (see: python prog --help)", and no usage block.
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit status 1) and no abbreviated flags (--epoch is
-    not --epochs); an unknown flag names the closest known one."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault('allow_abbrev', False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):
-        unknown = re.match(r'unrecognized arguments: (\S+)', message)
-        if unknown:
-            import difflib
-            known = [o for a in self._actions for o in a.option_strings]
-            near = difflib.get_close_matches(unknown[1].split('=')[0], known, n=1)
-            message += f'; did you mean {near[0]}?' if near else ''
-        fail(self, message)
-
-
-def fail(parser, message):
-    """One `error:` line on stderr naming --help, exit status 1 (SystemExit with a message),
-    for argparse's own errors and for the checks made after parsing."""
-    raise SystemExit(f'error: {message} (see: python {parser.prog} --help)')
-
-
-def int_range(lo, hi=None):
-    """argparse type: an integer in [lo, hi] (no upper bound when hi is None)."""
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'expected an integer, got {s!r}')
-        if v < lo or (hi is not None and v > hi):
-            want = f'>= {lo}' if hi is None else f'in [{lo}, {hi}]'
-            raise argparse.ArgumentTypeError(f'must be an integer {want}, got {v}')
-        return v
-    return parse
-
-
-def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
-    """argparse type: a finite float in the interval from lo to hi (open ends as asked)."""
-    def parse(s):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'expected a number, got {s!r}')
-        ok = math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) \
-            and (hi is None or (v < hi if hi_open else v <= hi))
-        if not ok:
-            if hi is None:
-                want = f'> {lo}' if lo_open else f'>= {lo}'
-            else:
-                want = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-            raise argparse.ArgumentTypeError(f'must be a finite number {want}, got {s}')
-        return v
-    return parse
-
-
-def out_file(s):
-    """argparse type for --out: a file name in a folder that exists and is writable, so a
-    run never trains to the end and then fails to save its result."""
-    path = Path(s)
-    folder = path.parent
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f'{s} is a folder; give a file name such as '
-                                         f'{path / "result.json"}')
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f'folder {folder} does not exist; create it first '
-                                         f'(mkdir -p {folder}) or write elsewhere')
-    if path.exists() and not path.is_file():  # e.g. /dev/null: the result replaces the file
-        raise argparse.ArgumentTypeError(f'{s} exists and is not a regular file; give the '
-                                         f'name of a new or a regular file')
-    try:  # a real file, as write_result will make: os.access says yes to root on /proc
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f'.{path.name}.', suffix='.tmp'):
-            pass
-    except OSError as e:
-        raise argparse.ArgumentTypeError(f'cannot create a file in folder {folder} '
-                                         f'({e.strerror or e}), so the result could not be '
-                                         f'saved; write elsewhere')
-    return s
-
-
-def device_name(s):
-    """argparse type for --device: auto, cpu, cuda, cuda:N or mps (availability is checked
-    by pick_device)."""
-    if not re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', s):
-        raise argparse.ArgumentTypeError(f'expected cpu, cuda, cuda:N, mps or auto, got {s!r}')
-    return s
-
-
 # small datasets whose default is one torch thread (--threads): their small matrices gain
 # nothing from more threads, and beside other jobs they run many times slower with them
 ONE_THREAD = ('synthetic', 'ml100k', 'ml100k-grouplens')
-
-
-def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=3, optimizer='Adam'):
-    """Flags every model file shares: data, device, seed, protocol and output."""
-    p.add_argument('--dataset', default='synthetic', type=D.known_name,  # 'Book' -> 'book'
-                   help='book (Amazon-Book), yelp, steam: the '
-                   'data of RLMRec (Ren et al., WWW\'24, the code behind the paper\'s numbers), '
-                   'downloaded into the data root when missing; ml100k: a prepared MovieLens-100K '
-                   'folder; ml100k-grouplens: built from the GroupLens ML-100K archive when '
-                   'missing; synthetic: generated in memory, no files, 3000 users x 2000 items; '
-                   'or any folder under the data root that holds trn/val/tst_mat.pkl; the known '
-                   'names match in any case, a folder name exactly (default: synthetic)')
-    p.add_argument('--data-dir', default=None, help='data root holding <dataset>/trn_mat.pkl '
-                   '(default: $PROEX_DATA, else ./data; not used by synthetic); the result file '
-                   'stores it as typed')
-    p.add_argument('--seed', type=int_range(0, 2**32 - 1), default=2023,
-                   help='random seed (default 2023)')
-    p.add_argument('--device', type=device_name, default='auto',
-                   help='cpu, cuda, cuda:N, mps or auto (default: auto)')
-    p.add_argument('--epochs', type=int_range(1), default=epochs,
-                   help=f'maximum epochs (default {epochs})')
-    p.add_argument('--patience', type=int_range(1), default=20, help='stop after this many '
-                   'validations (not epochs) without a strict improvement of validation Recall@20, '
-                   'as RLMRec\'s trainer counts it (default 20)')
-    p.add_argument('--eval-every', type=int_range(1), default=eval_every,
-                   help=f'validate every N epochs (default {eval_every})')
-    p.add_argument('--lr', type=float_range(0, lo_open=True), default=lr,
-                   help=f'learning rate of {optimizer} (default {lr:g})')
-    p.add_argument('--batch', type=int_range(1), default=batch, help=f'batch size (default {batch})')
-    p.add_argument('--threads', type=int_range(0), default=None,
-                   help='torch CPU threads, 0 = torch default, one per core (default: 1 on '
-                        f'{", ".join(ONE_THREAD)}, whose small matrices gain nothing from more '
-                        'threads and, beside other jobs, run many times slower with them; 0 on '
-                        'book, yelp, steam and other folders). Seeded runs are bit-identical '
-                        'only with 1')
-    p.add_argument('--out', type=out_file, default=None,
-                   help='write a JSON result (config, history, test) here; the folder must exist '
-                        '(default: none, no file). A run stopped by Ctrl-C writes what it '
-                        'measured so far')
-    return p
 
 
 def start_run(args):
@@ -488,13 +361,139 @@ def seed_all(seed):
     return np.random.default_rng(seed)
 
 
-if __name__ == '__main__':  # a tiny self-check on a hand-worked case
-    argparse.ArgumentParser(description='Hand-worked check of Recall/NDCG.', allow_abbrev=False).parse_args()
-    topk = torch.tensor([[3, 1, 0]])
-    g = torch.tensor([[True, False, False, True]])           # G_u = {0, 3}
-    m = recall_ndcg(topk, g, torch.tensor([2.0]), ks=(3,))
-    # hits at ranks 0 and 2: recall 2/2; DCG = 1 + 1/log2(4) = 1.5; IDCG = 1 + 1/log2(3)
-    print(m, 'expected ndcg', 1.5 / (1 + 1 / np.log2(3)))
+# ================================================================ 3. the shared flags
+
+# ---------------------------------------------------------------- argparse types
+# Every entry point builds its parser with ArgumentParser below, so a bad value is one line,
+# "error: argument --flag: msg (see: python prog --help)", and no usage block.
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 1) and no abbreviated flags (--epoch is
+    not --epochs); an unknown flag names the closest known one."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault('allow_abbrev', False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        unknown = re.match(r'unrecognized arguments: (\S+)', message)
+        if unknown:
+            import difflib
+            known = [o for a in self._actions for o in a.option_strings]
+            near = difflib.get_close_matches(unknown[1].split('=')[0], known, n=1)
+            message += f'; did you mean {near[0]}?' if near else ''
+        fail(self, message)
+
+
+def fail(parser, message):
+    """One `error:` line on stderr naming --help, exit status 1 (SystemExit with a message),
+    for argparse's own errors and for the checks made after parsing."""
+    raise SystemExit(f'error: {message} (see: python {parser.prog} --help)')
+
+
+def int_range(lo, hi=None):
+    """argparse type: an integer in [lo, hi] (no upper bound when hi is None)."""
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer, got {s!r}')
+        if v < lo or (hi is not None and v > hi):
+            want = f'>= {lo}' if hi is None else f'in [{lo}, {hi}]'
+            raise argparse.ArgumentTypeError(f'must be an integer {want}, got {v}')
+        return v
+    return parse
+
+
+def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
+    """argparse type: a finite float in the interval from lo to hi (open ends as asked)."""
+    def parse(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected a number, got {s!r}')
+        ok = math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) \
+            and (hi is None or (v < hi if hi_open else v <= hi))
+        if not ok:
+            if hi is None:
+                want = f'> {lo}' if lo_open else f'>= {lo}'
+            else:
+                want = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f'must be a finite number {want}, got {s}')
+        return v
+    return parse
+
+
+def out_file(s):
+    """argparse type for --out: a file name in a folder that exists and is writable, so a
+    run never trains to the end and then fails to save its result."""
+    path = Path(s)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f'{s} is a folder; give a file name such as '
+                                         f'{path / "result.json"}')
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f'folder {folder} does not exist; create it first '
+                                         f'(mkdir -p {folder}) or write elsewhere')
+    if path.exists() and not path.is_file():  # e.g. /dev/null: the result replaces the file
+        raise argparse.ArgumentTypeError(f'{s} exists and is not a regular file; give the '
+                                         f'name of a new or a regular file')
+    try:  # a real file, as write_result will make: os.access says yes to root on /proc
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f'.{path.name}.', suffix='.tmp'):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f'cannot create a file in folder {folder} '
+                                         f'({e.strerror or e}), so the result could not be '
+                                         f'saved; write elsewhere')
+    return s
+
+
+def device_name(s):
+    """argparse type for --device: auto, cpu, cuda, cuda:N or mps (availability is checked
+    by pick_device)."""
+    if not re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', s):
+        raise argparse.ArgumentTypeError(f'expected cpu, cuda, cuda:N, mps or auto, got {s!r}')
+    return s
+
+
+def add_train_args(p, epochs=1000, lr=1e-3, batch=4096, eval_every=3, optimizer='Adam'):
+    """Flags every model file shares: data, device, seed, protocol and output."""
+    p.add_argument('--dataset', default='synthetic', type=D.known_name,  # 'Book' -> 'book'
+                   help='book (Amazon-Book), yelp, steam: the '
+                   'data of RLMRec (Ren et al., WWW\'24, the code behind the paper\'s numbers), '
+                   'downloaded into the data root when missing; ml100k: a prepared MovieLens-100K '
+                   'folder; ml100k-grouplens: built from the GroupLens ML-100K archive when '
+                   'missing; synthetic: generated in memory, no files, 3000 users x 2000 items; '
+                   'or any folder under the data root that holds trn/val/tst_mat.pkl; the known '
+                   'names match in any case, a folder name exactly (default: synthetic)')
+    p.add_argument('--data-dir', default=None, help='data root holding <dataset>/trn_mat.pkl '
+                   '(default: $PROEX_DATA, else ./data; not used by synthetic); the result file '
+                   'stores it as typed')
+    p.add_argument('--seed', type=int_range(0, 2**32 - 1), default=2023,
+                   help='random seed (default 2023)')
+    p.add_argument('--device', type=device_name, default='auto',
+                   help='cpu, cuda, cuda:N, mps or auto (default: auto)')
+    p.add_argument('--epochs', type=int_range(1), default=epochs,
+                   help=f'maximum epochs (default {epochs})')
+    p.add_argument('--patience', type=int_range(1), default=20, help='stop after this many '
+                   'validations (not epochs) without a strict improvement of validation Recall@20, '
+                   'as RLMRec\'s trainer counts it (default 20)')
+    p.add_argument('--eval-every', type=int_range(1), default=eval_every,
+                   help=f'validate every N epochs (default {eval_every})')
+    p.add_argument('--lr', type=float_range(0, lo_open=True), default=lr,
+                   help=f'learning rate of {optimizer} (default {lr:g})')
+    p.add_argument('--batch', type=int_range(1), default=batch, help=f'batch size (default {batch})')
+    p.add_argument('--threads', type=int_range(0), default=None,
+                   help='torch CPU threads, 0 = torch default, one per core (default: 1 on '
+                        f'{", ".join(ONE_THREAD)}, whose small matrices gain nothing from more '
+                        'threads and, beside other jobs, run many times slower with them; 0 on '
+                        'book, yelp, steam and other folders). Seeded runs are bit-identical '
+                        'only with 1')
+    p.add_argument('--out', type=out_file, default=None,
+                   help='write a JSON result (config, history, test) here; the folder must exist '
+                        '(default: none, no file). A run stopped by Ctrl-C writes what it '
+                        'measured so far')
+    return p
 
 
 # ----------------------------------------------------------------------------
@@ -582,8 +581,8 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
     if generative:
         g.add_argument('--profile-input', choices=['mean', 'dropped-sum'], default='mean',
                        help="input of Eq. 6's mapping: 'mean' of the profile vectors of the user's "
-                            "train items plus the user's own (the default, mean: validation picks "
-                            "it, bench/RESULTS.md section 7); 'dropped-sum': their sum "
+                            "train items plus the user's own (the default, the one validation "
+                            "picks); 'dropped-sum': their sum "
                             "over the items left after input dropout, as DMRec, the authors' "
                             "generative code in BlueGhostYi/ProRec")
     g.add_argument('--profile-dim', type=int, default=None,
@@ -689,7 +688,8 @@ def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
     if not generative:
         resolve_rlmrec(parser, a)
     if not a.proex:  # the ProEx flags only act with --proex: one note, then their defaults
-        used = ('profiles', 'profile_dim', 'kd_weight', 'kd_temp') if a.rlmrec_con else ()
+        used = (('profiles', 'profile_dim', 'kd_weight', 'kd_temp')
+                if getattr(a, 'rlmrec_con', False) else ())  # the baseline reads these
         given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1') + used
                  and getattr(a, k) != v]
         if given:
@@ -824,3 +824,14 @@ def switches(args, generative=False):
                     align='fused' if args.align_fused else 'posterior')
     return dict(kw, reg='uniformity' if args.uniformity_reg else
                 'infonce' if args.infonce_reg else 'printed')
+
+
+# ================================================================ self-check
+
+if __name__ == '__main__':  # a tiny self-check on a hand-worked case
+    ArgumentParser(description='Hand-worked check of Recall/NDCG.').parse_args()
+    topk = torch.tensor([[3, 1, 0]])
+    g = torch.tensor([[True, False, False, True]])           # G_u = {0, 3}
+    m = recall_ndcg(topk, g, torch.tensor([2.0]), ks=(3,))
+    # hits at ranks 0 and 2: recall 2/2; DCG = 1 + 1/log2(4) = 1.5; IDCG = 1 + 1/log2(3)
+    print(m, 'expected ndcg', 1.5 / (1 + 1 / np.log2(3)))

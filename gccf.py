@@ -23,8 +23,7 @@ import proex_core as P
 from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_run, timed
 
 # official per-dataset defaults (RLMRec gccf.yml); other datasets: book's. Layers: 2, RLMRec's
-# value, where the paper's A.3.4 says 3; with 2 the base row on book is .1410 against the
-# paper's .1343 (bench/RESULTS.md, section 2)
+# value, where the paper's A.3.4 says 3 (the book row with 2: bench/RESULTS.md)
 DATASET_DEFAULTS = {
     'book':  dict(layers=2, reg=1e-6),
     'yelp':  dict(layers=2, reg=1e-6),
@@ -32,7 +31,7 @@ DATASET_DEFAULTS = {
 }
 
 # ProEx on ml100k, synthetic and other datasets: the configuration ml100k validation picks
-# (bench/RESULTS.md, section 3); book, yelp, steam: eval.PAPER_DATASETS
+# (bench/reproduce.py); book, yelp, steam: eval.PAPER_DATASETS
 PROEX_TUNED = dict(lambda1=0.0, lambda2=0.0, envs=3, alpha=0.1, infonce_reg=False)
 
 

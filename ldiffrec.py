@@ -39,7 +39,7 @@ from eval import TrainLog, add_train_args, interruptible, on_interrupt, start_ru
 # {5e-4, 1e-3, 5e-3}, max {5e-3, 1e-2}); other datasets: book's. Book: the grid point whose
 # loss weights SNR(t-1) - SNR(t) are smallest at T = 5 (mean 2.5e3; 2e4 and up at the other
 # T = 5 points), the closest to the official amazon run's balance (its noise scale 0.5 lies
-# outside the grid); one run, validation R@20 0.166 at epoch 290 (no wider search: ~70 min/run).
+# outside the grid); one run on book, no wider search.
 DATASET_DEFAULTS = {
     'book': dict(steps=5, noise_scale=1e-2, noise_min=5e-3, noise_max=1e-2),
 }
@@ -407,8 +407,8 @@ def main(args):
 #  * inference (Alg. 2): z = mu + mean_k mu_k, then the same noise-free reverse process (DMRec's
 #    full_predict adds its one mu_llm to mu: the same rule with K = 1);
 #  * not the paper's: batch 400 and the denoiser's [300] are the official L-DiffRec code's (the
-#    paper gives batch 1,024 for generative methods and the grid {200,600 | 1000}); with them
-#    the base row on book is .1584, above the paper's .1495 (bench/RESULTS.md, section 2).
+#    paper gives batch 1,024 for generative methods and the grid {200,600 | 1000}); the book
+#    row with them is in bench/RESULTS.md.
 
 if __name__ == '__main__':
     args = parse_args()

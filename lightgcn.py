@@ -29,7 +29,7 @@ DATASET_DEFAULTS = {
 }
 
 # ProEx on ml100k, synthetic and other datasets: the configuration ml100k validation picks
-# (bench/RESULTS.md, section 3); book, yelp, steam: eval.PAPER_DATASETS
+# (bench/reproduce.py); book, yelp, steam: eval.PAPER_DATASETS
 PROEX_TUNED = dict(lambda1=0.0, lambda2=0.0, envs=2, alpha=0.3, infonce_reg=False)
 
 

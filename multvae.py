@@ -103,7 +103,7 @@ def main(args):
         total, n = 0.0, 0
         for u in D.user_batches(data.n_users, args.batch, rng):
             x = D.dense_rows(data.train, u, device)                        # [B, I]
-            x_in = model.drop(x)                                           # input dropout, [B, I]
+            x_in = model.drop(x)              # input dropout, [B, I]; kept for DMRec's dropped-sum input
             mu, logvar = model.encode(x_in, drop=False)                    # [B, d] each
             if agg is None:
                 z = P.reparameterize(mu, logvar)                           # [B, d]
@@ -145,8 +145,8 @@ def main(args):
 # generative code, BlueGhostYi/ProRec, encoder/models/general_cf/mult_vae_mddm.py):
 #  * Eq. 6's input: the MEAN of the profile vectors of the user's train items plus the user's
 #    own (proex_core.aggregate_profiles); DMRec SUMS over the items left after input dropout,
-#    which --profile-input dropped-sum does; validation keeps the mean (equal on ml100k,
-#    higher on synthetic; bench/RESULTS.md, section 7);
+#    which --profile-input dropped-sum (and --dmrec) does; validation keeps the mean
+#    (bench/RESULTS.md);
 #  * Eq. 12's fusion, as DMRec's cal_loss: the environment's Gaussian and the posterior are
 #    fused (means added, log-variances added) and sampled once (proex_core.fuse_gaussians);
 #    --sum-of-samples adds a sample of each to the other instead (for study);

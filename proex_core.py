@@ -20,6 +20,8 @@ Every public definition, in the order of the file (helpers before their first us
   the base models' losses (L_rec)  bpr_rows, bpr_loss, l2_reg, multinomial_nll, kl_to_prior,
                                    reparameterize
   RLMRec-C (Table 2's baseline)    info_nce_against, rlmrec_con_loss
+  the variants, one name each      mix_per_entity, mix_shared, mix_mean (MIXING), REG,
+                                   VAR_E, FUSION, ALIGN, choose
   total (Eq. 14)                   env_variance, proex_objective, loss_parts
   one batch of Alg. 1              discriminative_environments, discriminative_reg,
                                    discriminative_objective; generative_environments,
@@ -33,7 +35,10 @@ generative_objective turns them into variances once, and the helpers of Eq. 9, 1
 it calls (mix, fuse_gaussians, kl_diag_gaussians, distribution_alignment, sample_gaussian)
 take variances (`var`).
 Where the released code (BlueGhostYi/ProRec, lightgcn_proex.py) differs from the paper, the
-paper is the default and the released behaviour is a keyword argument named for what it does.
+paper is the default and the released behaviour is a named value of one keyword (mixing,
+reg, var_e; fusion and align for the generative models), checked with one error that lists
+the names. A [B, K, d] stack where [K, B, d] belongs is named as transposed; with B = K the
+two layouts look alike and are not told apart.
 
 Tests: python -m pytest -q tests/test_proex_core.py
 """
@@ -202,7 +207,7 @@ class ProfileEncoder(nn.Module):
 
     def _map(self, c, ids):
         uniq, inverse = torch.unique(ids, return_inverse=True)  # map each id once
-        # index_select: on a CPU several times faster than c[:, ids] (forward and backward)
+        # index_select: on a CPU faster than c[:, ids] (forward and backward)
         return self.f_psi(c.index_select(1, uniq)).index_select(1, inverse)  # [K, B, d]
 
     def users(self, ids):
@@ -234,9 +239,8 @@ class ProfileAggregator(nn.Module):
     with one AggregationMapping (Eq. 6). train: the [U, I] user-item train matrix (rows_of).
     input_rule (Eq. 6 does not say which):
       'mean' (default): the mean over the user's train items, computed once here since it
-        depends only on the train matrix and the fixed text embeddings; kept as the default
-        because validation picks it (Mult-VAE: equal on ml100k, +.017 R@20 on synthetic;
-        bench/RESULTS.md, section 7);
+        depends only on the train matrix and the fixed text embeddings; the default, as
+        validation picks it (bench/RESULTS.md);
       'dropped-sum': the SUM over the items of the row the encoder reads after input
         dropout, as the authors' DMRec code (BlueGhostYi/ProRec, mult_vae_mddm.py, encode:
         matmul(drop(x), itmprf_embeds) + user_emb); forward() then needs that row."""
@@ -323,7 +327,7 @@ def dirichlet_weights(E, K, alpha, n=None, rng=None, device=None):
     """Eq. 10: theta^e ~ Dir(alpha, ..., alpha), one row per environment.
     n=None: [E, K], one draw per environment shared by all entities (released code).
     n given: [E, n, K], one draw per entity per environment (paper).
-    Drawn by `rng`, a numpy Generator (on a CPU about 2x faster than torch's sampler);
+    Drawn by `rng`, a numpy Generator (on a CPU faster than torch's sampler);
     rng=None seeds one from torch's global RNG, so torch.manual_seed fixes the draws.
     On a GPU with rng=None, torch draws on the device: no host work and copy per batch."""
     size = (E,) if n is None else (E, n)
@@ -344,7 +348,7 @@ def mix(views, theta):
     if theta.dim() == 2:
         return torch.einsum('ek,knd->end', theta, views)  # [E, n, d]
     # per entity: a loop over the K (few) views accumulating theta_k [E, n, 1] * c_k [n, d]
-    # with addcmul, the weights laid out [K, E, n, 1] contiguously; on a CPU 1.5-2x faster,
+    # with addcmul, the weights laid out [K, E, n, 1] contiguously; on a CPU faster,
     # forward and backward, than a broadcast [K, E, n, d] product summed over K
     theta = theta.permute(2, 0, 1).unsqueeze(-1).contiguous()  # [K, E, n, 1]
     out = theta[0] * views[0]  # [E, n, d]

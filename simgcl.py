@@ -39,7 +39,7 @@ def perturb(E, eps):
     return E + eps * torch.sign(E) * noise
 
 # ProEx on ml100k, synthetic and other datasets: the configuration ml100k validation picks
-# (bench/RESULTS.md, section 3); book, yelp, steam: eval.PAPER_DATASETS
+# (bench/reproduce.py); book, yelp, steam: eval.PAPER_DATASETS
 PROEX_TUNED = dict(lambda1=0.0, lambda2=0.01, envs=3, alpha=0.1, infonce_reg=False)
 
 
@@ -141,9 +141,8 @@ def parse_args(argv=None):
     E.add_proex_args(p, tuned=PROEX_TUNED,
                      chosen='picked by validation R@20 on ml100k, mean of two tuning seeds: '
                      'bench/results/protocol_ml100k_simgcl.json',
-                     form_why='the form the ml100k grid ran; run after it, the InfoNCE form had '
-                     'a higher validation R@20 over 5 paired seeds (p .03) and a level test R@20 '
-                     '(p .14), bench/RESULTS.md section 3')
+                     form_why='the form the ml100k grid ran; the other forms are compared in '
+                     'bench/RESULTS.md')
     args = E.resolve_proex_args(p, argv, tuned=PROEX_TUNED)
     for k, v in DATASET_DEFAULTS.get(args.dataset, DATASET_DEFAULTS['book']).items():
         if getattr(args, k) is None:

@@ -25,7 +25,7 @@ def other_value(action, resolved):
         return [action.option_strings[0]]  # store_true
     value = {'envs': '4', 'alpha': '0.5', 'lambda1': '0.5', 'lambda2': '0.3', 'lambda3': '2',
              'tau': '0.5', 'beta': '0.3', 'profile_dim': '3', 'profiles': '0,1',
-             'profile_input': 'dropped-sum'}[action.dest]
+             'profile_input': 'dropped-sum', 'kd_weight': '0.5', 'kd_temp': '0.5'}[action.dest]
     return [action.option_strings[0], value]
 
 

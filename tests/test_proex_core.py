@@ -817,7 +817,7 @@ def test_the_form_of_eq7_is_a_file_default_with_a_flag_each_way(default):
     assert E.resolve_proex_args(p, ['--proex']).infonce_reg is default
     assert E.resolve_proex_args(p, ['--proex', '--infonce-reg']).infonce_reg is True
     assert E.resolve_proex_args(p, ['--proex', '--no-infonce-reg']).infonce_reg is False
-    assert E.switches(E.resolve_proex_args(p, ['--proex']))['infonce_reg'] is default
+    assert E.switches(E.resolve_proex_args(p, ['--proex']))['reg'] == ('infonce' if default else 'printed')
     other = '--no-infonce-reg' if default else '--infonce-reg'
     with pytest.raises(SystemExit, match=f'^error: argument {other}: --uniformity-reg'):
         E.resolve_proex_args(p, ['--proex', '--uniformity-reg', other])

@@ -63,7 +63,9 @@ def run_in_empty_folder(tmp_path, code):
 def test_readme_section_is_short_and_has_both_loops():
     text = (ROOT / 'README.md').read_text()
     section = text.split('## Use ProEx in your own model', 1)[1].split('\n## ', 1)[0]
-    assert len(section.strip().splitlines()) <= 30
+    assert len(section.strip().splitlines()) <= 50
+    for said in ('lambda1 * beta', 'no_grad', 'eval()', 'import proex_core as P', 'nll_fn'):
+        assert said in section
     blocks = readme_blocks()
     assert len(blocks) == 2 and 'discriminative_objective' in blocks[0]
     assert 'generative_objective' in blocks[1]
@@ -95,8 +97,9 @@ def test_the_copy_imports_nothing_of_the_project_and_names_the_layout(tmp_path):
     assert r.returncode == 0, r.stderr
     imports = re.findall(r'^(?:import|from) (\S+)', (ROOT / 'proex_core.py').read_text(), flags=re.M)
     assert sorted(imports) == ['numpy', 'torch', 'torch.nn', 'torch.nn.functional']  # no argparse
-    assert r.stdout.strip() == ("c_u: expected [K, B, d] with B = 6 (z_u's rows), d = 4 (z_u's "
-                                "columns), K = 6 (c_u's first dim), got [6, 3, 4]")
+    assert r.stdout.strip() == ("c_u: expected [K, B, d] (K profiles first) with B = 6, d = 4, got "
+                                "[6, 3, 4], the transposed layout [B, K, d] with K = 3; pass "
+                                "c_u.transpose(0, 1)")
 
 
 import numpy as np  # noqa: E402  (used by the checks above)
