@@ -561,8 +561,11 @@ def add_proex_args(parser, generative=False, lambda1=0.0, lambda2=0.01, envs=3, 
                        f'default {lambda1:g}) -- Eq. 11 holds the KL to the prior too, so with '
                        "--beta 1 this is the base model's KL weight" if generative else
                        f"{said('lambda1', lambda1) if tuned is not None else f'default {lambda1:g}'}"
-                       ") -- InfoNCE between each distinct user's "
-                       "(item's) vector and its mixed profile, over the batch's distinct ones"))
+                       ") -- InfoNCE between each distinct user's (positive's, "
+                       "negative's) vector and its mixed profile, over the batch's distinct ones; "
+                       "RLMRec's contrastive alignment weighs 1e-2 (steam 1e-3), and 0.1 is too "
+                       "large a weight for this term (it outweighs BPR), not a wrong form "
+                       "(bench/RESULTS.md)"))
     g.add_argument('--lambda2', type=float, default=unset(lambda2),
                    help='weight of L_reg, the term that keeps the K profiles of an entity apart '
                         '(Eq. 7, 14; paper range [0, 2]; ' + (

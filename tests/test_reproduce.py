@@ -70,3 +70,22 @@ def test_fused_share_runs_alone_and_merges_into_the_protocol(tmp_path):
     assert '--fused-only' in r['merged']['share.json']  # the share's command stays on record
     assert table.clean_command('x/python a.py --merge /tmp/s/share.json --out /tmp/o.json').endswith(
         '--merge share.json --out o.json')
+
+
+def test_one_profile_arm_is_tuned_and_pairs_per_view_with_proex(tmp_path):
+    """--one-profile: the single-profile arm (RLMRec-C here) gets as many configurations as
+    the base arm, its chosen one runs on each view and on the view validation picks, each
+    paired with ProEx's finals; with several views their mean per seed is reported too."""
+    subprocess.run([sys.executable, str(ROOT / 'bench' / 'reproduce.py'), '--model', 'lightgcn',
+                    '--dataset', 'synthetic', '--base-config=--reg 1e-6', '--proex-config=--proex',
+                    '--seeds', '2', '--tune-seeds', '0', '--one-profile', '--one-views', '0,3',
+                    '--one-seeds', '2', '--one-best', '--extra', '--epochs 2 --eval-every 1',
+                    '--out', 'r.json'], check=True, capture_output=True, cwd=tmp_path)
+    r = json.loads((tmp_path / 'r.json').read_text())
+    tuned = {k.split('|')[2] for k in r['runs'] if k.startswith('tune|rlmrec|')}
+    assert len(tuned) == 6 and r['chosen']['rlmrec'] in tuned  # the base arm's six
+    one = r['summary']['one_profile']
+    assert set(one['views']) >= {'0', '3'} and one['best_view'] in range(4)
+    assert one['views']['3']['recall@20']['proex']['mean'] == r['summary']['recall@20']['proex']['mean']
+    assert r['runs']['one|3|2']['argv'][-4:] == ['--profiles', '3', '--seed', '2']
+    assert '--rlmrec-con' in r['runs']['one|3|2']['argv'] and one['avg']['recall@20']['one']['n'] == 2
