@@ -379,9 +379,10 @@ class ArgumentParser(argparse.ArgumentParser):
         unknown = re.match(r'unrecognized arguments: (\S+)', message)
         if unknown:
             import difflib
-            known = [o for a in self._actions for o in a.option_strings]
-            near = difflib.get_close_matches(unknown[1].split('=')[0], known, n=1)
-            message += f'; did you mean {near[0]}?' if near else ''
+            known = [o.lstrip('-') for a in self._actions for o in a.option_strings]
+            near = difflib.get_close_matches(unknown[1].split('=')[0].lstrip('-'), known, n=1,
+                                             cutoff=0.75)
+            message += f'; did you mean --{near[0]}?' if near else ''
         fail(self, message)
 
 

@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import lightgcn  # noqa: E402
-from eval import git_state, versions  # noqa: E402
+from eval import ArgumentParser, git_state, versions  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = ArgumentParser(prog='bench/align_cost.py', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', '../shared/datasets'))
     p.add_argument('--rounds', type=int, default=3)
     p.add_argument('--epochs', type=int, default=4)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from eval import git_state  # noqa: E402
+from eval import ArgumentParser, git_state  # noqa: E402
 
 PAPER = {  # Table 1, Amazon-Book, base rows (mean of 10 seeds): R@10 R@20 N@10 N@20
     'gccf': (.0872, .1343, .0653, .0807), 'lightgcn': (.0915, .1411, .0694, .0856),
@@ -31,7 +31,8 @@ RLMREC_SECONDS = {'train_epoch': 3.03, 'validation': 3.77}
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog='bench/book.py', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', required=True, choices=sorted(PAPER))
     p.add_argument('--seeds', default='2023', help='comma-separated seeds (default 2023)')
     p.add_argument('--data-dir', default=None, help='the data root, passed on as given '

@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import proex_core as P  # noqa: E402
-from eval import git_state, versions  # noqa: E402
+from eval import ArgumentParser, git_state, versions  # noqa: E402
 
 
 def seconds(fn, repeats):
@@ -71,8 +71,8 @@ def gen_case(B=943, K=4, d=200, I=1682):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = ArgumentParser(prog='bench/check_cost.py', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--repeats', type=int, default=30)
     p.add_argument('--out', default=str(ROOT / 'bench/results/check_cost.json'))
     a = p.parse_args()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from eval import git_state  # noqa: E402
+from eval import ArgumentParser, git_state  # noqa: E402
 
 VARIANTS = {  # paper Fig. 6 ablations are relative to --proex
     'base': '', 'proex': '--proex', 'released': '--proex --released',
@@ -47,7 +47,8 @@ def summarise(runs):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog='bench/compare.py', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--dataset', default='ml100k')
     p.add_argument('--models', default='lightgcn', help='comma-separated model files (without .py)')
     p.add_argument('--variants', default='base,proex', help='comma-separated variant names or name=flags')

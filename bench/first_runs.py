@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from eval import git_state, versions  # noqa: E402
+from eval import ArgumentParser, git_state, versions  # noqa: E402
 
 MODELS = ['lightgcn', 'gccf', 'simgcl', 'multvae', 'ldiffrec', 'cvga']
 
@@ -32,8 +32,8 @@ def cpu_seconds():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = ArgumentParser(prog='bench/first_runs.py', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--models', default=','.join(MODELS))
     p.add_argument('--out', default=str(ROOT / 'bench/results/first_runs.json'))
     a = p.parse_args()

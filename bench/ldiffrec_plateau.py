@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import ldiffrec  # noqa: E402
 import proex_core as P  # noqa: E402
-from eval import git_state  # noqa: E402
+from eval import ArgumentParser, git_state  # noqa: E402
 
 VARIANTS = {'base': [], 'proex': ['--proex'], 'beta1': ['--proex', '--beta', '1'],
             'lambda1-0': ['--proex', '--lambda1', '0'],
@@ -57,8 +57,8 @@ def run(argv, scales=(1.0, 1.0)):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = ArgumentParser(prog='bench/ldiffrec_plateau.py', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', str(ROOT.parent / 'shared/datasets')))
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--epochs', type=int, default=60)

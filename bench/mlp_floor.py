@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import data as D  # noqa: E402
 import lightgcn  # noqa: E402
 import proex_core as P  # noqa: E402
-from eval import git_state  # noqa: E402
+from eval import ArgumentParser, git_state  # noqa: E402
 
 
 def mlp_epoch(prof, train, batch, rng):
@@ -50,8 +50,8 @@ def model_epoch(argv):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = ArgumentParser(prog='bench/mlp_floor.py', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', str(ROOT.parent / 'shared/datasets')))
     p.add_argument('--dataset', default='ml100k')
     p.add_argument('--threads', type=int, default=2)

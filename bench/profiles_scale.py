@@ -10,7 +10,6 @@ the sizes on disk. Scratch files go to --work (about 2.7 GB at the defaults; del
 Run: python bench/profiles_scale.py --data-dir ../shared/datasets   (writes bench/results/profiles_scale.json,
 git commit, whether tracked files were modified, and the command line included)
 """
-import argparse
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import profiles  # noqa: E402
-from eval import git_state  # noqa: E402
+from eval import ArgumentParser, git_state  # noqa: E402
 
 
 def text(rng, chars):
@@ -83,7 +82,7 @@ def running_peaks(limits, dim, data_dir, work):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = ArgumentParser(prog='bench/profiles_scale.py', description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=50000)
     ap.add_argument('--dim', type=int, default=1536)
     ap.add_argument('--op-chars', type=int, default=1000, help='characters per profile (ml100k: 911 items, 2274 users)')

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from book import RLMREC_SECONDS  # HKUDS/RLMRec's framework, LightGCN, book, this CPU
-from eval import git_state  # noqa: E402
+from eval import ArgumentParser, git_state  # noqa: E402
 
 
 def measure(model, dataset, data_dir, epochs, flags=''):
@@ -40,7 +40,8 @@ def measure(model, dataset, data_dir, epochs, flags=''):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog='bench/timing.py', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--models', default='lightgcn,gccf,simgcl,multvae,ldiffrec,cvga')
     p.add_argument('--epochs', type=int, default=6, help='epochs per measurement (first is dropped)')
     p.add_argument('--data-dir', default=os.environ.get('PROEX_DATA', str(ROOT.parent / 'shared/datasets')))
