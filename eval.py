@@ -692,8 +692,8 @@ def resolve_proex_args(parser, argv=None, generative=False, tuned=None):
     if not generative:
         resolve_rlmrec(parser, a)
     if not a.proex:  # the ProEx flags only act with --proex: one note, then their defaults
-        used = (('profiles', 'profile_dim', 'kd_weight', 'kd_temp')
-                if getattr(a, 'rlmrec_con', False) else ())  # the baseline reads these
+        used = (('rlmrec_con', 'profiles', 'profile_dim', 'kd_weight', 'kd_temp')
+                if getattr(a, 'rlmrec_con', False) else ())  # the baseline and what it reads
         given = [k for k, v in vars(defaults).items() if k not in ('proex', 'lambda1') + used
                  and getattr(a, k) != v]
         if given:

@@ -200,20 +200,22 @@ def one_profile(a, mod, common, store, cfg, proex, tune_seeds, version, save):
         return run(mod, common + cfg.split() + ['--profiles', str(k), '--seed', str(s)], store,
                    f'{step}|{k}|{s}', version, save)
     views = [int(k) for k in a.one_views.split(',')]
-    plan = [(k, a.one_seeds) for k in views]
-    summary = {'config': cfg, 'views': {}}
-    if a.one_best:  # the view with the best mean validation R@20 over the tuning seeds
-        val = {k: statistics.mean(on_view(k, t, 'oneview')['best_val_recall20'] for t in tune_seeds)
-               for k in range(len(data.load_dataset(a.dataset, a.data_dir, profiles=True).usr_prf))}
-        summary['best_view'], summary['val_by_view'] = max(val, key=val.get), val
-        plan.append((summary['best_view'], a.seeds))
-    runs = {}
-    for k, n in plan:
+    summary, runs = {'config': cfg, 'views': {}}, {}
+
+    def finals_on(k, n):
         runs[k] = [on_view(k, s, 'one') for s in range(1, n + 1)]
         summary['views'][str(k)] = {m: paired(proex[:n], runs[k], m, ('proex', 'one'))
                                     for m in ('val_recall@20', 'recall@20', 'ndcg@20')}
         store['summary']['one_profile'] = summary
         save()
+    for k in views:
+        finals_on(k, a.one_seeds)
+    if a.one_best:  # the view with the best mean validation R@20 over the tuning seeds
+        K = len(data.load_dataset(a.dataset, a.data_dir, profiles=True).usr_prf)
+        val = {k: statistics.mean(on_view(k, t, 'oneview')['best_val_recall20'] for t in tune_seeds)
+               for k in range(K)}
+        summary['best_view'], summary['val_by_view'] = max(val, key=val.get), val
+        finals_on(summary['best_view'], a.seeds)
     if len(views) > 1:  # the mean over the views per seed (DMRec_avg)
         n = a.one_seeds
         avg = [{'best_val_recall20': statistics.mean(runs[k][i]['best_val_recall20'] for k in views),

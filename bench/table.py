@@ -209,6 +209,23 @@ class Tables:
         return render('model | seeds | chosen ProEx config | val R@20, as printed | `--align-fused` | p | '
                       'R@20, as printed | `--align-fused` | p | N@20, as printed | `--align-fused` | p', rows)
 
+    def many_vs_one(d):
+        """Tables 2-3: base, one profile alone (RLMRec-C, DMRec-M; _avg: their mean per seed), ProEx; p vs ProEx."""
+        rows = []
+        for dataset, m, r in [(ds, m, r) for ds in ('ml100k', 'synthetic') for m, r in protocols(d, ds)[0].items()]:
+            one, s = r['summary'].get('one_profile'), r['summary']
+            arm = one and ('RLMRec-C' if one['config'].startswith('--rlmrec-con') else 'DMRec-M')
+            lines = [('base', 'none', s['recall@20']['base'], s['ndcg@20']['base'], s)] + [
+                (f"{arm} `{one['config']}`", f"{k} ({VIEW_NAMES[k] if dataset == 'ml100k' else 'misleading' if k == '3' else 'informative'}) alone"
+                 + ', best on validation' * (str(one.get('best_view')) == k), v['recall@20']['one'], v['ndcg@20']['one'], v)
+                for k, v in sorted(one['views'].items())] + [(f'{arm}_avg', 'each view above alone, mean per seed',
+                one['avg']['recall@20']['one'], one['avg']['ndcg@20']['one'], one['avg'])] * ('avg' in one) + [
+                (f"ProEx `{r['chosen']['proex']}`", 'all 4', s['recall@20']['proex'], s['ndcg@20']['proex'], None)
+            ] if one else []
+            rows += [[dataset, NAMES[m], method, views, R['n'], ms(R), pval(p and p['recall@20']['p_paired_t']), ms(N),
+                      pval(p and p['ndcg@20']['p_paired_t'])] for method, views, R, N, p in lines]
+        return render('dataset | model | method | profiles | seeds | R@20 | p vs ProEx | N@20 | p vs ProEx', rows)
+
     def commands(d, *names):
         """Each file's command line as recorded and the code that ran it ({model} in a name: each model's)."""
         rows, waiting = [], []

@@ -82,9 +82,20 @@ def test_the_paper_datasets_need_k_4(tmp_path):
 def test_rlmrec_con_resolves_to_rlmrecs_values():
     import lightgcn
     a = lightgcn.parse_args(['--rlmrec-con', '--dataset', 'steam'])
-    assert (a.proex, a.kd_weight, a.kd_temp, a.profiles) == (False, 1e-3, 0.1, '0')
+    assert (a.rlmrec_con, a.proex, a.kd_weight, a.kd_temp, a.profiles) == (True, False, 1e-3, 0.1, '0')
     a = lightgcn.parse_args(['--rlmrec-con', '--profiles', '2'])
-    assert (a.kd_weight, a.kd_temp, a.profiles) == (1e-2, 0.2, '2')
+    assert (a.rlmrec_con, a.kd_weight, a.kd_temp, a.profiles) == (True, 1e-2, 0.2, '2')
+
+
+@pytest.mark.parametrize('name', ['lightgcn', 'gccf', 'simgcl'])
+def test_rlmrec_con_changes_the_loss_and_its_weight_acts(name):
+    """--rlmrec-con trains with the InfoNCE term: the first epoch's loss differs from the
+    base model's, and differs again with another --kd-weight."""
+    import importlib
+    mod = importlib.import_module(name)
+    loss = lambda *flags: mod.main(mod.parse_args(['--epochs', '1', '--seed', '3', *flags]))['history'][0]['loss']  # noqa: E731
+    base, kd, heavier = loss(), loss('--rlmrec-con'), loss('--rlmrec-con', '--kd-weight', '0.5')
+    assert len({base, kd, heavier}) == 3
 
 
 def test_rlmrec_con_loss_by_hand():
