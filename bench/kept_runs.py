@@ -40,8 +40,10 @@ def main():
     seeds = a.seeds.split(',')
     keys = [k for k in store['runs'] if k.split('|')[-1] in seeds
             and any(fnmatch.fnmatch(k, f'{s}|*') for s in a.steps.split(','))]
-    result = {'protocol': Path(a.protocol).name, 'code': git_state(),
-              'command': shlex.join(['python'] + sys.argv), 'runs': {}}
+    kept_commits = sorted({store['runs'][k]['code']['commit'] for k in keys})
+    result = {'protocol': Path(a.protocol).name, 'command': shlex.join(['python'] + sys.argv),
+              'commits': {'before': ', '.join(kept_commits), 'after': git_state()['commit']},
+              'dirty': git_state()['dirty'], 'runs': {}}  # the layout of same_numbers.py's files
     with tempfile.TemporaryDirectory() as tmp:
         for k in keys:
             kept = store['runs'][k]
@@ -49,9 +51,8 @@ def main():
             now = {'best_epoch': r['best_epoch'], 'best_val_recall20': r['best_val_recall20'],
                    'test': r['test'], 'val_curve': [h.get('val_recall20') for h in r['history']]}
             same = all(now[f] == kept[f] for f in now)
-            result['runs'][k] = {'identical': same, 'kept_commit': kept['code']['commit'][:7],
-                                 'test_recall@20': {'kept': kept['test']['recall@20'],
-                                                    'now': r['test']['recall@20']}}
+            result['runs'][k] = {'identical': same, 'test_recall@20': {'before': kept['test']['recall@20'],
+                                                                       'after': r['test']['recall@20']}}
             print(f"{k}: {'identical' if same else 'DIFFERENT'} (kept {kept['code']['commit'][:7]}, "
                   f"test R@20 {kept['test']['recall@20']:.6f} / {r['test']['recall@20']:.6f})", flush=True)
             Path(a.out).write_text(json.dumps(result, indent=1))
