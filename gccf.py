@@ -101,7 +101,7 @@ def main(args):
                 loss = P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.reg * P.l2_reg(model)
             elif args.rlmrec_con:                                        # Table 2's RLMRec-C
                 kd = P.rlmrec_con_loss(z_u[u], z_i[i], z_i[j], *prof(u, i, j), prof.all_users(),
-                                       args.kd_temp)                     # one view, not fused
+                                       u, i, j, args.kd_temp)            # one view, not fused
                 loss = (P.bpr_loss(z_u[u], z_i[i], z_i[j]) + args.kd_weight * kd
                         + args.reg * (P.l2_reg(model) + P.l2_reg(prof)))
             else:                                                        # Alg. 1

@@ -19,7 +19,7 @@ Every public definition, in the order of the file (helpers before their first us
   fusion (Eq. 12)                  fuse_vectors, fuse_gaussians, sample_gaussian
   the base models' losses (L_rec)  bpr_rows, bpr_loss, l2_reg, multinomial_nll, kl_to_prior,
                                    reparameterize
-  RLMRec-C (Table 2's baseline)    info_nce_against, rlmrec_con_loss
+  RLMRec-C (Table 2's baseline)    info_nce_summed, rlmrec_con_loss
   the variants, one name each      mix_per_entity, mix_shared, mix_mean (MIXING), REG,
                                    VAR_E, FUSION, ALIGN, choose
   total (Eq. 14)                   env_variance, proex_objective, loss_parts
@@ -493,26 +493,39 @@ def reparameterize(mu, logvar):
 # no part at inference. (DMRec-M of Table 3 is generative_objective with one profile, one
 # environment and Eq. 11 on the fused Gaussian: eval.py's --dmrec.)
 
-def info_nce_against(z, c, c_all, tau):
-    """RLMRec's InfoNCE per row: -log(exp(z.c / tau) / sum_{c' in c_all} exp(z.c' / tau)),
-    all vectors L2-normalised. z, c: [B, d], c_all: [N, d] (the denominator's set) -> [B]."""
-    z, c, c_all = F.normalize(z, dim=-1), F.normalize(c, dim=-1), F.normalize(c_all, dim=-1)
-    return torch.logsumexp(z @ c_all.T / tau, dim=-1) - (z * c).sum(-1) / tau  # [B]
+def info_nce_summed(z, c, ids, c_all=None, tau=0.2):
+    """RLMRec's InfoNCE summed over the B rows of a batch: for each row,
+    -log(exp(z.c / tau) / sum_{c'} exp(z.c' / tau)), all vectors L2-normalised, the sum over c'
+    running over c_all [N, d] or, when None, over the B rows of c themselves (repeats included).
+    Computed once per distinct id and weighted by its count (rows of one id are equal, and a
+    repeated row in the denominator is its count times exp): the same value, with [n, n]
+    logits instead of [B, B]. z, c: [B, d], ids: [B] -> scalar."""
+    first, inverse = distinct_rows(ids)  # [n], [B]
+    count = torch.bincount(inverse, minlength=first.numel()).to(z.dtype)  # [n]
+    z, c = F.normalize(z.index_select(0, first), dim=-1), F.normalize(c.index_select(0, first), dim=-1)
+    if c_all is None:  # the batch's rows: each distinct one, log(count) times over
+        logits = z @ c.T / tau + count.log()[None, :]  # [n, n]
+    else:
+        logits = z @ F.normalize(c_all, dim=-1).T / tau  # [n, N]
+    per_id = torch.logsumexp(logits, dim=-1) - (z * c).sum(-1) / tau  # [n]
+    return (count * per_id).sum()
 
 
-def rlmrec_con_loss(z_u, z_i, z_j, c_u, c_i, c_j, c_users, tau=0.2):
+def rlmrec_con_loss(z_u, z_i, z_j, c_u, c_i, c_j, c_users, users, pos_items, neg_items, tau=0.2):
     """RLMRec-C's kd_loss before its weight: the InfoNCE of each user against ALL users'
     mapped profiles, of each positive against the batch's positive profiles and of each
     negative against the batch's negative profiles (repeats included, as RLMRec), summed over
     rows and divided by the batch size. z_*: [B, d]; c_u, c_i, c_j: [1, B, d] (one profile,
-    ProfileEncoder's layout); c_users: [1, U, d] -> scalar."""
+    ProfileEncoder's layout); c_users: [1, U, d]; users, pos_items, neg_items: [B] ids -> scalar."""
     B, d = z_u.shape[0], z_u.shape[-1]
     for name, c in (('c_u', c_u), ('c_i', c_i), ('c_j', c_j)):
         check_profiles(name, c, B, d, K=1)
     check_shape('c_users', c_users, (1, None, d), '[1, U, d]', 'one profile of every user')
-    return (info_nce_against(z_u, c_u[0], c_users[0], tau).sum()
-            + info_nce_against(z_i, c_i[0], c_i[0], tau).sum()
-            + info_nce_against(z_j, c_j[0], c_j[0], tau).sum()) / B
+    ids = [as_ids(x, name, z_u.device) for x, name in ((users, 'users'), (pos_items, 'pos_items'),
+                                                        (neg_items, 'neg_items'))]
+    return (info_nce_summed(z_u, c_u[0], ids[0], c_users[0], tau)
+            + info_nce_summed(z_i, c_i[0], ids[1], None, tau)
+            + info_nce_summed(z_j, c_j[0], ids[2], None, tau)) / B
 
 
 # ----------------------------------------------------------------------------

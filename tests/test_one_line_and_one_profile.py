@@ -113,7 +113,11 @@ def test_rlmrec_con_loss_by_hand():
         return sum(float(torch.log(torch.exp(z[b] @ c_all.T / tau).sum()) - z[b] @ c[b] / tau)
                    for b in range(z.shape[0]))
     want = (nce(z_u, c_u[0], c_users[0]) + nce(z_i, c_i[0], c_i[0]) + nce(z_j, c_j[0], c_j[0])) / B
-    got = P.rlmrec_con_loss(z_u, z_i, z_j, c_u, c_i, c_j, c_users, tau)
+    items, negs = torch.tensor([1, 1, 2, 3]), torch.tensor([4, 5, 4, 4])  # repeats, as in a batch
+    c_i, c_j = c_i[:, [0, 0, 2, 3]], c_j[:, [0, 1, 0, 0]]  # a repeated id has one profile
+    z_u, z_i, z_j = z_u[[0, 1, 1, 3]], z_i[[0, 0, 2, 3]], z_j[[0, 1, 0, 0]]
+    want = (nce(z_u, c_u[0], c_users[0]) + nce(z_i, c_i[0], c_i[0]) + nce(z_j, c_j[0], c_j[0])) / B
+    got = P.rlmrec_con_loss(z_u, z_i, z_j, c_u, c_i, c_j, c_users, users, items, negs, tau)
     assert float(got) == pytest.approx(want, rel=1e-5)
 
 
