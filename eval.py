@@ -380,8 +380,7 @@ class ArgumentParser(argparse.ArgumentParser):
         if unknown:
             import difflib
             known = [o.lstrip('-') for a in self._actions for o in a.option_strings]
-            near = difflib.get_close_matches(unknown[1].split('=')[0].lstrip('-'), known, n=1,
-                                             cutoff=0.75)
+            near = difflib.get_close_matches(unknown[1].split('=')[0].lstrip('-'), known, n=1)
             message += f'; did you mean --{near[0]}?' if near else ''
         fail(self, message)
 

@@ -32,7 +32,7 @@ Steps, one result file:
 --keep-base keeps the base arm's runs made by earlier source files (when the base model's
 code did not change: check with bench/same_numbers.py) and reruns only the rest.
 --fused-only runs step 6 alone for --proex-config into its own --out (a second core's share);
---merge FILE later takes those runs into the protocol file (same source files only).
+--merge FILE later takes those runs into the protocol file (the runs of the same source files only).
 Both arms use the model file's early-stopping rule (validation R@20 every --eval-every
 epochs, 3 by default and 5 for L-DiffRec; stop after 20 validations without improvement). Every run stores its command line and the git commit plus a hash of
 the source files it ran; a resumed file whose runs came from other sources is refused unless
@@ -271,7 +271,7 @@ def main():
     p.add_argument('--fused-from', type=int, default=1, metavar='S', help='with --fused-only: '
                    'seeds S..--fused-seeds only (another share has the seeds before S)')
     p.add_argument('--merge', nargs='+', default=[], metavar='FILE', help='take the runs of these '
-                   'result files (same source files only) before running: the shares of other cores')
+                   'result files made by the same source files before running: the shares of other cores')
     p.add_argument('--restart', action='store_true', help='drop runs made by other sources')
     p.add_argument('--keep-base', action='store_true', help='with --restart: keep the base arm\'s '
                    'runs made by other sources (its code unchanged; bench/same_numbers.py shows it)')
@@ -316,11 +316,12 @@ def main():
         if stale:  # the old choice and summary were made from the runs just dropped
             store.pop('chosen', None)
             store.pop('summary', None)
-    for f in a.merge:  # another core's share of this protocol, made by the same source files
+    for f in a.merge:  # another core's share of this protocol: its runs made by these source files
         share = json.loads(Path(f).read_text())
-        if any(r['code']['source_sha256'] != version['source_sha256'] for r in share['runs'].values()):
-            raise SystemExit(f'error: {f} holds runs made by other source files; not merged')
-        store['runs'].update({k: r for k, r in share['runs'].items() if k not in store['runs']})
+        same = {k: r for k, r in share['runs'].items() if r['code']['source_sha256'] == version['source_sha256']}
+        if not same:
+            raise SystemExit(f'error: {f} holds no run made by these source files; not merged')
+        store['runs'].update({k: r for k, r in same.items() if k not in store['runs']})
         store.setdefault('merged', {})[Path(f).name] = share.get('command')
     store.update(model=a.model, dataset=a.dataset, grids=grids, extra=a.extra,
                  command=' '.join([sys.executable.split('/')[-1]] + sys.argv), code=version)

@@ -99,7 +99,8 @@ def test_side_information_holds_training_positives_only(built):
 
 def assert_one_line_error(e, url, root):
     message = str(e.value)
-    assert '\n' not in message and url in message and 'by hand' in message
+    assert '\n' not in message and url in message and 'offline, place the archive at' in message
+    assert 'PROEX_ML100K_URL' in message  # the offline remedy
     assert os.listdir(root) == []          # no archive, no folder, no temporary file
 
 
@@ -134,7 +135,7 @@ def test_command_line_error_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, 'data.py', '--dataset', D.ML100K_NAME,
                         '--data-dir', str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.count('\n') == 1
-    assert r.stderr.startswith(f'error: could not download {url}') and D.ML100K_URL in r.stderr
+    assert r.stderr.startswith(f'error: could not download {url}') and 'PROEX_ML100K_URL' in r.stderr
 
 
 # ---------------------------------------------------------------- the whole chain
