@@ -30,7 +30,7 @@ DATASET_DEFAULTS = {
 
 # ProEx on ml100k, synthetic and other datasets: the configuration ml100k validation picks
 # (bench/reproduce.py); book, yelp, steam: eval.PAPER_DATASETS
-PROEX_TUNED = dict(lambda1=0.0, lambda2=0.0, envs=2, alpha=0.3, infonce_reg=False)
+PROEX_TUNED = dict(lambda1=0.01, lambda2=0.0, envs=3, alpha=0.1, infonce_reg=False)
 
 
 class LightGCN(nn.Module):

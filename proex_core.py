@@ -636,7 +636,8 @@ def discriminative_objective(z_u, z_i, z_j, c_u, c_i, c_j, *, envs=2, alpha=0.3,
     c_u, c_i, c_j: [K, B, d] their K profiles, already mapped (ProfileEncoder, Eq. 6).
     users, pos_items, neg_items: [B] ids, needed for the alignment (lambda1 > 0), which runs
       over the distinct ones of each; reg='uniformity' uses users and pos_items.
-    Weights (defaults: LightGCN's on ml100k, chosen on validation): envs E, alpha (Eq. 10),
+    Weights (defaults: an ml100k choice of LightGCN's grid with the alignment off, so that
+      no ids are needed; lightgcn.py's own default turns it on): envs E, alpha (Eq. 10),
       lambda1 the weight of the InfoNCE alignment (Eq. 13), lambda2 of L_reg (Eq. 7),
       lambda3 of Var_e (Eq. 14), tau the temperature of both.
     Variants: mixing (MIXING), reg (REG), var_e (VAR_E); the paper's by default.

@@ -219,7 +219,7 @@ class Tables:
                 (f"{arm} `{one['config']}`", f"{k} ({VIEW_NAMES[k] if dataset == 'ml100k' else 'misleading' if k == '3' else 'informative'}) alone"
                  + ', best on validation' * (str(one.get('best_view')) == k), v['recall@20']['one'], v['ndcg@20']['one'], v)
                 for k, v in sorted(one['views'].items())] + [(f'{arm}_avg', 'each view above alone, mean per seed',
-                one['avg']['recall@20']['one'], one['avg']['ndcg@20']['one'], one['avg'])] * ('avg' in one) + [
+                a['recall@20']['one'], a['ndcg@20']['one'], a) for a in [one.get('avg')] if a] + [
                 (f"ProEx `{r['chosen']['proex']}`", 'all 4', s['recall@20']['proex'], s['ndcg@20']['proex'], None)
             ] if one else []
             rows += [[dataset, NAMES[m], method, views, R['n'], ms(R), pval(p and p['recall@20']['p_paired_t']), ms(N),

@@ -134,7 +134,7 @@ def test_flag_out_of_range(script, argv, flag, fix, toy, capsys, monkeypatch):
     ('lightgcn.py', ['--proex', '--beta', '0.9'], '--beta', 'unrecognized'),   # generative only
     ('gccf.py', ['--proex', '--beta', '0.9'], '--beta', 'unrecognized'),
     ('simgcl.py', ['--sum-of-samples'], '--sum-of-samples', 'unrecognized'),
-    ('lightgcn.py', ['--proex', '--no-align'], '--no-align', 'lambda1 = 0'),
+    ('lightgcn.py', ['--proex', '--lambda1', '0', '--no-align'], '--no-align', 'lambda1 = 0'),
     ('lightgcn.py', ['--proex', '--released', '--no-align'], '--no-align', '--released'),
     ('lightgcn.py', ['--proex', '--released', '--envs', '5'], '--envs', '--released sets envs 3'),
     ('multvae.py', ['--proex', '--released', '--lambda2', '1'], '--lambda2', '--released sets'),
