@@ -264,8 +264,9 @@ def main():
     p.add_argument('--one-seeds', type=int, default=10, help='seeds per view of --one-views (default 10)')
     p.add_argument('--one-best', action='store_true', help='also the view with the best mean '
                    'validation R@20 over the tuning seeds, --seeds seeds')
-    p.add_argument('--fresh-finals', action='store_true', help='with --keep-stale: rerun the final '
-                   'runs (step 2) made by other sources, keep the other stale runs')
+    p.add_argument('--drop', nargs='+', default=[], metavar='PREFIX', help="with --keep-stale: run "
+                   "again the runs made by other sources whose key starts with PREFIX (e.g. 'final|proex|' "
+                   "after a default they relied on changed), keep the other stale runs")
     p.add_argument('--fused-only', action='store_true', help='run only the --fused-seeds runs of '
                    '--proex-config (no tuning, no finals: a second core\'s share; --merge it later)')
     p.add_argument('--fused-from', type=int, default=1, metavar='S', help='with --fused-only: '
@@ -305,10 +306,11 @@ def main():
     if Path(a.out).exists():
         store = json.loads(Path(a.out).read_text())
         store['runs'] = {renamed(k): r for k, r in store['runs'].items()}
+        dropped = lambda k: any(k.startswith(prefix) for prefix in a.drop)  # noqa: E731
         stale = [k for k, r in store['runs'].items() if r['code']['source_sha256'] != version['source_sha256']
                  and not (a.keep_base and k.split('|')[1] == 'base')
-                 and not (a.keep_stale and not (a.fresh_finals and k.startswith('final|')))]
-        if stale and not a.restart:
+                 and not (a.keep_stale and not dropped(k))]
+        if stale and not a.restart and not a.drop:
             raise SystemExit(f'error: {a.out} holds {len(stale)} runs made by other source files '
                              f'(e.g. {stale[0]}); rerun with --restart to drop them, or write a new --out')
         for k in stale:
