@@ -5,10 +5,9 @@ and compared with what the file holds: best epoch, validation curve and test met
     python bench/kept_runs.py bench/results/protocol_ml100k_gccf.json --seeds 1 \
         --out bench/results/kept_runs_ml100k_gccf.json
 
---steps names the kinds of run (key prefixes, default: final); --seeds the seeds to redo.
+--steps names the runs by key prefix (default: final|, the final runs); --seeds the seeds to redo.
 Writes the commit of this checkout, the command line and, per run, identical or not.
 """
-import fnmatch
 import json
 import os
 import shlex
@@ -32,14 +31,15 @@ def rerun(model, argv, out):
 def main():
     p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('protocol', help='a result file of bench/reproduce.py')
-    p.add_argument('--steps', default='final', help='comma-separated key prefixes (default final)')
+    p.add_argument('--steps', default='final|', help="comma-separated key prefixes, e.g. 'final|base|,one|' "
+                   "(default 'final|')")
     p.add_argument('--seeds', default='1', help='comma-separated seeds to redo (default 1)')
     p.add_argument('--out', required=True)
     a = p.parse_args()
     store = json.loads(Path(a.protocol).read_text())
     seeds = a.seeds.split(',')
     keys = [k for k in store['runs'] if k.split('|')[-1] in seeds
-            and any(fnmatch.fnmatch(k, f'{s}|*') for s in a.steps.split(','))]
+            and any(k.startswith(prefix) for prefix in a.steps.split(','))]
     kept_commits = sorted({store['runs'][k]['code']['commit'] for k in keys})
     result = {'protocol': Path(a.protocol).name, 'command': shlex.join(['python'] + sys.argv),
               'commits': {'before': ', '.join(kept_commits), 'after': git_state()['commit']},
