@@ -228,18 +228,21 @@ PAPER_K = {'book': 4, 'yelp': 4, 'steam': 4}
 PROREC_README = 'https://github.com/BlueGhostYi/ProRec'  # links the OP and new-profile folders
 
 
+def views_present(folder):
+    """K: the views both sides have, consecutively from the OP (usr_emb_np.pkl, _1, ...)."""
+    return min(sum(f.exists() for f in emb_files(folder, side)) for side in ('usr', 'itm'))
+
+
 def check_enough_views(folder, name):
     """ProEx over all views needs K >= 2 (one view makes every environment the same profile,
     so Var_e and L_reg are 0: not ProEx), and the paper's K = 4 on book, yelp and steam.
     One error lists, per side, the files expected and which are present, and how to get
     the rest. A subset chosen with --profiles (Fig. 4(b)) does not come here."""
-    need = PAPER_K.get(name, 2)
-    have = {side: emb_files(folder, side) for side in ('usr', 'itm')}
-    K = min(sum(f.exists() for f in files) for files in have.values())
+    need, K = PAPER_K.get(name, 2), views_present(folder)
     if K >= need:
         return
     lines = []
-    for side, files in have.items():
+    for side in ('usr', 'itm'):
         expected = emb_files(folder, side, K=max(need, 4))
         lines.append(f'  {side}: ' + ', '.join(f'{f.name} ({"present" if f.exists() else "missing"})'
                                              for f in expected))
@@ -299,7 +302,7 @@ def check_view_range(folder, name, views):
     views on both sides, are an error naming the valid range (not a list of missing files)."""
     if views is None:
         return
-    K = min(sum(f.exists() for f in emb_files(folder, side)) for side in ('usr', 'itm'))
+    K = views_present(folder)
     absent = [v for v in views
               if not any(f.exists() for side in ('usr', 'itm') for f in profile_files(folder, side, [v]))]
     if K and absent:

@@ -227,7 +227,7 @@ class ProfileEncoder(nn.Module):
         return self.f_psi(self.c_users)  # every user's K mapped profiles, [K, U, d]
 
     def mean_users(self):
-        return mean_profile(self.f_psi(self.c_users))  # Alg. 2, [U, d]
+        return mean_profile(self.all_users())  # Alg. 2, [U, d]
 
     def mean_items(self):
         return mean_profile(self.f_psi(self.c_items))  # Alg. 2, [I, d]
@@ -401,23 +401,27 @@ def entity_alignment(z, c_env, ids, tau=0.2):
     return per_entity.index_select(1, inverse)  # [E, B]
 
 
-def kl_diag_gaussians(mu_q, var_q, mu_p, var_p):
+def kl_diag_gaussians(mu_q, var_q, mu_p, var_p, check=True):
     """Closed-form KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians,
     summed over the last dim: [..., d] -> [...]. var_q, var_p: variances.
     The paper's Eq. 11 prints ln(mu~/mu) in the first term; the Gaussian KL has the ratio of
     the standard deviations, ln(sigma~/sigma) = 0.5 ln(var_p / var_q), as here."""
-    check_variance('var_q', var_q)
-    check_variance('var_p', var_p)
+    if check:  # generative_objective's variances come from exp(): it passes check=False
+        check_variance('var_q', var_q)
+        check_variance('var_p', var_p)
     kl = torch.log(var_p / var_q) + (var_q + (mu_q - mu_p) ** 2) / var_p - 1.0  # [..., d]
     return 0.5 * kl.sum(dim=-1)
 
 
-def distribution_alignment(mu, var, mu_env, var_env, beta):
+def distribution_alignment(mu, var, mu_env, var_env, beta, check=True):
     """Eq. 11, generative alignment: w_u KL(q || N(mu~^e, var~^e)) + w_prior KL(q || N(0, I))
     with w_u = 1 - beta, w_prior = beta, and q = N(mu, var) the base model's posterior.
     With beta = 1 it is the usual VAE KL term. [B, d] x 4 -> [B], one value per user."""
-    kl_env = kl_diag_gaussians(mu, var, mu_env, var_env)  # [B]
-    kl_prior = kl_diag_gaussians(mu, var, torch.zeros_like(mu), torch.ones_like(var))  # [B]
+    if check:
+        check_variance('var', var)
+        check_variance('var_env', var_env)
+    kl_env = kl_diag_gaussians(mu, var, mu_env, var_env, check=False)  # [B]
+    kl_prior = kl_diag_gaussians(mu, var, torch.zeros_like(mu), torch.ones_like(var), check=False)  # [B]
     return (1.0 - beta) * kl_env + beta * kl_prior  # Eq. 11, [B]
 
 
@@ -430,20 +434,22 @@ def fuse_vectors(z, c_env):
     return z + c_env
 
 
-def fuse_gaussians(mu, var, mu_env, var_env):
+def fuse_gaussians(mu, var, mu_env, var_env, check=True):
     """Eq. 12 for the generative models: "element-wise addition" applied to the parameters of
     the two Gaussians, as the authors' DMRec code does (BlueGhostYi/ProRec,
     encoder/models/general_cf/mult_vae_mddm.py, cal_loss: mu = mu_src + mu_llm,
     logvar = logvar_src + logvar_llm). Means add; log-variances add, so variances multiply.
     mu, var: [B, d] base posterior; mu_env, var_env: [B, d] one environment -> 2 x [B, d]."""
-    check_variance('var', var)
-    check_variance('var_env', var_env)
+    if check:
+        check_variance('var', var)
+        check_variance('var_env', var_env)
     return mu + mu_env, var * var_env  # Eq. 12: N(mu + mu~e, sigma^2 * sigma~e^2)
 
 
-def sample_gaussian(mu, var, generator=None):
+def sample_gaussian(mu, var, generator=None, check=True):
     """z = mu + sqrt(var) * eps, eps ~ N(0, I): a differentiable sample of N(mu, var)."""
-    check_variance('var', var)
+    if check:
+        check_variance('var', var)
     eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)  # [..., d]
     return mu + var.sqrt() * eps
 
@@ -533,21 +539,25 @@ def rlmrec_con_loss(z_u, z_i, z_j, c_u, c_i, c_j, c_users, users, pos_items, neg
 # The paper's reading is the first of each; the released code's (BlueGhostYi/ProRec,
 # lightgcn_proex.py) and the Fig. 6 ablation are the others.
 
-def mix_per_entity(stacks, envs, alpha, rng):
-    """Paper (Eq. 10, Alg. 1 line 13): one Dirichlet draw per row per environment, the same
-    draw for every stack. stacks: [K, n, d] each -> [E, n, d] each."""
-    theta = dirichlet_weights(envs, stacks[0].shape[0], alpha, stacks[0].shape[1], rng,
-                              stacks[0].device)  # [E, n, K]
-    return [mix(c, theta) for c in stacks]  # Eq. 8 (9)
+def mix_per_entity(stacks, envs, alpha, rng, same_rows=False):
+    """Paper (Eq. 10, Alg. 1 line 13): one Dirichlet draw per row per environment.
+    stacks: [K, n, d] each -> [E, n, d] each. The rows of different stacks are different
+    entities (a BPR batch's users, positives, negatives) and draw apart; same_rows=True: the
+    stacks are two sides of the same rows (Eq. 9's means and variances) and share the draw."""
+    sizes = [c.shape[1] for c in stacks]
+    theta = dirichlet_weights(envs, stacks[0].shape[0], alpha, sizes[0] if same_rows else sum(sizes),
+                              rng, stacks[0].device)  # [E, n, K]
+    weights = [theta] * len(stacks) if same_rows else theta.split(sizes, dim=1)
+    return [mix(c, t) for c, t in zip(stacks, weights)]  # Eq. 8 (9)
 
 
-def mix_shared(stacks, envs, alpha, rng):
+def mix_shared(stacks, envs, alpha, rng, same_rows=False):
     """Released code: one draw per environment for the whole batch."""
     theta = dirichlet_weights(envs, stacks[0].shape[0], alpha, None, rng, stacks[0].device)  # [E, K]
     return [mix(c, theta) for c in stacks]
 
 
-def mix_mean(stacks, envs, alpha, rng):
+def mix_mean(stacks, envs, alpha, rng, same_rows=False):
     """Fig. 6 'w/o mixing': one environment, the mean of the K profiles."""
     return [mean_profile(c)[None] for c in stacks]  # [1, n, d] each
 
@@ -611,10 +621,7 @@ def loss_parts(rec, align, l_reg, var_e):
 def discriminative_environments(c_u, c_i, c_j, envs, alpha, mixing='per-entity', rng=None):
     """The environments of one BPR batch (Eq. 8-10): the mixed profiles of users, positives
     and negatives, each row its own draw. c_u, c_i, c_j: [K, B, d] -> 3 x [E, B, d]."""
-    B = c_u.shape[1]
-    rows = torch.cat([c_u, c_i, c_j], dim=1)  # [K, 3B, d]: the 3B rows of the batch
-    (mixed,) = choose('mixing', mixing, MIXING)([rows], envs, alpha, rng)  # [E, 3B, d]
-    return tuple(mixed.split(B, dim=1))  # Eq. 8, 3 x [E, B, d]
+    return tuple(choose('mixing', mixing, MIXING)([c_u, c_i, c_j], envs, alpha, rng))  # Eq. 8
 
 
 def discriminative_reg(c_u, c_i, tau=0.2, reg='printed', users=None, pos_items=None):
@@ -690,7 +697,7 @@ ALIGN = {'posterior': 'Eq. 11 on q of Eq. 2 (Sec. 2.4)', 'fused': "Eq. 11 on the
 def generative_environments(mu_k, var_k, envs, alpha, mixing='per-entity', rng=None):
     """The environments' Gaussians (Eq. 9-10): means and variances mixed separately with the
     same weights. mu_k, var_k: [K, B, d] -> mu_env, var_env: [E, B, d]."""
-    mu_env, var_env = choose('mixing', mixing, MIXING)([mu_k, var_k], envs, alpha, rng)
+    mu_env, var_env = choose('mixing', mixing, MIXING)([mu_k, var_k], envs, alpha, rng, same_rows=True)
     return mu_env, var_env  # Eq. 9, [E, B, d] each
 
 
@@ -735,22 +742,22 @@ def generative_objective(nll_fn, mu, logvar, mu_k, logvar_k, *, envs=3, alpha=0.
     # 2) one noise draw shared by all environments, so that Var_e only sees what the
     #    environments change
     if fusion == 'sum-of-samples':
-        z = sample_gaussian(mu, var, generator)  # z ~ q(z_u | x_u), [B, d]
+        z = sample_gaussian(mu, var, generator, check=False)  # z ~ q(z_u | x_u), [B, d]
     else:
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)  # [B, d]
     rec, aligned = [], []
     for m_e, v_e in zip(mu_env, var_env):
         if fusion == 'sum-of-samples':  # a sample of q plus a sample of the environment
-            mu_f, var_f, z_e = mu, var, z + sample_gaussian(m_e, v_e, generator)  # [B, d]
+            mu_f, var_f, z_e = mu, var, z + sample_gaussian(m_e, v_e, generator, check=False)  # [B, d]
         else:
-            mu_f, var_f = fuse_gaussians(mu, var, m_e, v_e)  # Eq. 12, [B, d] each
+            mu_f, var_f = fuse_gaussians(mu, var, m_e, v_e, check=False)  # Eq. 12, [B, d] each
             z_e = mu_f + var_f.sqrt() * eps  # a sample of the fused Gaussian, [B, d]
         rec.append(nll_fn(z_e))  # [B]
         if rec[-1].shape != (B,):
             raise ValueError(f'nll_fn: expected one loss per row, shape [{B}], got '
                              f'{list(rec[-1].shape)}; return the per-user loss, not its mean')
         mu_q, var_q = (mu_f, var_f) if align == 'fused' else (mu, var)  # the Gaussian Eq. 11 aligns
-        aligned.append(distribution_alignment(mu_q, var_q, m_e, v_e, beta)
+        aligned.append(distribution_alignment(mu_q, var_q, m_e, v_e, beta, check=False)
                        if lambda1 != 0 else z_e.new_zeros(B))  # Eq. 11, [B]
     rec, aligned = torch.stack(rec), torch.stack(aligned)  # [E, B] each
     env_losses = rec + lambda1 * aligned  # Eq. 13, L^e per user, [E, B]

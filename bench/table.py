@@ -212,18 +212,23 @@ class Tables:
     def many_vs_one(d):
         """Tables 2-3: base, one profile alone (RLMRec-C, DMRec-M; _avg: their mean per seed), ProEx; p vs ProEx."""
         rows = []
-        for dataset, m, r in [(ds, m, r) for ds in ('ml100k', 'synthetic') for m, r in protocols(d, ds)[0].items()]:
-            one, s = r['summary'].get('one_profile'), r['summary']
-            arm = one and ('RLMRec-C' if one['config'].startswith('--rlmrec-con') else 'DMRec-M')
-            lines = [('base', 'none', s['recall@20']['base'], s['ndcg@20']['base'], s)] + [
-                (f"{arm} `{one['config']}`", f"{k} ({VIEW_NAMES[k] if dataset == 'ml100k' else 'misleading' if k == '3' else 'informative'}) alone"
-                 + ', best on validation' * (str(one.get('best_view')) == k), v['recall@20']['one'], v['ndcg@20']['one'], v)
-                for k, v in sorted(one['views'].items())] + [(f'{arm}_avg', 'each view above alone, mean per seed',
-                a['recall@20']['one'], a['ndcg@20']['one'], a) for a in [one.get('avg')] if a] + [
-                (f"ProEx `{r['chosen']['proex']}`", 'all 4', s['recall@20']['proex'], s['ndcg@20']['proex'], None)
-            ] if one else []
-            rows += [[dataset, NAMES[m], method, views, R['n'], ms(R), pval(p and p['recall@20']['p_paired_t']), ms(N),
-                      pval(p and p['ndcg@20']['p_paired_t'])] for method, views, R, N, p in lines]
+        for dataset in ('ml100k', 'synthetic'):
+            for m, r in protocols(d, dataset)[0].items():
+                s, one = r['summary'], r['summary'].get('one_profile')
+                if not one:
+                    continue
+                arm = 'RLMRec-C' if one['config'].startswith('--rlmrec-con') else 'DMRec-M'
+                lines = [('base', 'none', s['recall@20']['base'], s['ndcg@20']['base'], s)]
+                for k, v in sorted(one['views'].items()):  # synthetic: view 3 misleading, the others informative
+                    kind = VIEW_NAMES[k] if dataset == 'ml100k' else 'misleading' if k == '3' else 'informative'
+                    best = ', best on validation' if str(one.get('best_view')) == k else ''
+                    lines.append((f"{arm} `{one['config']}`", f'{k} ({kind}) alone{best}', v['recall@20']['one'],
+                                  v['ndcg@20']['one'], v))
+                lines += [(f'{arm}_avg', 'each view above alone, mean per seed', a['recall@20']['one'],
+                           a['ndcg@20']['one'], a) for a in [one.get('avg')] if a]
+                lines.append((f"ProEx `{r['chosen']['proex']}`", 'all 4', s['recall@20']['proex'], s['ndcg@20']['proex'], None))
+                rows += [[dataset, NAMES[m], method, views, R['n'], ms(R), pval(p and p['recall@20']['p_paired_t']),
+                          ms(N), pval(p and p['ndcg@20']['p_paired_t'])] for method, views, R, N, p in lines]
         return render('dataset | model | method | profiles | seeds | R@20 | p vs ProEx | N@20 | p vs ProEx', rows)
 
     def commands(d, *names):
@@ -339,8 +344,8 @@ class Tables:
     def profiles_scale(d):
         r = load(d, 'profiles_scale.json', 'file_bytes')
         fb = r['file_bytes']
-        emb = [v for k, v in fb.items() if k.startswith('usr_emb_np')]
-        nps = [v for k, v in fb.items() if re.fullmatch(r'usr_prf_\d+\.json', k)]
+        emb, nps = [v for k, v in fb.items() if k.startswith('usr_emb_np')], [
+            v for k, v in fb.items() if re.fullmatch(r'usr_prf_\d+\.json', k)]
         return render(f"at {r['n']:,} entities, K = {r['K']}, d = {r['dim']} | ", [
             ['journal (texts)', f"{mb(fb['usr_prf_journal.jsonl'])} ({kb(r['journal_bytes_per_entity'])} per entity)"],
             ['vector store', f"{mb(fb['usr_emb_store.f32'])} (K x d x 4 bytes per entity)"],
@@ -375,7 +380,7 @@ class Tables:
 
     def align_cost(d):
         r = load(d, 'align_cost.json', 'ratio')
-        sec = r['sec_per_epoch_median']
+        sec = r['sec_per_epoch_median']  # by lambda1
         return render('lambda1 = 0 | lambda1 = 0.1 | ratio',
                       [[f"{sec['0']:.2f} s", f"{sec['0.1']:.2f} s", f"{r['ratio']:.2f}x"]])
 
@@ -422,20 +427,16 @@ class Tables:
 TABLES = {name: fn for name, fn in vars(Tables).items() if not name.startswith('_')}
 
 
-def protocol_ml100k(d):
-    """Section 3 of RESULTS.md (ml100k) with its tables made from the result files in d, as lines."""
-    return build(d).split('\n## 3.')[1].split('\n## 4.')[0].splitlines()
-
-
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    sys.path.insert(0, str(HERE.parent))
+    from eval import ArgumentParser  # one-line errors, as every entry point
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--check', action='store_true', help='write nothing; exit 1 if a table region is out of date')
     p.add_argument('--print', nargs='+', metavar=('NAME', 'ARG'), help=f"print one table ({', '.join(TABLES)})")
     a = p.parse_args()
     if a.print:
         return print('\n'.join(show(RESULTS, *a.print))) if a.print[0] in TABLES else p.error(
-            f'argument --print: no table {a.print[0]!r}')
+            f"argument --print: no table {a.print[0]!r}; one of {', '.join(TABLES)}")
     stale = [f for f in FILES if fill(f.read_text()) != f.read_text()]
     for f in [] if a.check else stale:
         f.write_text(fill(f.read_text()))
