@@ -31,7 +31,8 @@ Steps, one result file:
             with ProEx's finals of the same seeds.
 --keep-base keeps the base arm's runs made by earlier source files (when the base model's
 code did not change: check with bench/same_numbers.py) and reruns only the rest.
---fused-only runs step 6 alone for --proex-config into its own --out (a second core's share);
+--fused-only (--views-only) runs step 6 (4) alone for --proex-config into its own --out (a second
+core's share);
 --merge FILE later takes those runs into the protocol file (the runs of the same source files only).
 Both arms use the model file's early-stopping rule (validation R@20 every --eval-every
 epochs, 3 by default and 5 for L-DiffRec; stop after 20 validations without improvement). Every run stores its command line and the git commit plus a hash of
@@ -269,6 +270,8 @@ def main():
                    "after a default they relied on changed), keep the other stale runs")
     p.add_argument('--fused-only', action='store_true', help='run only the --fused-seeds runs of '
                    '--proex-config (no tuning, no finals: a second core\'s share; --merge it later)')
+    p.add_argument('--views-only', action='store_true', help='run only the single-view runs (step 4) '
+                   'of --proex-config into its own --out (a second core\'s share; --merge it later)')
     p.add_argument('--fused-from', type=int, default=1, metavar='S', help='with --fused-only: '
                    'seeds S..--fused-seeds only (another share has the seeds before S)')
     p.add_argument('--merge', nargs='+', default=[], metavar='FILE', help='take the runs of these '
@@ -298,8 +301,9 @@ def main():
             or (a.one_profile and a.one_seeds > a.seeds)):
         raise SystemExit('error: --ablation-seeds, --view-seeds and --eq7-seeds pair with the final seeds; '
                          'they must not exceed --seeds')
-    if a.fused_only and a.proex_config is None:
-        raise SystemExit('error: --fused-only needs --proex-config (the configuration it pairs with)')
+    if (a.fused_only or a.views_only) and a.proex_config is None:
+        raise SystemExit('error: --fused-only and --views-only need --proex-config (the configuration '
+                         'they pair with)')
     if a.fused_from != 1 and not a.fused_only:
         raise SystemExit('error: --fused-from only splits a --fused-only share')
     store = {'runs': {}}
@@ -335,9 +339,17 @@ def main():
     def fused_run(cfg, s):  # step 6's run; a --fused-only share runs the same, under the same key
         return run(mod, common + cfg + ['--align-fused', '--seed', str(s)], store, f'fused|{s}', version, save)
 
+    def view_run(cfg, k, s):  # step 4's run; a --views-only share runs the same, under the same key
+        return run(mod, common + cfg + ['--profiles', k, '--seed', str(s)], store, f'view|{k}|{s}', version, save)
+
     if a.fused_only:  # one core's share: the --align-fused runs alone, summarised after --merge
         for s in range(a.fused_from, a.fused_seeds + 1):
             fused_run(a.proex_config.split(), s)
+        return
+    if a.views_only:  # one core's share: the single-view runs alone, summarised after --merge
+        for s in range(1, a.view_seeds + 1):
+            for k in a.view_list.split(','):
+                view_run(a.proex_config.split(), k, s)
         return
     # 1) tune on validation, the same budget per arm
     chosen = {}
@@ -396,8 +408,7 @@ def main():
     form_runs = {name: [] for name in forms} if a.eq7 else {}
     for s in range(1, max(a.view_seeds * a.views, a.eq7_seeds * a.eq7) + 1):
         for k, runs in view_runs.items() if s <= a.view_seeds else ():
-            runs.append(run(mod, common + cfg + ['--profiles', k, '--seed', str(s)], store,
-                            f'view|{k}|{s}', version, save))
+            runs.append(view_run(cfg, k, s))
         for name, runs in form_runs.items() if s <= a.eq7_seeds else ():
             runs.append(final['proex'][s - 1] if is_chosen[name] else run(  # chosen: its final run
                 mod, common + forms[name] + ['--seed', str(s)], store, f'eq7|{name}|{s}', version, save))
