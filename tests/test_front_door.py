@@ -151,3 +151,4 @@ def test_help_shows_no_path_of_this_checkout(name, capsys):
 def test_readme_installs_the_cpu_build_from_its_index():
     readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
     assert 'pip install torch --index-url https://download.pytorch.org/whl/cpu' in readme
+    assert len(readme.splitlines()) <= 200  # the front door; measured detail lives in bench/RESULTS.md
