@@ -32,7 +32,8 @@ Steps, one result file:
 --keep-base keeps the base arm's runs made by earlier source files (when the base model's
 code did not change: check with bench/same_numbers.py) and reruns only the rest.
 --fused-only (--views-only) runs step 6 (4) alone for --proex-config into its own --out (a second
-core's share);
+core's share); --tune-only runs step 1 alone (each core its own --tune-seeds), --one-only step 7's
+runs of --one-config;
 --merge FILE later takes those runs into the protocol file (the runs of the same source files only).
 Both arms use the model file's early-stopping rule (validation R@20 every --eval-every
 epochs, 3 by default and 5 for L-DiffRec; stop after 20 validations without improvement). Every run stores its command line and the git commit plus a hash of
@@ -140,7 +141,11 @@ def code_version(model):
 def run(mod, argv, store, key, version, save):
     """One training run, resumable: results are keyed by name and saved after each run."""
     if key in store['runs']:
-        return store['runs'][key]
+        done = store['runs'][key]
+        if key.split('|')[0] not in ('tune', 'final') and method(done['argv']) != method(argv):
+            raise SystemExit(f"error: run {key} in the file ran {' '.join(method(done['argv']))!r}, not "
+                             f"{' '.join(method(argv))!r} (a share of another configuration?); --drop it")
+        return done
     t0 = time.time()
     r = mod.main(mod.parse_args(argv))
     keep = {k: r[k] for k in ('best_epoch', 'best_val_recall20', 'test', 'test_by_activity',
@@ -150,6 +155,12 @@ def run(mod, argv, store, key, version, save):
     store['runs'][key] = keep
     save()
     return keep
+
+
+def method(argv):
+    """A run's flags without where it read the data and how many threads it used."""
+    return [x for i, x in enumerate(argv) if x not in ('--threads', '--data-dir')
+            and (i == 0 or argv[i - 1] not in ('--threads', '--data-dir'))]
 
 
 def renamed(key):
@@ -194,12 +205,33 @@ def by_activity(runs):
     return out if groups else None
 
 
+def one_run(mod, common, store, cfg, version, save):
+    """Step 7's run: configuration cfg on view k with seed s, stored under 'step|k|s'."""
+    return lambda k, s, step: run(mod, common + cfg.split() + ['--profiles', str(k), '--seed', str(s)],
+                                  store, f'{step}|{k}|{s}', version, save)
+
+
+def n_views(a):
+    return len(data.load_dataset(a.dataset, a.data_dir, profiles=True).usr_prf)
+
+
+def one_share(a, mod, common, store, tune_seeds, version, save):
+    """--one-only: step 7's runs of --one-config alone, under the keys one_profile() reads."""
+    on_view = one_run(mod, common, store, a.one_config, version, save)
+    if a.one_best:
+        for k in range(n_views(a)):
+            for t in tune_seeds:
+                on_view(k, t, 'oneview')
+        return
+    for k in a.one_views.split(','):
+        for s in range(a.one_from, a.one_seeds + 1):
+            on_view(int(k), s, 'one')
+
+
 def one_profile(a, mod, common, store, cfg, proex, tune_seeds, version, save):
     """Step 7: the chosen single-profile configuration on each view of --one-views (and the
     view validation picks, --one-best), seed by seed, paired with ProEx's finals."""
-    def on_view(k, s, step):
-        return run(mod, common + cfg.split() + ['--profiles', str(k), '--seed', str(s)], store,
-                   f'{step}|{k}|{s}', version, save)
+    on_view = one_run(mod, common, store, cfg, version, save)
     views = [int(k) for k in a.one_views.split(',')]
     summary, runs = {'config': cfg, 'views': {}}, {}
 
@@ -212,9 +244,8 @@ def one_profile(a, mod, common, store, cfg, proex, tune_seeds, version, save):
     for k in views:
         finals_on(k, a.one_seeds)
     if a.one_best:  # the view with the best mean validation R@20 over the tuning seeds
-        K = len(data.load_dataset(a.dataset, a.data_dir, profiles=True).usr_prf)
         val = {k: statistics.mean(on_view(k, t, 'oneview')['best_val_recall20'] for t in tune_seeds)
-               for k in range(K)}
+               for k in range(n_views(a))}
         summary['best_view'], summary['val_by_view'] = max(val, key=val.get), val
         finals_on(summary['best_view'], a.seeds)
     if len(views) > 1:  # the mean over the views per seed (DMRec_avg)
@@ -274,6 +305,13 @@ def main():
                    'of --proex-config into its own --out (a second core\'s share; --merge it later)')
     p.add_argument('--fused-from', type=int, default=1, metavar='S', help='with --fused-only: '
                    'seeds S..--fused-seeds only (another share has the seeds before S)')
+    p.add_argument('--tune-only', action='store_true', help='run only step 1, the tuning runs of '
+                   'the --tune-seeds given (a second core\'s share of the tuning; --merge it later)')
+    p.add_argument('--one-only', action='store_true', help='run only step 7\'s runs of --one-config: '
+                   'with --one-best the view-picking runs (each view, each tuning seed), else --one-views '
+                   'with seeds --one-from..--one-seeds (a second core\'s share; --merge it later)')
+    p.add_argument('--one-from', type=int, default=1, metavar='S', help='with --one-only: seeds '
+                   'S..--one-seeds only (another share has the seeds before S)')
     p.add_argument('--merge', nargs='+', default=[], metavar='FILE', help='take the runs of these '
                    'result files made by the same source files before running: the shares of other cores')
     p.add_argument('--restart', action='store_true', help='drop runs made by other sources')
@@ -299,13 +337,17 @@ def main():
     if ((a.ablations and a.ablation_seeds > a.seeds) or (a.views and a.view_seeds > a.seeds)
             or (a.eq7 and a.eq7_seeds > a.seeds) or a.fused_seeds > a.seeds
             or (a.one_profile and a.one_seeds > a.seeds)):
-        raise SystemExit('error: --ablation-seeds, --view-seeds and --eq7-seeds pair with the final seeds; '
+        raise SystemExit('error: --ablation-seeds, --view-seeds, --eq7-seeds, --fused-seeds and --one-seeds pair with the final seeds; '
                          'they must not exceed --seeds')
     if (a.fused_only or a.views_only) and a.proex_config is None:
         raise SystemExit('error: --fused-only and --views-only need --proex-config (the configuration '
                          'they pair with)')
     if a.fused_from != 1 and not a.fused_only:
         raise SystemExit('error: --fused-from only splits a --fused-only share')
+    if a.one_only and (a.one_config is None or not a.one_profile):
+        raise SystemExit('error: --one-only needs --one-profile and --one-config (the configuration it runs)')
+    if a.one_from != 1 and not a.one_only:
+        raise SystemExit('error: --one-from only splits a --one-only share')
     store = {'runs': {}}
     if Path(a.out).exists():
         store = json.loads(Path(a.out).read_text())
@@ -351,6 +393,9 @@ def main():
             for k in a.view_list.split(','):
                 view_run(a.proex_config.split(), k, s)
         return
+    if a.one_only:  # one core's share of step 7: the same runs under the same keys as there
+        one_share(a, mod, common, store, tune_seeds, version, save)
+        return
     # 1) tune on validation, the same budget per arm
     chosen = {}
     for arm, grid in grids.items():
@@ -364,6 +409,8 @@ def main():
             vals.append(statistics.mean(r['best_val_recall20'] for r in runs))
         chosen[arm] = grid[int(np.argmax(vals))]
         print(f'== {arm}: chosen {chosen[arm]!r} on mean validation R@20 {max(vals):.4f}', flush=True)
+    if a.tune_only:  # one core's share: the tuning runs alone, chosen after --merge
+        return
     store['chosen'] = chosen
     # 2) final: the chosen configurations, paired seeds
     final = {arm: [] for arm in chosen if arm != one}
