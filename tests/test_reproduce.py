@@ -89,3 +89,27 @@ def test_one_profile_arm_is_tuned_and_pairs_per_view_with_proex(tmp_path):
     assert one['views']['3']['recall@20']['proex']['mean'] == r['summary']['recall@20']['proex']['mean']
     assert r['runs']['one|3|2']['argv'][-4:] == ['--profiles', '3', '--seed', '2']
     assert '--rlmrec-con' in r['runs']['one|3|2']['argv'] and one['avg']['recall@20']['one']['n'] == 2
+
+
+def test_tune_and_one_profile_shares_merge_and_a_share_of_another_configuration_is_refused(tmp_path):
+    """--tune-only (each core its tuning seeds) and --one-only (step 7's runs, --one-from splits
+    the seeds) write the runs the protocol reads under the same keys; a merged single-profile run
+    of another configuration than the chosen one stops the protocol with one error naming it."""
+    def go(*flags, check=True):
+        return subprocess.run([sys.executable, str(ROOT / 'bench' / 'reproduce.py'), '--model', 'lightgcn',
+                               '--dataset', 'synthetic', '--base-config=--reg 1e-6',
+                               '--proex-config=--proex --lambda1 0', '--seeds', '2', '--one-seeds', '2',
+                               '--one-profile', '--one-views', '3', '--extra', '--epochs 1']
+                              + list(flags), check=check, capture_output=True, text=True, cwd=tmp_path)
+    go('--tune-only', '--tune-seeds', '101', '--out', 'a.json')
+    a = json.loads((tmp_path / 'a.json').read_text())
+    assert len(a['runs']) == 6 and all(k.startswith('tune|rlmrec|') and k.endswith('|101') for k in a['runs'])
+    assert 'chosen' not in a  # nothing chosen from one core's share
+    go('--one-only', '--one-config=--rlmrec-con --kd-weight 1e-2', '--one-from', '2', '--out', 's.json')
+    assert list(json.loads((tmp_path / 's.json').read_text())['runs']) == ['one|3|2']
+    p = go('--one-config=--rlmrec-con --kd-weight 1e-3', '--merge', 's.json', '--out', 'm.json', check=False)
+    assert p.returncode == 1 and 'run one|3|2' in p.stderr and '--kd-weight 1e-2' in p.stderr
+    go('--one-config=--rlmrec-con --kd-weight 1e-2', '--merge', 's.json', '--out', 'ok.json')
+    r = json.loads((tmp_path / 'ok.json').read_text())
+    assert r['runs']['one|3|2'] == json.loads((tmp_path / 's.json').read_text())['runs']['one|3|2']  # not rerun
+    assert r['summary']['one_profile']['views']['3']['recall@20']['one']['n'] == 2
