@@ -56,8 +56,9 @@ def test_fill_rewrites_only_the_marked_regions(tmp_path):
     text = ('Hand-written, <!-- table:align_cost --> in a sentence is no marker.\n\n'
             '<!-- table:align_cost -->\nwhatever was here\n<!-- /table -->\n\nMore text.\n')
     assert t.fill(text, tmp_path) == ('Hand-written, <!-- table:align_cost --> in a sentence is no marker.\n\n'
-                                      '<!-- table:align_cost -->\n| lambda1 = 0 | lambda1 = 0.1 | ratio |\n|---|---|---|\n'
-                                      '| 1.20 s | 1.50 s | 1.25x |\n\n<!-- /table -->\n\nMore text.\n')
+                                      '<!-- table:align_cost -->\n| dataset | s / epoch, lambda1 = 0 | lambda1 | s / epoch, Eq. 13 on '
+                                      '| ratio |\n|---|---|---|---|---|\n'
+                                      '| ml100k | 1.20 s | 0.1 | 1.50 s | 1.25x |\n\n<!-- /table -->\n\nMore text.\n')
     assert t.fill(text, tmp_path / 'nothing') == text.replace(
         'whatever was here', '* `align_cost.json`: pending (missing or still being written).\n')
 
