@@ -87,7 +87,7 @@ def main(args):
     model = GCCF(data.n_users, data.n_items, args.dim, args.layers).to(device)
     # Eq. 6: profiles are mapped to the concatenated size (L+1) d, the size they are added to
     prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, model.out_dim,            # Eq. 5-6
-                            args.profile_dim).to(device) if data.usr_prf else None
+                            args.profile_dim).to(device) if args.proex or args.rlmrec_con else None
     modules = nn.ModuleList([model] + ([prof] if prof else []))
     opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 

@@ -107,7 +107,7 @@ def main(args):
     perm = D.transpose_perm(A)
     model = LightGCN(data.n_users, data.n_items, args.dim, args.layers, args.skip_layer0).to(device)
     prof = P.ProfileEncoder(data.usr_prf, data.itm_prf, args.dim,                 # Eq. 5-6
-                            args.profile_dim).to(device) if data.usr_prf else None
+                            args.profile_dim).to(device) if args.proex or args.rlmrec_con else None
     modules = nn.ModuleList([model] + ([prof] if prof else []))
     opt = torch.optim.Adam(modules.parameters(), lr=args.lr)
 

@@ -173,3 +173,18 @@ def test_one_first_run_time_everywhere():
     help_text = ' '.join(cli('lightgcn.py', '--help').stdout.split())
     assert said in lightgcn.__doc__ and said in help_text
     assert said in (REPO / 'README.md').read_text()
+
+
+@pytest.mark.parametrize('name', ['gccf', 'lightgcn', 'simgcl'])
+def test_base_model_reads_no_profile_where_the_data_has_views(name, monkeypatch):
+    """`synthetic` always carries K = 4 views; without --proex or --rlmrec-con the base model
+    must train alone (BPR), not build a profile encoder and run ProEx's objective."""
+    import importlib
+    mod = importlib.import_module(name)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f'{name}.py without --proex built a ProfileEncoder')
+    monkeypatch.setattr(mod.P, 'ProfileEncoder', refuse)
+    monkeypatch.setattr(mod.P, 'discriminative_objective', refuse)
+    r = mod.main(mod.parse_args(['--dataset', 'synthetic', '--epochs', '1', '--threads', '1']))
+    assert r['history'][0]['loss'] < 2.0  # BPR (+ SimGCL's InfoNCE at 0.1) from ln 2, not ProEx's sum over E
